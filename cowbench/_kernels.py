@@ -1,0 +1,740 @@
+"""The jitted engine: frames, PTE tables, address spaces, and the fault path.
+
+Private. Every function here takes a `Machine` (a NamedTuple of NumPy arrays)
+and plain integers, trusts its arguments completely (the Python layer in
+engine.py validated them), and follows docs/semantics.md rule by rule. Names
+follow Linux mm/ where the code does the same job: do_anonymous_page,
+do_wp_page, wp_page_reuse, wp_page_copy, copy_page_range, zap_pte_range,
+exit_mmap, out_of_memory.
+
+Layout of a PTE (int32): 0 means absent; otherwise
+    bits 31..2  frame + 1
+    bit 1       E, anon-exclusive (PageAnonExclusive)
+    bit 0       W, writable
+Frame 0 is the zero page. A frame's mapcount counts PTEs, never the zero page's.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .patterns import _pattern_fill
+from .scenario import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
+
+PTRS_PER_TABLE = 512
+TABLE_SHIFT = 9
+
+# PTE bits
+PTE_W = np.int32(1)
+PTE_E = np.int32(2)
+
+# VMA flags, one uint8 per (mm, region)
+VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK = 1, 2, 4, 8, 16
+
+# process states (engine.py maps them to names)
+P_UNBORN, P_RUNNING, P_SUSPENDED, P_EXITED, P_KILLED, P_FORK_FAILED = 0, 1, 2, 3, 4, 5
+R_NONE, R_SIGSEGV, R_OOM = 0, 1, 2
+
+# policies and OOM victim rules
+POLICY_EAGER, POLICY_COW = 0, 1
+OOM_LARGEST, OOM_FAULTING = 0, 1
+
+# madvise codes
+ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK = 0, 1, 2, 3
+
+# per-process counters, ctr[pid, C_*]; the first ones are also kept as run totals
+(C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
+ C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES,
+ C_RSS, C_USS, C_PTE_PAGES) = range(10)
+N_CTR = 10
+N_TOTALS = 7      # C_MINOR_FAULTS .. C_FORK_TABLES are summed into Machine.totals
+
+# scalars in Machine.g
+(G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
+ G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
+ G_RUNNING, G_RESUME) = range(14)
+N_G = 14
+
+# timeline columns
+(T_FRAMES_USED, T_RUNNING, T_MINOR_FAULTS, T_ZERO_FILLS, T_COW_COPIES, T_COW_REUSES,
+ T_FORK_PAGES, T_FORK_PTES, T_FORK_TABLES) = range(9)
+N_TL = 9
+
+# run() status
+RUN_DONE, RUN_GROW = 0, 1
+TOUCH_CHUNK = 4096
+
+
+class Machine(NamedTuple):
+    g: np.ndarray            # int64[N_G] scalars
+    totals: np.ndarray       # int64[N_TOTALS] run totals of the first counters
+    frame_map: np.ndarray    # int32[frame cap] mapcount
+    frame_tag: np.ndarray    # int64[frame cap] last value written
+    frame_free: np.ndarray   # int32[frame cap] stack of freed frames
+    pt: np.ndarray           # int32[table cap, 512] PTE tables
+    tab_count: np.ndarray    # int32[table cap] present PTEs per table
+    tab_free: np.ndarray     # int32[table cap] stack of freed tables
+    pmd: np.ndarray          # int32[row cap, n_pmd] table of each 2 MiB range, -1 none
+    row_free: np.ndarray     # int32[row cap] stack of freed directory rows
+    mm_row: np.ndarray       # int32[n_mm] directory row of a live mm, -1 none
+    mm_users: np.ndarray     # int32[n_mm] processes using the mm
+    mm_rss: np.ndarray       # int64[n_mm] PTEs mapping a frame other than the zero page
+    mm_tables: np.ndarray    # int64[n_mm] PTE tables
+    vma: np.ndarray          # uint8[n_mm, n_reg] VM_* flags
+    reg_pmd0: np.ndarray     # int64[n_reg] first 2 MiB range of the region
+    reg_npages: np.ndarray   # int64[n_reg]
+    reg_shared: np.ndarray   # uint8[n_reg] MAP_SHARED
+    reg_shm0: np.ndarray     # int64[n_reg] first page-cache slot of a shared region
+    reg_maps: np.ndarray     # int32[n_reg] address spaces mapping the region
+    shm_frame: np.ndarray    # int32[shared pages] page cache: frame or -1
+    proc_mm: np.ndarray      # int32[n_proc + 1] indexed by pid
+    proc_state: np.ndarray   # int8[n_proc + 1]
+    proc_reason: np.ndarray  # int8[n_proc + 1]
+    proc_vparent: np.ndarray  # int32[n_proc + 1] vfork parent to wake, 0 none
+    ctr: np.ndarray          # int64[n_proc + 1, N_CTR]
+    proc_pss: np.ndarray     # float64[n_proc + 1]
+
+
+# --- PTE encoding ------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def pte_make(frame, flags):
+    return np.int32(((frame + 1) << 2) | flags)
+
+
+@njit(cache=True, inline="always")
+def pte_frame(e):
+    return (e >> 2) - 1
+
+
+# --- counters ----------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def count_event(m, pid, c):
+    m.ctr[pid, c] += 1
+    m.totals[c] += 1
+
+
+# --- frames (kalloc) ---------------------------------------------------------
+
+@njit(cache=True)
+def frame_alloc(m):
+    """A free frame with mapcount 0 and tag 0, or -1 when physical memory is full."""
+    g = m.g
+    if g[G_FRAMES_USED] >= g[G_FRAME_MAX] - 1:
+        return -1
+    if g[G_FREE_TOP] > 0:
+        g[G_FREE_TOP] -= 1
+        f = m.frame_free[g[G_FREE_TOP]]
+    else:
+        f = g[G_FRAME_HWM]
+        g[G_FRAME_HWM] = f + 1
+    g[G_FRAMES_USED] += 1
+    if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
+        g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
+    m.frame_map[f] = 0
+    m.frame_tag[f] = 0
+    return f
+
+
+@njit(cache=True)
+def frame_release(m, f):
+    """Return frame f to the free list."""
+    m.frame_free[m.g[G_FREE_TOP]] = f
+    m.g[G_FREE_TOP] += 1
+    m.g[G_FRAMES_USED] -= 1
+
+
+@njit(cache=True)
+def frame_unmap(m, f, anon):
+    """Drop one PTE mapping of f; an anonymous frame nobody maps is freed."""
+    if f == 0:
+        return
+    m.frame_map[f] -= 1
+    if anon and m.frame_map[f] == 0:
+        frame_release(m, f)
+
+
+# --- PTE tables and address spaces -------------------------------------------
+
+@njit(cache=True)
+def table_alloc(m):
+    g = m.g
+    if g[G_TAB_TOP] > 0:
+        g[G_TAB_TOP] -= 1
+        t = m.tab_free[g[G_TAB_TOP]]
+    else:
+        t = g[G_TAB_HWM]
+        g[G_TAB_HWM] = t + 1
+    m.pt[t, :] = 0
+    m.tab_count[t] = 0
+    return t
+
+
+@njit(cache=True)
+def table_release(m, t):
+    m.tab_free[m.g[G_TAB_TOP]] = t
+    m.g[G_TAB_TOP] += 1
+
+
+@njit(cache=True)
+def mm_create(m, mm):
+    """Give mm an empty directory row and one user."""
+    g = m.g
+    if g[G_ROW_TOP] > 0:
+        g[G_ROW_TOP] -= 1
+        row = m.row_free[g[G_ROW_TOP]]
+    else:
+        row = g[G_ROW_HWM]
+        g[G_ROW_HWM] = row + 1
+    m.pmd[row, :] = -1
+    m.mm_row[mm] = row
+    m.mm_users[mm] = 1
+    m.mm_rss[mm] = 0
+    m.mm_tables[mm] = 0
+    m.vma[mm, :] = 0
+
+
+@njit(cache=True)
+def table_for(m, mm, pmd_index):
+    """The PTE table of mm covering pmd_index, allocated on first use (__pte_alloc)."""
+    row = m.mm_row[mm]
+    t = m.pmd[row, pmd_index]
+    if t < 0:
+        t = table_alloc(m)
+        m.pmd[row, pmd_index] = t
+        m.mm_tables[mm] += 1
+    return t
+
+
+@njit(cache=True)
+def set_pte(m, mm, t, slot, e):
+    """Install e in an empty slot."""
+    m.pt[t, slot] = e
+    m.tab_count[t] += 1
+    if pte_frame(e) != 0:
+        m.mm_rss[mm] += 1
+
+
+@njit(cache=True)
+def zap_region(m, mm, r):
+    """Remove every PTE and table of region r from mm (zap_pte_range + free_pgtables)."""
+    row = m.mm_row[mm]
+    anon = m.reg_shared[r] == 0
+    first = m.reg_pmd0[r]
+    ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
+    for k in range(first, first + ntab):
+        t = m.pmd[row, k]
+        if t < 0:
+            continue
+        if m.tab_count[t] > 0:
+            for slot in range(PTRS_PER_TABLE):
+                e = m.pt[t, slot]
+                if e != 0:
+                    f = pte_frame(e)
+                    if f != 0:
+                        m.mm_rss[mm] -= 1
+                    frame_unmap(m, f, anon)
+        table_release(m, t)
+        m.pmd[row, k] = -1
+        m.mm_tables[mm] -= 1
+
+
+@njit(cache=True)
+def region_put(m, r):
+    """One address space fewer maps r; the last one frees a shared region's page cache."""
+    m.reg_maps[r] -= 1
+    if m.reg_maps[r] == 0 and m.reg_shared[r] != 0:
+        base = m.reg_shm0[r]
+        for k in range(base, base + m.reg_npages[r]):
+            f = m.shm_frame[k]
+            if f >= 0:
+                frame_release(m, f)
+                m.shm_frame[k] = -1
+
+
+@njit(cache=True)
+def unmap_vma(m, mm, r):
+    zap_region(m, mm, r)
+    m.vma[mm, r] = 0
+    region_put(m, r)
+
+
+@njit(cache=True)
+def mm_put(m, mm):
+    """Drop one user of mm; the last one tears it down (exit_mmap)."""
+    m.mm_users[mm] -= 1
+    if m.mm_users[mm] > 0:
+        return
+    for r in range(m.vma.shape[1]):
+        if (m.vma[mm, r] & VM_MAPPED) != 0:
+            unmap_vma(m, mm, r)
+    m.row_free[m.g[G_ROW_TOP]] = m.mm_row[mm]
+    m.g[G_ROW_TOP] += 1
+    m.mm_row[mm] = -1
+
+
+# --- smaps ------------------------------------------------------------------
+
+@njit(cache=True)
+def mm_smaps(m, mm):
+    """(rss, pss, uss) of mm in pages, as smaps_rollup would report them."""
+    row = m.mm_row[mm]
+    rss = 0
+    uss = 0
+    pss = 0.0
+    for r in range(m.vma.shape[1]):
+        if (m.vma[mm, r] & VM_MAPPED) == 0:
+            continue
+        first = m.reg_pmd0[r]
+        ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
+        for k in range(first, first + ntab):
+            t = m.pmd[row, k]
+            if t < 0 or m.tab_count[t] == 0:
+                continue
+            for slot in range(PTRS_PER_TABLE):
+                e = m.pt[t, slot]
+                if e == 0:
+                    continue
+                f = pte_frame(e)
+                if f == 0:
+                    continue
+                n = m.frame_map[f]
+                rss += 1
+                pss += 1.0 / n
+                if n == 1:
+                    uss += 1
+    return rss, pss, uss
+
+
+@njit(cache=True)
+def snapshot(m, pid):
+    """Freeze the memory columns of pid from its address space as it is now."""
+    mm = m.proc_mm[pid]
+    rss, pss, uss = mm_smaps(m, mm)
+    m.ctr[pid, C_RSS] = rss
+    m.ctr[pid, C_USS] = uss
+    m.ctr[pid, C_PTE_PAGES] = m.mm_tables[mm]
+    m.proc_pss[pid] = pss
+
+
+# --- process life ------------------------------------------------------------
+
+@njit(cache=True)
+def proc_end(m, pid, state, reason):
+    """exit, SIGSEGV or OOM: freeze pid's values, wake a vfork parent, release the mm."""
+    snapshot(m, pid)
+    m.proc_state[pid] = state
+    m.proc_reason[pid] = reason
+    m.g[G_RUNNING] -= 1
+    wake_vfork_parent(m, pid)
+    mm_put(m, m.proc_mm[pid])
+
+
+@njit(cache=True)
+def wake_vfork_parent(m, pid):
+    parent = m.proc_vparent[pid]
+    if parent != 0:
+        if m.proc_state[parent] == P_SUSPENDED:
+            m.proc_state[parent] = P_RUNNING
+        m.proc_vparent[pid] = 0
+
+
+@njit(cache=True)
+def oom_kill(m, pid):
+    """out_of_memory(): kill a victim (and every process sharing its mm). True if pid survives."""
+    victim = pid
+    if m.g[G_OOM] == OOM_LARGEST:
+        best = -1
+        for q in range(1, m.proc_state.shape[0]):
+            s = m.proc_state[q]
+            if s == P_RUNNING or s == P_SUSPENDED:
+                rss = m.mm_rss[m.proc_mm[q]]
+                if rss > best:
+                    best = rss
+                    victim = q
+    mm = m.proc_mm[victim]
+    for q in range(1, m.proc_state.shape[0]):
+        s = m.proc_state[q]
+        if (s == P_RUNNING or s == P_SUSPENDED) and m.proc_mm[q] == mm:
+            proc_end(m, q, P_KILLED, R_OOM)
+    return m.proc_state[pid] == P_RUNNING
+
+
+# --- the fault path -----------------------------------------------------------
+# Each handler returns FAULT_OK, or FAULT_OOM when it needed a frame and found
+# none; it then changed nothing, so handle_mm_fault can run the OOM killer and
+# take the fault again from the start, as the kernel does after
+# pagefault_out_of_memory().
+FAULT_OK, FAULT_OOM = 0, 1
+
+
+@njit(cache=True)
+def do_shared_fault(m, pid, mm, r, t, slot, page):
+    """First touch of a MAP_SHARED page in mm: find or create it in the page cache."""
+    k = m.reg_shm0[r] + page
+    f = m.shm_frame[k]
+    if f < 0:
+        f = frame_alloc(m)
+        if f < 0:
+            return FAULT_OOM
+        m.shm_frame[k] = f
+        count_event(m, pid, C_ZERO_FILLS)
+    m.frame_map[f] += 1
+    writable = (m.vma[mm, r] & VM_WRITE) != 0
+    set_pte(m, mm, t, slot, pte_make(f, PTE_W if writable else 0))
+    count_event(m, pid, C_MINOR_FAULTS)
+    return FAULT_OK
+
+
+@njit(cache=True)
+def do_anonymous_page(m, pid, mm, t, slot, write):
+    """First touch of a private page: a read maps the zero page, a write a new frame."""
+    if not write and m.g[G_ZERO_PAGE] != 0:
+        set_pte(m, mm, t, slot, pte_make(0, 0))
+        count_event(m, pid, C_MINOR_FAULTS)
+        return FAULT_OK
+    f = frame_alloc(m)
+    if f < 0:
+        return FAULT_OOM
+    m.frame_map[f] = 1
+    set_pte(m, mm, t, slot, pte_make(f, PTE_W | PTE_E))
+    count_event(m, pid, C_MINOR_FAULTS)
+    count_event(m, pid, C_ZERO_FILLS)
+    return FAULT_OK
+
+
+@njit(cache=True)
+def do_wp_page(m, pid, t, slot):
+    """Write to a present, write-protected private page: reuse it or copy it."""
+    e = m.pt[t, slot]
+    f = pte_frame(e)
+    if f != 0 and ((e & PTE_E) != 0 or m.frame_map[f] == 1):
+        m.pt[t, slot] = e | PTE_W | PTE_E            # wp_page_reuse
+        count_event(m, pid, C_MINOR_FAULTS)
+        count_event(m, pid, C_COW_REUSES)
+        return FAULT_OK
+    nf = frame_alloc(m)                            # wp_page_copy
+    if nf < 0:
+        return FAULT_OOM
+    m.frame_tag[nf] = m.frame_tag[f]
+    m.frame_map[nf] = 1
+    m.pt[t, slot] = pte_make(nf, PTE_W | PTE_E)
+    count_event(m, pid, C_MINOR_FAULTS)
+    if f == 0:
+        count_event(m, pid, C_ZERO_FILLS)
+    else:
+        frame_unmap(m, f, True)
+        count_event(m, pid, C_COW_COPIES)
+    return FAULT_OK
+
+
+@njit(cache=True)
+def fault_once(m, pid, mm, r, page, write, tag):
+    """One touch of page of region r by pid: FAULT_OK or FAULT_OOM."""
+    k = m.reg_pmd0[r] + (page >> TABLE_SHIFT)
+    slot = page & (PTRS_PER_TABLE - 1)
+    t = m.pmd[m.mm_row[mm], k]
+    e = m.pt[t, slot] if t >= 0 else np.int32(0)
+    if not write:
+        if e != 0:
+            return FAULT_OK
+    elif (e & PTE_W) != 0:
+        m.frame_tag[pte_frame(e)] = tag
+        return FAULT_OK
+    if t < 0:
+        t = table_for(m, mm, k)
+    if e == 0:
+        if m.reg_shared[r] != 0:
+            st = do_shared_fault(m, pid, mm, r, t, slot, page)
+        else:
+            st = do_anonymous_page(m, pid, mm, t, slot, write)
+    elif m.reg_shared[r] != 0:
+        m.pt[t, slot] = e | PTE_W                   # wp_page_shared
+        count_event(m, pid, C_MINOR_FAULTS)
+        st = FAULT_OK
+    else:
+        st = do_wp_page(m, pid, t, slot)
+    if st == FAULT_OK and write:
+        m.frame_tag[pte_frame(m.pt[t, slot])] = tag
+    return st
+
+
+@njit(cache=True)
+def handle_mm_fault(m, pid, mm, r, page, write, tag):
+    """One touch, with the OOM killer behind it. False if pid died on the way."""
+    while fault_once(m, pid, mm, r, page, write, tag) == FAULT_OOM:
+        if not oom_kill(m, pid):
+            return False
+    return True
+
+
+@njit(cache=True)
+def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
+    """Run one read/write op over a page set (array slice or generated pattern)."""
+    mm = m.proc_mm[pid]
+    if count == 0:
+        return
+    flags = m.vma[mm, r]
+    if (flags & VM_MAPPED) == 0 or (flags & VM_READ) == 0 or (write and (flags & VM_WRITE) == 0):
+        proc_end(m, pid, P_KILLED, R_SIGSEGV)
+        return
+    if kind < 0:
+        for i in range(count):
+            if not handle_mm_fault(m, pid, mm, r, pool[off + i], write, tag):
+                return
+        return
+    n = m.reg_npages[r]
+    buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
+    for i0 in range(0, count, TOUCH_CHUNK):
+        chunk = buf[: min(TOUCH_CHUNK, count - i0)]
+        _pattern_fill(kind, seed, a, b, n, i0, chunk)
+        for i in range(chunk.shape[0]):
+            if not handle_mm_fault(m, pid, mm, r, chunk[i], write, tag):
+                return
+
+
+# --- fork ----------------------------------------------------------------------
+
+@njit(cache=True)
+def fork_pages_needed(m, mm):
+    """Frames an eager fork of mm must allocate: present private non-zero pages it copies."""
+    need = 0
+    row = m.mm_row[mm]
+    for r in range(m.vma.shape[1]):
+        fl = m.vma[mm, r]
+        if (fl & VM_MAPPED) == 0 or (fl & (VM_DONTFORK | VM_WIPEONFORK)) != 0 or m.reg_shared[r] != 0:
+            continue
+        first = m.reg_pmd0[r]
+        ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
+        for k in range(first, first + ntab):
+            t = m.pmd[row, k]
+            if t < 0 or m.tab_count[t] == 0:
+                continue
+            for slot in range(PTRS_PER_TABLE):
+                e = m.pt[t, slot]
+                if e != 0 and pte_frame(e) != 0:
+                    need += 1
+    return need
+
+
+@njit(cache=True)
+def copy_pte_table(m, child, cmm, t, nt, eager, writable):
+    """copy_pte_range for one table: COW-share or eagerly copy every present PTE."""
+    ptes = 0
+    for slot in range(PTRS_PER_TABLE):
+        e = m.pt[t, slot]
+        if e == 0:
+            continue
+        ptes += 1
+        f = pte_frame(e)
+        if f == 0:
+            m.pt[nt, slot] = e
+        elif eager:
+            nf = frame_alloc(m)          # cannot fail: fork_pages_needed checked
+            m.frame_tag[nf] = m.frame_tag[f]
+            m.frame_map[nf] = 1
+            m.pt[nt, slot] = pte_make(nf, (PTE_W | PTE_E) if writable else PTE_E)
+            count_event(m, child, C_FORK_PAGES)
+        else:
+            e = e & ~(PTE_W | PTE_E)
+            m.pt[t, slot] = e
+            m.pt[nt, slot] = e
+            m.frame_map[f] += 1
+        if f != 0:
+            m.mm_rss[cmm] += 1
+    m.tab_count[nt] = ptes
+    return ptes
+
+
+@njit(cache=True)
+def dup_mmap(m, parent, child, cmm):
+    """fork(): give child a copy of parent's address space under the run's policy."""
+    pmm = m.proc_mm[parent]
+    eager = m.g[G_POLICY] == POLICY_EAGER
+    if eager and fork_pages_needed(m, pmm) > m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED]:
+        m.proc_state[child] = P_FORK_FAILED          # ENOMEM: the parent goes on
+        return
+    mm_create(m, cmm)
+    m.proc_mm[child] = cmm
+    m.proc_state[child] = P_RUNNING
+    m.g[G_RUNNING] += 1
+    prow = m.mm_row[pmm]
+    crow = m.mm_row[cmm]
+    for r in range(m.vma.shape[1]):
+        fl = m.vma[pmm, r]
+        if (fl & VM_MAPPED) == 0 or (fl & VM_DONTFORK) != 0:
+            continue
+        m.vma[cmm, r] = fl
+        m.reg_maps[r] += 1
+        if m.reg_shared[r] != 0 or (fl & VM_WIPEONFORK) != 0:
+            continue                                 # vma_needs_copy() is false
+        first = m.reg_pmd0[r]
+        ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
+        for k in range(first, first + ntab):
+            t = m.pmd[prow, k]
+            if t < 0:
+                continue
+            nt = table_alloc(m)
+            m.pmd[crow, k] = nt
+            m.mm_tables[cmm] += 1
+            count_event(m, child, C_FORK_TABLES)
+            ptes = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
+            m.ctr[child, C_FORK_PTES] += ptes
+            m.totals[C_FORK_PTES] += ptes
+
+
+# --- mprotect / madvise ------------------------------------------------------------
+
+@njit(cache=True)
+def change_protection(m, mm, r, prot):
+    """mprotect(): new VMA prot; drop W from PTEs, or restore it on anon-exclusive ones."""
+    fl = m.vma[mm, r] & ~(VM_READ | VM_WRITE)
+    m.vma[mm, r] = fl | prot
+    if m.reg_shared[r] != 0 and (prot & VM_WRITE) != 0:
+        return
+    row = m.mm_row[mm]
+    first = m.reg_pmd0[r]
+    ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
+    for k in range(first, first + ntab):
+        t = m.pmd[row, k]
+        if t < 0:
+            continue
+        for slot in range(PTRS_PER_TABLE):
+            e = m.pt[t, slot]
+            if e == 0:
+                continue
+            if (prot & VM_WRITE) == 0:
+                m.pt[t, slot] = e & ~PTE_W
+            elif (e & PTE_E) != 0:
+                m.pt[t, slot] = e | PTE_W
+
+
+@njit(cache=True)
+def madvise(m, mm, r, advice):
+    fl = m.vma[mm, r]
+    if advice == ADV_DONTFORK:
+        fl |= VM_DONTFORK
+    elif advice == ADV_DOFORK:
+        fl &= ~VM_DONTFORK
+    elif advice == ADV_WIPEONFORK:
+        fl |= VM_WIPEONFORK
+    else:
+        fl &= ~VM_WIPEONFORK
+    m.vma[mm, r] = fl
+
+
+# --- the op loop -----------------------------------------------------------------
+
+@njit(cache=True)
+def op_needs(m, op, ps):
+    """Upper bounds on (frames, tables, rows) op may allocate, for growing arrays first."""
+    code = op[0]
+    if code == READ or code == WRITE:
+        r = op[2]
+        n = min(ps[op[5], 1], m.reg_npages[r])
+        return n, min(n, (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT), 0
+    if code == FORK:
+        pmm = m.proc_mm[op[1]]
+        if m.mm_row[pmm] < 0:
+            return 0, 0, 1
+        frames = m.mm_rss[pmm] if m.g[G_POLICY] == POLICY_EAGER else 0
+        return frames, m.mm_tables[pmm], 1
+    if code == SPAWN or code == EXEC:
+        return 0, 0, 1
+    return 0, 0, 0
+
+
+@njit(cache=True)
+def has_room(m, frames, tables, rows):
+    g = m.g
+    frame_room = m.frame_map.shape[0] - g[G_FRAME_HWM] + g[G_FREE_TOP]
+    if frames > frame_room and m.frame_map.shape[0] < g[G_FRAME_MAX]:
+        return False
+    if tables > m.pt.shape[0] - g[G_TAB_HWM] + g[G_TAB_TOP]:
+        return False
+    return rows <= m.pmd.shape[0] - g[G_ROW_HWM] + g[G_ROW_TOP]
+
+
+@njit(cache=True)
+def sample(m, tl, i):
+    tl[i, T_FRAMES_USED] = m.g[G_FRAMES_USED]
+    tl[i, T_RUNNING] = m.g[G_RUNNING]
+    tl[i, T_MINOR_FAULTS] = m.totals[C_MINOR_FAULTS]
+    tl[i, T_ZERO_FILLS] = m.totals[C_ZERO_FILLS]
+    tl[i, T_COW_COPIES] = m.totals[C_COW_COPIES]
+    tl[i, T_COW_REUSES] = m.totals[C_COW_REUSES]
+    tl[i, T_FORK_PAGES] = m.totals[C_FORK_PAGES]
+    tl[i, T_FORK_PTES] = m.totals[C_FORK_PTES]
+    tl[i, T_FORK_TABLES] = m.totals[C_FORK_TABLES]
+
+
+@njit(cache=True)
+def step(m, op, ps, psf, pool):
+    """Execute one op. The process acting must be running, else the op is skipped."""
+    code, pid, r, arg, mm = op[0], op[1], op[2], op[3], op[4]
+    if code == SPAWN:
+        mm_create(m, mm)
+        m.proc_mm[pid] = mm
+        m.proc_state[pid] = P_RUNNING
+        m.g[G_RUNNING] += 1
+        return
+    if m.proc_state[pid] != P_RUNNING:
+        return
+    if code == READ or code == WRITE:
+        s = op[5]
+        touch_pages(m, pid, r, code == WRITE, arg, ps[s, 0], ps[s, 1], ps[s, 2],
+                    psf[s, 0], psf[s, 1], pool, ps[s, 3])
+    elif code == FORK:
+        dup_mmap(m, pid, arg, mm)
+    elif code == VFORK:
+        pmm = m.proc_mm[pid]
+        m.proc_mm[arg] = pmm
+        m.mm_users[pmm] += 1
+        m.proc_state[arg] = P_RUNNING
+        m.proc_vparent[arg] = pid
+        m.proc_state[pid] = P_SUSPENDED
+        m.g[G_RUNNING] += 1
+    elif code == EXEC:
+        old = m.proc_mm[pid]
+        mm_create(m, mm)
+        m.proc_mm[pid] = mm
+        wake_vfork_parent(m, pid)
+        mm_put(m, old)
+    elif code == EXIT:
+        proc_end(m, pid, P_EXITED, R_NONE)
+    elif code == MMAP:
+        m.vma[m.proc_mm[pid], r] = arg
+        m.reg_maps[r] += 1
+    elif code == MUNMAP:
+        unmap_vma(m, m.proc_mm[pid], r)
+    elif code == MPROTECT:
+        change_protection(m, m.proc_mm[pid], r, arg)
+    elif code == MADVISE:
+        madvise(m, m.proc_mm[pid], r, arg)
+
+
+@njit(cache=True)
+def run(m, ops, ps, psf, pool, tl, start, stop):
+    """Execute ops[start:stop]. Returns RUN_GROW, with g[G_RESUME] = the op to
+    resume at, when an op might need more array room than there is."""
+    for i in range(start, stop):
+        fr, tb, rw = op_needs(m, ops[i], ps)
+        if not has_room(m, fr, tb, rw):
+            m.g[G_RESUME] = i
+            return RUN_GROW
+        step(m, ops[i], ps, psf, pool)
+        sample(m, tl, i)
+    m.g[G_RESUME] = stop
+    return RUN_DONE
+
+
+@njit(cache=True)
+def snapshot_live(m):
+    """Values of every process still running or suspended, as they stand at the end."""
+    for pid in range(1, m.proc_state.shape[0]):
+        s = m.proc_state[pid]
+        if s == P_RUNNING or s == P_SUSPENDED:
+            snapshot(m, pid)

@@ -1,0 +1,210 @@
+"""simulate(): compile a Scenario into op arrays, run the jitted engine, report.
+
+This is the boundary the Standards ask for. Everything the kernels index with
+was validated by the scenario builder or is computed here from validated
+values; the kernels themselves check nothing. Set COWBENCH_BOUNDSCHECK=1 in
+the environment (before importing cowbench) to run them with Numba's bounds
+checking instead, from a separate compilation cache.
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _kernels as K
+from ._params import ScenarioError, check_choice
+from .patterns import Pattern
+from .results import Result
+from .scenario import MADVISE, MMAP, MPROTECT, READ, WRITE, Scenario
+
+__all__ = ["simulate", "POLICIES"]
+
+POLICIES = ("eager", "cow")
+OOM_RULES = ("largest", "faulting")
+
+_PROT_BITS = {"none": 0, "r": K.VM_READ, "rx": K.VM_READ, "rw": K.VM_READ | K.VM_WRITE,
+              "rwx": K.VM_READ | K.VM_WRITE}
+_ON_FORK_BITS = {"copy": 0, "dontfork": K.VM_DONTFORK, "wipeonfork": K.VM_WIPEONFORK}
+_ADVICE = {"dontfork": K.ADV_DONTFORK, "dofork": K.ADV_DOFORK,
+           "wipeonfork": K.ADV_WIPEONFORK, "keeponfork": K.ADV_KEEPONFORK}
+_MAX_FRAMES_IN_USE = (1 << 29) - 1      # frame + 1 must fit in 30 bits of a PTE
+_BATCH_TOUCHES = 1 << 24                # touches per kernel call between progress updates
+
+
+class Program(NamedTuple):
+    """A scenario compiled to arrays: what the kernels execute."""
+
+    ops: np.ndarray       # int64[n, 6]: code, pid, region, arg, mm, pageset
+    ps: np.ndarray        # int64[n_ps, 4]: pattern kind (-1: explicit pages), count, seed, pool offset
+    psf: np.ndarray       # float64[n_ps, 2]: pattern parameters a, b
+    pool: np.ndarray      # int64: explicit page lists, concatenated
+    reg_pmd0: np.ndarray
+    reg_npages: np.ndarray
+    reg_shared: np.ndarray
+    reg_shm0: np.ndarray
+    n_pmd: int
+    n_mm: int
+    n_proc: int
+    work: np.ndarray      # int64[n]: touches per op, for progress and batching
+
+
+def compile_scenario(sc: Scenario) -> Program:
+    """Lay the regions out in virtual memory and encode every op as integers."""
+    nreg = len(sc.regions)
+    reg_npages = np.array([r.npages for r in sc.regions], dtype=np.int64)
+    reg_shared = np.array([r.shared for r in sc.regions], dtype=np.uint8)
+    ntab = (reg_npages + K.PTRS_PER_TABLE - 1) >> K.TABLE_SHIFT
+    reg_pmd0 = np.zeros(nreg, dtype=np.int64)
+    reg_pmd0[1:] = np.cumsum(ntab)[:-1]           # every region starts on a 2 MiB boundary
+    shm_pages = np.where(reg_shared != 0, reg_npages, 0)
+    reg_shm0 = np.zeros(nreg, dtype=np.int64)
+    reg_shm0[1:] = np.cumsum(shm_pages)[:-1]
+
+    n = len(sc.ops)
+    ops = np.zeros((n, 6), dtype=np.int64)
+    work = np.zeros(n, dtype=np.int64)
+    ps_rows, psf_rows, pool_parts, pool_len = [], [], [], 0
+    for i, op in enumerate(sc.ops):
+        arg = op.arg
+        if op.code == MMAP:
+            reg = sc.regions[op.region]
+            arg = K.VM_MAPPED | _PROT_BITS[reg.prot] | _ON_FORK_BITS[reg.on_fork]
+        elif op.code == MPROTECT:
+            arg = _PROT_BITS[op.arg]
+        elif op.code == MADVISE:
+            arg = _ADVICE[op.arg]
+        elif arg is None:
+            arg = 0
+        ops[i, :5] = (op.code, op.pid, op.region, arg, op.mm)
+        ops[i, 5] = -1
+        if op.code in (READ, WRITE):
+            ops[i, 5] = len(ps_rows)
+            pages = op.pages
+            if isinstance(pages, Pattern):
+                ps_rows.append((pages.kind, pages.count, pages.seed, 0))
+                psf_rows.append((pages.a, pages.b))
+                work[i] = pages.count
+            else:
+                ps_rows.append((-1, pages.size, 0, pool_len))
+                psf_rows.append((0.0, 0.0))
+                pool_parts.append(pages)
+                pool_len += pages.size
+                work[i] = pages.size
+    ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 4)
+    psf = np.array(psf_rows, dtype=np.float64).reshape(-1, 2)
+    pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
+    return Program(ops, ps, psf, pool, reg_pmd0, reg_npages, reg_shared, reg_shm0,
+                   int(ntab.sum()), sc.n_mm, len(sc.processes), work)
+
+
+def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page: bool) -> K.Machine:
+    g = np.zeros(K.N_G, dtype=np.int64)
+    g[K.G_FRAME_MAX] = frame_max
+    g[K.G_FRAME_HWM] = 1                          # frame 0 is the zero page
+    g[K.G_POLICY], g[K.G_OOM], g[K.G_ZERO_PAGE] = policy, oom, int(zero_page)
+    nf = min(frame_max, 1 << 12)
+    nt, nrow, nreg, nproc = 64, 4, len(prog.reg_npages), prog.n_proc + 1
+    return K.Machine(
+        g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
+        frame_map=np.zeros(nf, dtype=np.int32), frame_tag=np.zeros(nf, dtype=np.int64),
+        frame_free=np.zeros(nf, dtype=np.int32),
+        pt=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(nt, dtype=np.int32),
+        tab_free=np.zeros(nt, dtype=np.int32),
+        pmd=np.full((nrow, max(prog.n_pmd, 1)), -1, dtype=np.int32), row_free=np.zeros(nrow, dtype=np.int32),
+        mm_row=np.full(max(prog.n_mm, 1), -1, dtype=np.int32), mm_users=np.zeros(max(prog.n_mm, 1), dtype=np.int32),
+        mm_rss=np.zeros(max(prog.n_mm, 1), dtype=np.int64), mm_tables=np.zeros(max(prog.n_mm, 1), dtype=np.int64),
+        vma=np.zeros((max(prog.n_mm, 1), max(nreg, 1)), dtype=np.uint8),
+        reg_pmd0=prog.reg_pmd0, reg_npages=prog.reg_npages, reg_shared=prog.reg_shared, reg_shm0=prog.reg_shm0,
+        reg_maps=np.zeros(nreg, dtype=np.int32),
+        shm_frame=np.full(int((prog.reg_npages * prog.reg_shared).sum()), -1, dtype=np.int32),
+        proc_mm=np.full(nproc, -1, dtype=np.int32), proc_state=np.zeros(nproc, dtype=np.int8),
+        proc_reason=np.zeros(nproc, dtype=np.int8), proc_vparent=np.zeros(nproc, dtype=np.int32),
+        ctr=np.zeros((nproc, K.N_CTR), dtype=np.int64), proc_pss=np.zeros(nproc, dtype=np.float64),
+    )
+
+
+def _grown(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+    out = np.full((n,) + a.shape[1:], fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
+    """Make room for op i: double whatever it could overflow."""
+    frames, tables, rows = K.op_needs(m, prog.ops[i], prog.ps)
+    g = m.g
+    nf = m.frame_map.shape[0]
+    if frames > nf - g[K.G_FRAME_HWM] + g[K.G_FREE_TOP] and nf < g[K.G_FRAME_MAX]:
+        want = min(int(g[K.G_FRAME_MAX]), max(2 * nf, int(g[K.G_FRAME_HWM] + frames)), _MAX_FRAMES_IN_USE + 1)
+        if want <= nf:
+            raise ScenarioError(f"simulate: more than {_MAX_FRAMES_IN_USE} frames in use at once is not supported")
+        m = m._replace(frame_map=_grown(m.frame_map, want), frame_tag=_grown(m.frame_tag, want),
+                       frame_free=_grown(m.frame_free, want))
+    nt = m.pt.shape[0]
+    if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
+        want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
+        m = m._replace(pt=_grown(m.pt, want), tab_count=_grown(m.tab_count, want), tab_free=_grown(m.tab_free, want))
+    nr = m.pmd.shape[0]
+    if rows > nr - g[K.G_ROW_HWM] + g[K.G_ROW_TOP]:
+        want = max(2 * nr, int(g[K.G_ROW_HWM] + rows))
+        m = m._replace(pmd=_grown(m.pmd, want, -1), row_free=_grown(m.row_free, want))
+    return m
+
+
+def simulate(sc: Scenario, policy: str = "cow", *, oom: str = "largest", zero_page: bool = True,
+             keep_state: bool = False, progress: bool | None = None) -> Result:
+    """Run scenario `sc` under a fork policy and return its Result.
+
+    policy: "eager" (traditional fork: copy every present private page) or
+        "cow" (Linux: share frames copy-on-write).
+    oom: which process the OOM killer picks when a fault finds no frame:
+        "largest" (Linux: largest RSS) or "faulting" (xv6: the one faulting).
+    zero_page: map the shared zero page on a read of never-written private
+        memory (Linux); False allocates a zeroed frame instead.
+    keep_state: keep the final machine so `res.memory()` and
+        `res.check_invariants()` work; costs the memory of the simulated state.
+    progress: show a progress bar; None shows one for runs of 10**8 touches or more.
+    """
+    if not isinstance(sc, Scenario):
+        raise ScenarioError(f"The 'sc' parameter of simulate must be a Scenario; got {sc!r}")
+    check_choice("simulate", "policy", policy, POLICIES)
+    check_choice("simulate", "oom", oom, OOM_RULES)
+    check_choice("simulate", "zero_page", zero_page, (True, False))
+    prog = compile_scenario(sc)
+    m = _new_machine(prog, sc.frames, POLICIES.index(policy), OOM_RULES.index(oom), zero_page)
+    tl = np.zeros((len(prog.ops), K.N_TL), dtype=np.int64)
+    total_work = int(prog.work.sum())
+    show = total_work >= 10**8 if progress is None else bool(progress)
+    bounds = _batches(prog.work)
+    t0 = time.perf_counter()
+    with tqdm(total=total_work, unit="touch", unit_scale=True, disable=not show, desc=f"simulate[{policy}]") as bar:
+        for start, stop in bounds:
+            i = start
+            while K.run(m, prog.ops, prog.ps, prog.psf, prog.pool, tl, i, stop) == K.RUN_GROW:
+                i = int(m.g[K.G_RESUME])
+                m = _grow(m, prog, i)
+            bar.update(int(prog.work[start:stop].sum()))
+    K.snapshot_live(m)
+    wall = time.perf_counter() - t0
+    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl, policy, wall)
+
+
+def _batches(work: np.ndarray) -> list[tuple[int, int]]:
+    """Split ops into runs of about _BATCH_TOUCHES touches (one op never splits)."""
+    n = len(work)
+    if n == 0:
+        return []
+    cum = np.cumsum(work)
+    cuts = np.searchsorted(cum, np.arange(_BATCH_TOUCHES, cum[-1] + _BATCH_TOUCHES, _BATCH_TOUCHES), side="left")
+    edges = sorted(set([0, n] + [min(int(c) + 1, n) for c in cuts]))
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _copy_outputs(m: K.Machine) -> dict:
+    """The per-process and run-level numbers a Result needs, detached from the machine."""
+    return dict(proc_state=m.proc_state.copy(), proc_reason=m.proc_reason.copy(), ctr=m.ctr.copy(),
+                proc_pss=m.proc_pss.copy(), totals=m.totals.copy(),
+                frames_used=int(m.g[K.G_FRAMES_USED]), peak_frames=int(m.g[K.G_FRAMES_PEAK]))

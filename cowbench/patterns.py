@@ -1,0 +1,194 @@
+"""Page-touch patterns generated inside the engine.
+
+A billion touches must never become a billion-element array, so a pattern is
+only a recipe: (kind, count, seed, two parameters). The engine asks
+`_pattern_fill` for the pages of touches [i0, i0 + len(out)) into a small
+buffer. Every draw comes from a counter-based generator (splitmix64 of seed and
+touch index), so page i is the same whichever chunk computes it: results do not
+depend on chunk size, and the same seed gives the same pages on every machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ._params import ScenarioError
+
+__all__ = ["Pattern", "uniform", "zipf", "sequential", "hotset"]
+
+# Pattern kinds as the kernels see them.
+PAT_SEQUENTIAL, PAT_UNIFORM, PAT_ZIPF, PAT_HOTSET = 0, 1, 2, 3
+_KIND_NAMES = {PAT_SEQUENTIAL: "sequential", PAT_UNIFORM: "uniform", PAT_ZIPF: "zipf", PAT_HOTSET: "hotset"}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Which pages `count` touches go to; see `uniform`, `zipf`, `sequential`, `hotset`.
+
+    `a` and `b` are the kind's parameters (zipf: a = s; hotset: a = hot
+    fraction, b = probability of a hot touch; sequential: a = start, b = stride).
+    """
+
+    kind: int
+    count: int
+    seed: int = 0
+    a: float = 0.0
+    b: float = 0.0
+
+    def pages(self, npages: int) -> np.ndarray:
+        """All pages of this pattern over a region of `npages` pages (small patterns only)."""
+        out = np.empty(self.count, dtype=np.int64)
+        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, 0, out)
+        return out
+
+    def __repr__(self) -> str:
+        name = _KIND_NAMES[self.kind]
+        extra = {PAT_ZIPF: f", s={self.a}", PAT_HOTSET: f", hot={self.a}, p_hot={self.b}",
+                 PAT_SEQUENTIAL: f", start={int(self.a)}, stride={int(self.b)}"}.get(self.kind, "")
+        return f"{name}(count={self.count}{extra}, seed={self.seed})"
+
+
+def _count(func: str, count) -> int:
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ScenarioError(f"The 'count' parameter of {func} must be a non-negative integer; got {count!r}")
+    return int(count)
+
+
+def _seed(func: str, seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise ScenarioError(f"The 'seed' parameter of {func} must be an integer in [0, 2**63); got {seed!r}")
+    return int(seed)
+
+
+def uniform(count: int, seed: int = 0) -> Pattern:
+    """`count` touches, each to a page drawn uniformly from the region."""
+    return Pattern(PAT_UNIFORM, _count("uniform", count), _seed("uniform", seed))
+
+
+def zipf(count: int, s: float = 1.1, seed: int = 0) -> Pattern:
+    """`count` touches with P(page k) proportional to 1/(k+1)**s: page 0 is the hottest.
+
+    Bounded to the region by rejection-inversion (Hoermann and Derflinger 1996),
+    so any s > 0 works and no table of n probabilities is ever built.
+    """
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 20:
+        raise ScenarioError(f"The 's' parameter of zipf must be a number in (0, 20]; got {s!r}")
+    return Pattern(PAT_ZIPF, _count("zipf", count), _seed("zipf", seed), float(s))
+
+
+def sequential(count: int | None = None, start: int = 0, stride: int = 1) -> Pattern:
+    """Touches start, start+stride, ... wrapping around the region; count=None means one pass."""
+    for name, v in (("start", start), ("stride", stride)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ScenarioError(f"The {name!r} parameter of sequential must be a non-negative integer; got {v!r}")
+    if stride == 0:
+        raise ScenarioError("The 'stride' parameter of sequential must be positive; got 0")
+    n = -1 if count is None else _count("sequential", count)
+    return Pattern(PAT_SEQUENTIAL, n, 0, float(start), float(stride))
+
+
+def hotset(count: int, hot: float = 0.1, p_hot: float = 0.9, seed: int = 0) -> Pattern:
+    """Hot/cold: with probability `p_hot` a touch hits the first `hot` fraction of pages."""
+    for name, v in (("hot", hot), ("p_hot", p_hot)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ScenarioError(f"The {name!r} parameter of hotset must be a number in [0, 1]; got {v!r}")
+    return Pattern(PAT_HOTSET, _count("hotset", count), _seed("hotset", seed), float(hot), float(p_hot))
+
+
+# --- jitted generators: private, array-only, never validate -------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, inline="always")
+def _splitmix64(x):
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _unit(seed, i, j):
+    """A uniform double in [0, 1) that depends only on (seed, i, j)."""
+    x = np.uint64(seed) * _GOLDEN + np.uint64(i) * np.uint64(0xD1B54A32D192ED03) + np.uint64(j) * _GOLDEN
+    return float(_splitmix64(x) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, inline="always")
+def _helper1(x):
+    if abs(x) > 1e-8:
+        return np.log1p(x) / x
+    return 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
+
+
+@njit(cache=True, inline="always")
+def _helper2(x):
+    if abs(x) > 1e-8:
+        return np.expm1(x) / x
+    return 1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x))
+
+
+@njit(cache=True, inline="always")
+def _h_integral(x, s):
+    log_x = np.log(x)
+    return _helper2((1.0 - s) * log_x) * log_x
+
+
+@njit(cache=True, inline="always")
+def _h_integral_inverse(x, s):
+    t = x * (1.0 - s)
+    if t < -1.0:
+        t = -1.0
+    return np.exp(_helper1(t) * x)
+
+
+@njit(cache=True)
+def _zipf_page(seed, i, s, n, hx1, hxn, shortcut):
+    """Rejection-inversion sample of rank k in [1, n], returned as page k-1."""
+    j = 0
+    while True:
+        u = hxn + _unit(seed, i, j) * (hx1 - hxn)
+        x = _h_integral_inverse(u, s)
+        k = int(x + 0.5)
+        if k < 1:
+            k = 1
+        elif k > n:
+            k = n
+        if k - x <= shortcut or u >= _h_integral(k + 0.5, s) - np.exp(-s * np.log(k)):
+            return k - 1
+        j += 1
+
+
+@njit(cache=True)
+def _pattern_fill(kind, seed, a, b, n, i0, out):
+    """Write the pages of touches i0 .. i0+len(out)-1 of a pattern over n pages into out."""
+    m = out.shape[0]
+    if kind == PAT_SEQUENTIAL:
+        start = int(a)
+        stride = int(b)
+        for t in range(m):
+            out[t] = (start + (i0 + t) * stride) % n
+    elif kind == PAT_UNIFORM:
+        for t in range(m):
+            out[t] = min(int(_unit(seed, i0 + t, 0) * n), n - 1)
+    elif kind == PAT_ZIPF:
+        s = a
+        hx1 = _h_integral(1.5, s) - 1.0
+        hxn = _h_integral(n + 0.5, s)
+        shortcut = 2.0 - _h_integral_inverse(_h_integral(2.5, s) - np.exp(-s * np.log(2.0)), s)
+        for t in range(m):
+            out[t] = _zipf_page(seed, i0 + t, s, n, hx1, hxn, shortcut)
+    else:  # PAT_HOTSET
+        nhot = max(1, min(n, int(a * n)))
+        ncold = n - nhot
+        for t in range(m):
+            u = _unit(seed, i0 + t, 0)
+            v = _unit(seed, i0 + t, 1)
+            if ncold == 0 or u < b:
+                out[t] = min(int(v * nhot), nhot - 1)
+            else:
+                out[t] = nhot + min(int(v * ncold), ncold - 1)

@@ -1,0 +1,233 @@
+"""What a run produced, as tidy pandas tables, plus the checks tests lean on.
+
+Column names follow the kernel's vocabulary: smaps (Rss, Pss, USS as smem
+names it), vmstat (pgfault as minor_faults, pgreuse as cow_reuses), VmPTE as
+pte_pages. Counts are in pages; values are as they stand at the end of the run,
+or at a process's exit or death.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import _kernels as K
+from ._params import ScenarioError
+from .scenario import OP_NAMES, Process, Region
+
+__all__ = ["Result", "atomic_write"]
+
+STATE_NAMES = {K.P_UNBORN: "fork_failed", K.P_RUNNING: "running", K.P_SUSPENDED: "suspended",
+               K.P_EXITED: "exited", K.P_KILLED: "killed", K.P_FORK_FAILED: "fork_failed"}
+REASON_NAMES = {K.R_NONE: "", K.R_SIGSEGV: "SIGSEGV", K.R_OOM: "OOM"}
+
+COUNTER_COLUMNS = {
+    "minor_faults": K.C_MINOR_FAULTS, "zero_fills": K.C_ZERO_FILLS,
+    "cow_copies": K.C_COW_COPIES, "cow_reuses": K.C_COW_REUSES,
+    "rss_pages": K.C_RSS, "pss_pages": None, "uss_pages": K.C_USS, "shared_pages": None,
+    "fork_pages_copied": K.C_FORK_PAGES, "fork_ptes_copied": K.C_FORK_PTES,
+    "fork_tables_copied": K.C_FORK_TABLES, "pte_pages": K.C_PTE_PAGES,
+}
+TIMELINE_COLUMNS = ("frames_used", "processes_running", "minor_faults", "zero_fills", "cow_copies",
+                    "cow_reuses", "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied")
+
+
+def atomic_write(path, write) -> Path:
+    """Call write(tmp_path), then rename over `path`: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class Result:
+    """The outcome of simulate(): `processes`, `summary` and `timeline`."""
+
+    def __init__(self, scenario, program, machine, out: dict, timeline: np.ndarray, policy: str, wall_s: float):
+        self.scenario = scenario
+        self.policy = policy
+        self.wall_seconds = wall_s          # not part of summary: it is the one non-reproducible number
+        self._prog = program
+        self._m = machine
+        self._out = out
+        self._tl = timeline
+
+    # -- tables ----------------------------------------------------------------
+    @property
+    def processes(self) -> pd.DataFrame:
+        """One row per process, in pid order."""
+        sc, o = self.scenario, self._out
+        pids = np.arange(1, len(sc.processes) + 1)
+        df = pd.DataFrame({
+            "pid": pids.astype(np.int64),
+            "name": [p.name for p in sc.processes],
+            "parent": np.array([p.parent.pid if p.parent else 0 for p in sc.processes], dtype=np.int64),
+            "state": [STATE_NAMES[s] for s in o["proc_state"][1:]],
+            "reason": [REASON_NAMES[r] for r in o["proc_reason"][1:]],
+        })
+        ctr = o["ctr"][1:]
+        for name, c in COUNTER_COLUMNS.items():
+            if name == "pss_pages":
+                df[name] = o["proc_pss"][1:]
+            elif name == "shared_pages":
+                df[name] = ctr[:, K.C_RSS] - ctr[:, K.C_USS]
+            else:
+                df[name] = ctr[:, c]
+        return df
+
+    @property
+    def summary(self) -> pd.Series:
+        """Totals of the run."""
+        o, sc = self._out, self.scenario
+        states = pd.Series([STATE_NAMES[s] for s in o["proc_state"][1:]], dtype=object)
+        tot = o["totals"]
+        return pd.Series({
+            "policy": self.policy,
+            "page_size": sc.page_size,
+            "phys_frames": sc.frames,
+            "processes": len(sc.processes),
+            "running": int((states == "running").sum() + (states == "suspended").sum()),
+            "exited": int((states == "exited").sum()),
+            "killed": int((states == "killed").sum()),
+            "fork_failed": int((states == "fork_failed").sum()),
+            "frames_used": o["frames_used"],
+            "peak_frames": o["peak_frames"],
+            "minor_faults": int(tot[K.C_MINOR_FAULTS]),
+            "zero_fills": int(tot[K.C_ZERO_FILLS]),
+            "cow_copies": int(tot[K.C_COW_COPIES]),
+            "cow_reuses": int(tot[K.C_COW_REUSES]),
+            "fork_pages_copied": int(tot[K.C_FORK_PAGES]),
+            "fork_ptes_copied": int(tot[K.C_FORK_PTES]),
+            "fork_tables_copied": int(tot[K.C_FORK_TABLES]),
+        }, name=self.policy)
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """Run totals sampled after every op: one row per op, in order."""
+        ops = self._prog.ops
+        df = pd.DataFrame(self._tl, columns=list(TIMELINE_COLUMNS))
+        df.insert(0, "op", [OP_NAMES[c] for c in ops[:, 0]])
+        df.insert(0, "pid", ops[:, 1])
+        df.insert(0, "step", np.arange(len(ops), dtype=np.int64))
+        return df
+
+    def save(self, directory, stem: str = "run") -> list[Path]:
+        """Write processes and timeline as Parquet and summary as CSV, atomically."""
+        d = Path(directory)
+        paths = [
+            atomic_write(d / f"{stem}_processes.parquet", lambda p: self.processes.to_parquet(p, index=False)),
+            atomic_write(d / f"{stem}_timeline.parquet", lambda p: self.timeline.to_parquet(p, index=False)),
+            atomic_write(d / f"{stem}_summary.csv", lambda p: self.summary.to_frame().T.to_csv(p, index=False)),
+        ]
+        return paths
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"<Result policy={self.policy} processes={s.processes} faults={s.minor_faults} "
+                f"copies={s.cow_copies} reuses={s.cow_reuses} frames_used={s.frames_used}>")
+
+    # -- the final machine (keep_state=True) ----------------------------------------
+    def _machine(self, op: str):
+        if self._m is None:
+            raise ScenarioError(f"{op}: run simulate(..., keep_state=True) to keep the final machine")
+        return self._m
+
+    def _pid(self, op: str, proc) -> int:
+        if isinstance(proc, Process):
+            return proc.pid
+        if isinstance(proc, str):
+            return self.scenario.process(proc).pid
+        if isinstance(proc, (int, np.integer)) and 1 <= proc <= len(self.scenario.processes):
+            return int(proc)
+        raise ScenarioError(f"{op}: unknown process {proc!r}")
+
+    def memory(self, proc, region) -> np.ndarray:
+        """Value tag each page of `region` reads in `proc`'s address space at the
+        end of the run (0: never written, or not mapped)."""
+        m = self._machine("memory")
+        pid = self._pid("memory", proc)
+        r = region.index if isinstance(region, Region) else int(region)
+        if not 0 <= r < len(self.scenario.regions):
+            raise ScenarioError(f"memory: unknown region {region!r}")
+        npages = int(m.reg_npages[r])
+        out = np.zeros(npages, dtype=np.int64)
+        mm = m.proc_mm[pid]
+        if mm < 0 or m.mm_row[mm] < 0 or not (m.vma[mm, r] & K.VM_MAPPED):
+            return out
+        row = m.mm_row[mm]
+        for k in range((npages + K.PTRS_PER_TABLE - 1) >> K.TABLE_SHIFT):
+            t = m.pmd[row, m.reg_pmd0[r] + k]
+            if t < 0:
+                continue
+            e = m.pt[t, : min(K.PTRS_PER_TABLE, npages - k * K.PTRS_PER_TABLE)]
+            frames = (e >> 2) - 1
+            tags = np.where(e != 0, m.frame_tag[np.maximum(frames, 0)], 0)
+            out[k * K.PTRS_PER_TABLE: k * K.PTRS_PER_TABLE + len(e)] = tags
+        return out
+
+    def check_invariants(self) -> None:
+        """Recount the machine from its page tables and compare with what the
+        engine kept incrementally. Raises AssertionError naming the first broken rule."""
+        check_machine(self._machine("check_invariants"))
+
+
+def check_machine(m: K.Machine) -> None:
+    """mapcount = PTEs mapping the frame; allocated frames = mapped or in a page
+    cache; no table in two places; a writable private PTE maps an unshared frame."""
+    hwm = int(m.g[K.G_FRAME_HWM])
+    mapped = np.zeros(hwm, dtype=np.int64)
+    seen_tables: set[int] = set()
+    writable_private = []
+    for mm in np.flatnonzero(m.mm_row >= 0):
+        row = m.mm_row[mm]
+        rss = tables = 0
+        for r in np.flatnonzero(m.vma[mm] & K.VM_MAPPED):
+            first, npages = m.reg_pmd0[r], m.reg_npages[r]
+            for k in range((npages + K.PTRS_PER_TABLE - 1) >> K.TABLE_SHIFT):
+                t = int(m.pmd[row, first + k])
+                if t < 0:
+                    continue
+                assert t not in seen_tables, f"check_invariants: table {t} is mapped twice"
+                seen_tables.add(t)
+                tables += 1
+                e = m.pt[t]
+                present = e[e != 0]
+                assert len(present) == m.tab_count[t], f"check_invariants: table {t} count {m.tab_count[t]} != {len(present)}"
+                assert not e[npages - k * K.PTRS_PER_TABLE:].any(), f"check_invariants: PTE past the end of region {r}"
+                frames = (present >> 2) - 1
+                real = frames[frames != 0]
+                np.add.at(mapped, real, 1)
+                rss += len(real)
+                if not m.reg_shared[r]:
+                    writable_private.append(frames[(present & K.PTE_W) != 0])
+        assert rss == m.mm_rss[mm], f"check_invariants: mm {mm} rss {m.mm_rss[mm]} != {rss}"
+        assert tables == m.mm_tables[mm], f"check_invariants: mm {mm} tables {m.mm_tables[mm]} != {tables}"
+    free = m.frame_free[: m.g[K.G_FREE_TOP]]
+    allocated = np.ones(hwm, dtype=bool)
+    allocated[0] = False
+    allocated[free] = False
+    assert len(np.unique(free)) == len(free), "check_invariants: a frame is on the free list twice"
+    assert allocated.sum() == m.g[K.G_FRAMES_USED], \
+        f"check_invariants: frames_used {m.g[K.G_FRAMES_USED]} != allocated {allocated.sum()}"
+    bad = np.flatnonzero(allocated & (mapped != m.frame_map[:hwm]))
+    assert len(bad) == 0, f"check_invariants: frame {bad[:5]} mapcount {m.frame_map[bad[:5]]} != PTEs {mapped[bad[:5]]}"
+    assert not mapped[~allocated][1:].any(), "check_invariants: a free frame is still mapped"
+    cached = np.zeros(hwm, dtype=bool)
+    cached[m.shm_frame[m.shm_frame >= 0]] = True
+    orphans = np.flatnonzero(allocated & (mapped == 0) & ~cached)
+    assert len(orphans) == 0, f"check_invariants: frames {orphans[:5]} are allocated but neither mapped nor cached"
+    if writable_private:
+        w = np.concatenate(writable_private)
+        assert (w != 0).all(), "check_invariants: the zero page is mapped writable"
+        assert (m.frame_map[w] == 1).all(), "check_invariants: a writable private PTE maps a shared frame"

@@ -1,0 +1,318 @@
+"""The scenario builder: processes, regions and the operations they perform.
+
+A `Scenario` records what happens, in order, as a list of `Op`s; `simulate`
+runs that list any number of times. Everything a user can get wrong is checked
+here, when the operation is recorded, so the message can name the operation and
+the value; what only the run can decide (a SIGSEGV on a dontfork region, an
+OOM kill, an eager fork that finds no memory) is the engine's business.
+
+An address space (the kernel's mm) is tracked at build time too, because it is
+fully determined by the operations: mmap, munmap, fork, vfork and exec. A vfork
+child shares its parent's; exec gives a process a fresh one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._params import ScenarioError, check_choice, parse_size
+from .patterns import PAT_SEQUENTIAL, Pattern
+
+__all__ = ["Scenario", "Process", "Region", "Op"]
+
+# Operation codes, shared by the compiler, the kernels and the reference simulator.
+SPAWN, FORK, VFORK, EXEC, EXIT, MMAP, MUNMAP, MPROTECT, MADVISE, READ, WRITE = range(11)
+OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotect", "madvise", "read", "write")
+
+PROTS = ("none", "r", "rw", "rx", "rwx")
+ON_FORK = ("copy", "dontfork", "wipeonfork")
+ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork")
+
+
+class Op(NamedTuple):
+    """One recorded operation. `arg` is the new pid/mm for spawn/fork/vfork/exec,
+    the prot for mprotect, the advice for madvise and the value tag for write."""
+
+    code: int
+    pid: int
+    region: int = -1
+    pages: Any = None        # Pattern or int64 array, for read/write
+    arg: Any = None
+    mm: int = -1             # the address space the op acts on (new one for spawn/fork/exec)
+
+
+@dataclass(eq=False)
+class Region:
+    """A mapping: one address range, named in every process that inherits it by fork."""
+
+    scenario: "Scenario" = field(repr=False)
+    index: int
+    name: str
+    npages: int
+    shared: bool
+    prot: str
+    on_fork: str
+
+    @property
+    def size(self) -> int:
+        return self.npages * self.scenario.page_size
+
+    def __repr__(self) -> str:
+        kind = "shared" if self.shared else "private"
+        return f"<Region {self.name!r} {self.npages} pages {kind} {self.prot}>"
+
+
+class _MM:
+    """Build-time address space: which regions are mapped in it."""
+
+    def __init__(self, index: int, mapped=()):
+        self.index = index
+        self.mapped = set(mapped)
+
+
+class Process:
+    """A process in a scenario. Methods record operations; they return at once."""
+
+    def __init__(self, scenario: "Scenario", pid: int, name: str, parent: "Process | None", mm: _MM):
+        self.scenario = scenario
+        self.pid = pid
+        self.name = name
+        self.parent = parent
+        self._mm = mm
+        self._state = "running"          # running | suspended (vfork parent) | exited
+        self._vfork_parent: Process | None = None
+
+    def __repr__(self) -> str:
+        return f"<Process {self.name!r} pid {self.pid} {self._state}>"
+
+    # -- address space -----------------------------------------------------
+    def mmap(self, name: str, size, *, shared: bool = False, prot: str = "rw", on_fork: str = "copy") -> Region:
+        """Map a new anonymous region (private unless shared=True) and return its handle."""
+        self._act("mmap")
+        if not isinstance(name, str):
+            raise ScenarioError(f"The 'name' parameter of mmap must be a str; got {name!r}")
+        nbytes = parse_size("mmap", "size", size)
+        check_choice("mmap", "shared", shared, (False, True))
+        check_choice("mmap", "prot", prot, PROTS)
+        check_choice("mmap", "on_fork", on_fork, ON_FORK)
+        if on_fork == "wipeonfork" and shared:
+            raise ScenarioError(f"mmap: on_fork='wipeonfork' needs a private anonymous region; {name!r} is shared (EINVAL)")
+        sc = self.scenario
+        npages = -(-nbytes // sc.page_size)
+        region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork)
+        sc.regions.append(region)
+        self._mm.mapped.add(region.index)
+        self._record(MMAP, region)
+        return region
+
+    def munmap(self, region: Region) -> None:
+        """Unmap `region` from this process's address space."""
+        self._record(MUNMAP, self._mapped_region("munmap", region))
+        self._mm.mapped.discard(region.index)
+
+    def mprotect(self, region: Region, prot: str) -> None:
+        """Change the protection of `region` ("none", "r", "rw", "rx", "rwx")."""
+        self._mapped_region("mprotect", region)
+        check_choice("mprotect", "prot", prot, PROTS)
+        self._record(MPROTECT, region, arg=prot)
+
+    def madvise(self, region: Region, advice: str) -> None:
+        """MADV_DONTFORK / DOFORK / WIPEONFORK / KEEPONFORK on the whole region."""
+        self._mapped_region("madvise", region)
+        check_choice("madvise", "advice", advice, ADVICE)
+        if advice == "wipeonfork" and region.shared:
+            raise ScenarioError(
+                f"madvise: 'wipeonfork' needs a private anonymous region; {region.name!r} is shared (EINVAL)"
+            )
+        self._record(MADVISE, region, arg=advice)
+
+    # -- memory access -----------------------------------------------------
+    def read(self, region: Region, pages=None) -> None:
+        """Read `pages` of `region` (all of it when pages is None)."""
+        self._touch(READ, "read", region, pages, None)
+
+    def write(self, region: Region, pages=None, value: int | None = None) -> None:
+        """Write `pages` of `region`. `value` is the tag stored in each page
+        (default: a number unique to this write), so isolation can be checked."""
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0):
+            raise ScenarioError(f"The 'value' parameter of write must be a positive integer; got {value!r}")
+        self._touch(WRITE, "write", region, pages, value)
+
+    # -- process life ------------------------------------------------------
+    def fork(self, name: str | None = None) -> "Process":
+        """fork(2): a child with a copy (COW or eager, by policy) of this address space."""
+        self._act("fork")
+        sc = self.scenario
+        mm = sc._new_mm(self._mm.mapped)
+        child = sc._new_process(name, self, mm)
+        self._record(FORK, arg=child.pid, mm=mm.index)
+        return child
+
+    def vfork(self, name: str | None = None) -> "Process":
+        """vfork(2): the child borrows this address space; this process is suspended
+        until the child calls exec() or exit()."""
+        self._act("vfork")
+        child = self.scenario._new_process(name, self, self._mm)
+        child._vfork_parent = self
+        self._record(VFORK, arg=child.pid)
+        self._state = "suspended"
+        return child
+
+    def exec(self) -> None:
+        """execve(2): drop this address space for a fresh, empty one."""
+        self._act("exec")
+        mm = self.scenario._new_mm()
+        self._record(EXEC, arg=mm.index, mm=mm.index)
+        self._mm = mm
+        self._release_vfork_parent()
+
+    def exit(self) -> None:
+        """_exit(2): release the address space; counters freeze as they are now."""
+        self._act("exit")
+        self._record(EXIT)
+        self._state = "exited"
+        self._release_vfork_parent()
+
+    # -- helpers -----------------------------------------------------------
+    def _release_vfork_parent(self) -> None:
+        if self._vfork_parent is not None:
+            self._vfork_parent._state = "running"
+            self._vfork_parent = None
+
+    def _act(self, op: str) -> None:
+        if self._state == "exited":
+            raise ScenarioError(f"{op}: process {self.name!r} (pid {self.pid}) has exited")
+        if self._state == "suspended":
+            raise ScenarioError(
+                f"{op}: process {self.name!r} (pid {self.pid}) is suspended by vfork until its child execs or exits"
+            )
+
+    def _region(self, op: str, region) -> Region:
+        if not isinstance(region, Region) or region.scenario is not self.scenario:
+            raise ScenarioError(f"{op}: unknown region {region!r}")
+        return region
+
+    def _mapped_region(self, op: str, region) -> Region:
+        self._act(op)
+        region = self._region(op, region)
+        if region.index not in self._mm.mapped:
+            raise ScenarioError(
+                f"{op}: region {region.name!r} is not mapped in process {self.name!r} (pid {self.pid})"
+            )
+        return region
+
+    def _touch(self, code: int, op: str, region, pages, value) -> None:
+        # Touching a region this address space does not map is legal input: the
+        # kernel answers it with SIGSEGV at run time, as for a dontfork region.
+        self._act(op)
+        region = self._region(op, region)
+        pageset = _page_set(op, pages, region.npages)
+        if value is None and code == WRITE:
+            value = len(self.scenario.ops) + 1
+        self._record(code, region, pages=pageset, arg=value)
+
+    def _record(self, code: int, region: Region | None = None, pages=None, arg=None, mm: int | None = None) -> None:
+        self.scenario.ops.append(
+            Op(code, self.pid, -1 if region is None else region.index, pages, arg,
+               self._mm.index if mm is None else mm)
+        )
+
+
+def _page_set(op: str, pages, npages: int):
+    """Pages as a Pattern (ranges, slices, patterns) or a validated int64 array."""
+    if pages is None:
+        return Pattern(PAT_SEQUENTIAL, npages, 0, 0.0, 1.0)
+    if isinstance(pages, Pattern):
+        if pages.kind == PAT_SEQUENTIAL:
+            start = int(pages.a)
+            if start >= npages:
+                raise ScenarioError(f"{op}: sequential start {start} is outside the region's {npages} pages")
+            count = npages if pages.count < 0 else pages.count
+            return Pattern(PAT_SEQUENTIAL, count, 0, pages.a, pages.b)
+        return pages
+    if isinstance(pages, slice):
+        pages = range(*pages.indices(npages))
+    if isinstance(pages, range):
+        if len(pages) == 0:
+            return Pattern(PAT_SEQUENTIAL, 0, 0, 0.0, 1.0)
+        lo, hi = min(pages[0], pages[-1]), max(pages[0], pages[-1])
+        if lo < 0 or hi >= npages:
+            raise ScenarioError(f"{op}: pages {pages!r} out of range for a region of {npages} pages")
+        if pages.step > 0:
+            return Pattern(PAT_SEQUENTIAL, len(pages), 0, float(pages.start), float(pages.step))
+        pages = np.arange(pages.start, pages.stop, pages.step, dtype=np.int64)
+    if isinstance(pages, (int, np.integer)) and not isinstance(pages, bool):
+        pages = [pages]
+    arr = np.asarray(pages)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ScenarioError(
+            f"{op}: pages must be None, an int, a range, a slice, a 1-D integer array or a pattern; got {pages!r}"
+        )
+    arr = arr.astype(np.int64, copy=True)
+    if arr.size and (arr.min() < 0 or arr.max() >= npages):
+        bad = arr[(arr < 0) | (arr >= npages)][0]
+        raise ScenarioError(f"{op}: page {int(bad)} out of range for a region of {npages} pages")
+    return arr
+
+
+class Scenario:
+    """A machine and the process tree that runs on it.
+
+    >>> sc = Scenario(phys_mem="1GiB")
+    >>> root = sc.spawn("root")
+    >>> heap = root.mmap("heap", "64MiB")
+    >>> root.write(heap)
+    >>> kid = root.fork("kid")
+    """
+
+    def __init__(self, phys_mem="1GiB", page_size=4096):
+        self.page_size = parse_size("Scenario", "page_size", page_size)
+        if self.page_size & (self.page_size - 1):
+            raise ScenarioError(f"The 'page_size' parameter of Scenario must be a power of two; got {page_size!r}")
+        self.phys_mem = parse_size("Scenario", "phys_mem", phys_mem)
+        if self.phys_mem < 2 * self.page_size:
+            raise ScenarioError(f"The 'phys_mem' parameter of Scenario must hold at least two pages; got {phys_mem!r}")
+        self.processes: list[Process] = []
+        self.regions: list[Region] = []
+        self.ops: list[Op] = []
+        self.n_mm = 0
+
+    @property
+    def frames(self) -> int:
+        """Physical frames, the zero page included."""
+        return self.phys_mem // self.page_size
+
+    def spawn(self, name: str | None = None) -> Process:
+        """A new process with an empty address space (no parent in the scenario)."""
+        mm = self._new_mm()
+        p = self._new_process(name, None, mm)
+        self.ops.append(Op(SPAWN, p.pid, arg=p.pid, mm=mm.index))
+        return p
+
+    def process(self, name: str) -> Process:
+        """The process called `name` (the first, if several share it)."""
+        for p in self.processes:
+            if p.name == name:
+                return p
+        raise ScenarioError(f"process: no process named {name!r}")
+
+    def _new_mm(self, mapped=()) -> _MM:
+        mm = _MM(self.n_mm, mapped)
+        self.n_mm += 1
+        return mm
+
+    def _new_process(self, name, parent, mm) -> Process:
+        pid = len(self.processes) + 1
+        if name is None:
+            name = f"p{pid}"
+        elif not isinstance(name, str):
+            raise ScenarioError(f"The 'name' parameter of spawn/fork must be a str; got {name!r}")
+        p = Process(self, pid, name, parent, mm)
+        self.processes.append(p)
+        return p
+
+    def __repr__(self) -> str:
+        return (f"<Scenario {len(self.processes)} processes, {len(self.regions)} regions, "
+                f"{len(self.ops)} ops, {self.phys_mem} bytes>")
