@@ -29,6 +29,7 @@ OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotec
 PROTS = ("none", "r", "rw", "rx", "rwx")
 ON_FORK = ("copy", "dontfork", "wipeonfork")
 ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork")
+MAX_REGION = 1 << 47          # x86-64 user address space (TASK_SIZE)
 
 
 class Op(NamedTuple):
@@ -100,6 +101,8 @@ class Process:
         if on_fork == "wipeonfork" and shared:
             raise ScenarioError(f"mmap: on_fork='wipeonfork' needs a private anonymous region; {name!r} is shared (EINVAL)")
         sc = self.scenario
+        if nbytes > MAX_REGION:
+            raise ScenarioError(f"mmap: size {size!r} of {name!r} exceeds the 128 TiB user address space (ENOMEM)")
         npages = -(-nbytes // sc.page_size)
         region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork)
         sc.regions.append(region)
@@ -136,8 +139,9 @@ class Process:
     def write(self, region: Region, pages=None, value: int | None = None) -> None:
         """Write `pages` of `region`. `value` is the tag stored in each page
         (default: a number unique to this write), so isolation can be checked."""
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0):
-            raise ScenarioError(f"The 'value' parameter of write must be a positive integer; got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or not 0 < value < 2**63):
+            raise ScenarioError(f"The 'value' parameter of write must be an integer in [1, 2**63); got {value!r}")
         self._touch(WRITE, "write", region, pages, value)
 
     # -- process life ------------------------------------------------------

@@ -1,0 +1,64 @@
+"""The debug switch: COWBENCH_BOUNDSCHECK=1 runs the kernels with bounds checks.
+
+Numba checks no index by default, so a bad index that got past validation
+would corrupt memory silently. These tests run in a subprocess because the
+switch must be set before Numba compiles anything.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run_debug(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COWBENCH_BOUNDSCHECK="1")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_a_bad_index_in_a_kernel_raises_instead_of_corrupting_memory():
+    out = run_debug("""
+        import numpy as np
+        import cowbench as cb
+        from cowbench import _kernels as K
+        from cowbench.engine import compile_scenario, _new_machine
+        sc = cb.Scenario(phys_mem="1MiB")
+        p = sc.spawn("p")
+        p.mmap("heap", "64KiB")
+        m = _new_machine(compile_scenario(sc), sc.frames, K.POLICY_COW, K.OOM_LARGEST, True)
+        try:
+            K.set_pte(m, 0, 10**6, 0, np.int32(8))   # table 10**6 does not exist
+        except IndexError as e:
+            print("IndexError", e)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "IndexError" in out.stdout
+
+
+def test_a_full_scenario_runs_clean_under_bounds_checking():
+    out = run_debug("""
+        import cowbench as cb
+        sc = cb.Scenario(phys_mem="8MiB")
+        root = sc.spawn("root")
+        heap = root.mmap("heap", "3MiB")
+        shm = root.mmap("shm", "64KiB", shared=True)
+        root.write(heap, pages=cb.zipf(count=3000, s=1.1, seed=1))
+        root.read(shm)
+        kid = root.fork("kid")
+        kid.write(heap, pages=cb.uniform(count=2000, seed=2))
+        kid.write(shm)
+        v = kid.vfork("v")
+        v.exec()
+        v.write(v.mmap("own", "32KiB"))
+        kid.exit()
+        root.write(heap)                 # needs more frames than there are: OOM
+        res = cb.simulate(sc, policy="cow", keep_state=True)
+        res.check_invariants()
+        print(res.processes[["state", "minor_faults", "cow_copies"]].to_dict("list"))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "minor_faults" in out.stdout
