@@ -1,7 +1,8 @@
 """The jitted engine: frames, PTE tables, address spaces, and the fault path.
 
-Private. Every function here takes a `Machine` (a NamedTuple of NumPy arrays)
-and plain integers, trusts its arguments completely (the Python layer in
+Private. Every function here takes a `MachineRef` (a StructRef over the
+arrays of a `Machine`: passing it costs one pointer, where a tuple of 27
+arrays would cost 27 reference-count updates per call) and plain integers, trusts its arguments completely (the Python layer in
 engine.py validated them), and follows docs/semantics.md rule by rule. Names
 follow Linux mm/ where the code does the same job: do_anonymous_page,
 do_wp_page, wp_page_reuse, wp_page_copy, copy_page_range, zap_pte_range,
@@ -18,7 +19,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.experimental import structref
 
 from .patterns import _pattern_fill
 from .scenario import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
@@ -95,6 +97,60 @@ class Machine(NamedTuple):
     proc_vparent: np.ndarray  # int32[n_proc + 1] vfork parent to wake, 0 none
     ctr: np.ndarray          # int64[n_proc + 1, N_CTR]
     proc_pss: np.ndarray     # float64[n_proc + 1]
+
+
+
+# Kernel-side view of a Machine. The arrays are shared, not copied: the Python
+# side keeps the NamedTuple (for reading results) and rebuilds the reference
+# after growing an array.
+_FIELD_TYPES = {
+    "g": types.int64[::1], "totals": types.int64[::1],
+    "frame_map": types.int32[::1], "frame_tag": types.int64[::1], "frame_free": types.int32[::1],
+    "pt": types.int32[:, ::1], "tab_count": types.int32[::1], "tab_free": types.int32[::1],
+    "pmd": types.int32[:, ::1], "row_free": types.int32[::1],
+    "mm_row": types.int32[::1], "mm_users": types.int32[::1], "mm_rss": types.int64[::1],
+    "mm_tables": types.int64[::1], "vma": types.uint8[:, ::1],
+    "reg_pmd0": types.int64[::1], "reg_npages": types.int64[::1], "reg_shared": types.uint8[::1],
+    "reg_shm0": types.int64[::1], "reg_maps": types.int32[::1], "shm_frame": types.int32[::1],
+    "proc_mm": types.int32[::1], "proc_state": types.int8[::1], "proc_reason": types.int8[::1],
+    "proc_vparent": types.int32[::1], "ctr": types.int64[:, ::1], "proc_pss": types.float64[::1],
+}
+assert tuple(_FIELD_TYPES) == Machine._fields
+
+
+@structref.register
+class MachineRefType(types.StructRef):
+    pass
+
+
+class MachineRef(structref.StructRefProxy):
+    """Opaque handle the kernels take; read results from the Machine it was made from."""
+
+
+structref.define_boxing(MachineRefType, MachineRef)
+MACHINE_REF = MachineRefType(list(_FIELD_TYPES.items()))
+
+
+@njit(cache=True)
+def _machine_ref(g, totals, frame_map, frame_tag, frame_free, pt, tab_count, tab_free, pmd, row_free,
+                 mm_row, mm_users, mm_rss, mm_tables, vma, reg_pmd0, reg_npages, reg_shared, reg_shm0,
+                 reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr, proc_pss):
+    m = structref.new(MACHINE_REF)
+    m.g, m.totals = g, totals
+    m.frame_map, m.frame_tag, m.frame_free = frame_map, frame_tag, frame_free
+    m.pt, m.tab_count, m.tab_free = pt, tab_count, tab_free
+    m.pmd, m.row_free = pmd, row_free
+    m.mm_row, m.mm_users, m.mm_rss, m.mm_tables, m.vma = mm_row, mm_users, mm_rss, mm_tables, vma
+    m.reg_pmd0, m.reg_npages, m.reg_shared, m.reg_shm0 = reg_pmd0, reg_npages, reg_shared, reg_shm0
+    m.reg_maps, m.shm_frame = reg_maps, shm_frame
+    m.proc_mm, m.proc_state, m.proc_reason, m.proc_vparent = proc_mm, proc_state, proc_reason, proc_vparent
+    m.ctr, m.proc_pss = ctr, proc_pss
+    return m
+
+
+def machine_ref(m: Machine) -> MachineRef:
+    """The kernels' handle on machine m (shares its arrays)."""
+    return _machine_ref(*m)
 
 
 # --- PTE encoding ------------------------------------------------------------
@@ -472,6 +528,31 @@ def handle_mm_fault(m, pid, mm, r, page, write, tag):
 
 
 @njit(cache=True)
+def touch_run(m, pid, mm, r, pages, write, tag):
+    """Touch every page in pages. False if pid died on the way.
+
+    Most touches find a PTE that already allows them; that check is done here,
+    without a call, and only real faults go to handle_mm_fault."""
+    pmd_row = m.pmd[m.mm_row[mm]]
+    pt = m.pt
+    frame_tag = m.frame_tag
+    first = m.reg_pmd0[r]
+    for page in pages:
+        t = pmd_row[first + (page >> TABLE_SHIFT)]
+        if t >= 0:
+            e = pt[t, page & (PTRS_PER_TABLE - 1)]
+            if write:
+                if (e & PTE_W) != 0:
+                    frame_tag[pte_frame(e)] = tag
+                    continue
+            elif e != 0:
+                continue
+        if not handle_mm_fault(m, pid, mm, r, page, write, tag):
+            return False
+    return True
+
+
+@njit(cache=True)
 def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
     """Run one read/write op over a page set (array slice or generated pattern)."""
     mm = m.proc_mm[pid]
@@ -482,18 +563,15 @@ def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
         proc_end(m, pid, P_KILLED, R_SIGSEGV)
         return
     if kind < 0:
-        for i in range(count):
-            if not handle_mm_fault(m, pid, mm, r, pool[off + i], write, tag):
-                return
+        touch_run(m, pid, mm, r, pool[off: off + count], write, tag)
         return
     n = m.reg_npages[r]
     buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
     for i0 in range(0, count, TOUCH_CHUNK):
         chunk = buf[: min(TOUCH_CHUNK, count - i0)]
         _pattern_fill(kind, seed, a, b, n, i0, chunk)
-        for i in range(chunk.shape[0]):
-            if not handle_mm_fault(m, pid, mm, r, chunk[i], write, tag):
-                return
+        if not touch_run(m, pid, mm, r, chunk, write, tag):
+            return
 
 
 # --- fork ----------------------------------------------------------------------

@@ -134,7 +134,7 @@ def _grown(a: np.ndarray, n: int, fill=0) -> np.ndarray:
 
 def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     """Make room for op i: double whatever it could overflow."""
-    frames, tables, rows = K.op_needs(m, prog.ops[i], prog.ps)
+    frames, tables, rows = K.op_needs(K.machine_ref(m), prog.ops[i], prog.ps)
     g = m.g
     nf = m.frame_map.shape[0]
     if frames > nf - g[K.G_FRAME_HWM] + g[K.G_FREE_TOP] and nf < g[K.G_FRAME_MAX]:
@@ -181,13 +181,15 @@ def simulate(sc: Scenario, policy: str = "cow", *, oom: str = "largest", zero_pa
     bounds = _batches(prog.work)
     t0 = time.perf_counter()
     with tqdm(total=total_work, unit="touch", unit_scale=True, disable=not show, desc=f"simulate[{policy}]") as bar:
+        ref = K.machine_ref(m)
         for start, stop in bounds:
             i = start
-            while K.run(m, prog.ops, prog.ps, prog.psf, prog.pool, tl, i, stop) == K.RUN_GROW:
+            while K.run(ref, prog.ops, prog.ps, prog.psf, prog.pool, tl, i, stop) == K.RUN_GROW:
                 i = int(m.g[K.G_RESUME])
                 m = _grow(m, prog, i)
+                ref = K.machine_ref(m)
             bar.update(int(prog.work[start:stop].sum()))
-    K.snapshot_live(m)
+    K.snapshot_live(ref)
     wall = time.perf_counter() - t0
     return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl, policy, wall)
 
