@@ -40,7 +40,7 @@ P_UNBORN, P_RUNNING, P_SUSPENDED, P_EXITED, P_KILLED, P_FORK_FAILED = 0, 1, 2, 3
 R_NONE, R_SIGSEGV, R_OOM = 0, 1, 2
 
 # policies and OOM victim rules
-POLICY_EAGER, POLICY_COW = 0, 1
+POLICY_EAGER, POLICY_COW, POLICY_ODF = 0, 1, 2
 OOM_LARGEST, OOM_FAULTING = 0, 1
 
 # madvise codes
@@ -48,21 +48,21 @@ ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK = 0, 1, 2, 3
 
 # per-process counters, ctr[pid, C_*]; the first ones are also kept as run totals
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
- C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES,
- C_RSS, C_USS, C_PTE_PAGES) = range(10)
-N_CTR = 10
-N_TOTALS = 7      # C_MINOR_FAULTS .. C_FORK_TABLES are summed into Machine.totals
+ C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FAULT_TABLES,
+ C_RSS, C_USS, C_PTE_PAGES) = range(11)
+N_CTR = 11
+N_TOTALS = 8      # C_MINOR_FAULTS .. C_FAULT_TABLES are summed into Machine.totals
 
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
- G_RUNNING, G_RESUME) = range(14)
-N_G = 14
+ G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP) = range(16)
+N_G = 16
 
 # timeline columns
 (T_FRAMES_USED, T_RUNNING, T_MINOR_FAULTS, T_ZERO_FILLS, T_COW_COPIES, T_COW_REUSES,
- T_FORK_PAGES, T_FORK_PTES, T_FORK_TABLES) = range(9)
-N_TL = 9
+ T_FORK_PAGES, T_FORK_PTES, T_FORK_TABLES, T_FAULT_TABLES) = range(10)
+N_TL = 10
 
 # run() status
 RUN_DONE, RUN_GROW = 0, 1
@@ -78,6 +78,9 @@ class Machine(NamedTuple):
     pt: np.ndarray           # int32[table cap, 512] PTE tables
     tab_count: np.ndarray    # int32[table cap] present PTEs per table
     tab_free: np.ndarray     # int32[table cap] stack of freed tables
+    tab_group: np.ndarray    # int32[table cap] odf share group of the table, -1 none
+    group_ref: np.ndarray    # int32[table cap] tables still sharing one table of the simulated kernel
+    group_free: np.ndarray   # int32[table cap] stack of freed groups
     pmd: np.ndarray          # int32[row cap, n_pmd] table of each 2 MiB range, -1 none
     row_free: np.ndarray     # int32[row cap] stack of freed directory rows
     mm_row: np.ndarray       # int32[n_mm] directory row of a live mm, -1 none
@@ -107,6 +110,7 @@ _FIELD_TYPES = {
     "g": types.int64[::1], "totals": types.int64[::1],
     "frame_map": types.int32[::1], "frame_tag": types.int64[::1], "frame_free": types.int32[::1],
     "pt": types.int32[:, ::1], "tab_count": types.int32[::1], "tab_free": types.int32[::1],
+    "tab_group": types.int32[::1], "group_ref": types.int32[::1], "group_free": types.int32[::1],
     "pmd": types.int32[:, ::1], "row_free": types.int32[::1],
     "mm_row": types.int32[::1], "mm_users": types.int32[::1], "mm_rss": types.int64[::1],
     "mm_tables": types.int64[::1], "vma": types.uint8[:, ::1],
@@ -132,13 +136,15 @@ MACHINE_REF = MachineRefType(list(_FIELD_TYPES.items()))
 
 
 @njit(cache=True)
-def _machine_ref(g, totals, frame_map, frame_tag, frame_free, pt, tab_count, tab_free, pmd, row_free,
+def _machine_ref(g, totals, frame_map, frame_tag, frame_free, pt, tab_count, tab_free,
+                 tab_group, group_ref, group_free, pmd, row_free,
                  mm_row, mm_users, mm_rss, mm_tables, vma, reg_pmd0, reg_npages, reg_shared, reg_shm0,
                  reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr, proc_pss):
     m = structref.new(MACHINE_REF)
     m.g, m.totals = g, totals
     m.frame_map, m.frame_tag, m.frame_free = frame_map, frame_tag, frame_free
     m.pt, m.tab_count, m.tab_free = pt, tab_count, tab_free
+    m.tab_group, m.group_ref, m.group_free = tab_group, group_ref, group_free
     m.pmd, m.row_free = pmd, row_free
     m.mm_row, m.mm_users, m.mm_rss, m.mm_tables, m.vma = mm_row, mm_users, mm_rss, mm_tables, vma
     m.reg_pmd0, m.reg_npages, m.reg_shared, m.reg_shm0 = reg_pmd0, reg_npages, reg_shared, reg_shm0
@@ -226,13 +232,62 @@ def table_alloc(m):
         g[G_TAB_HWM] = t + 1
     m.pt[t, :] = 0
     m.tab_count[t] = 0
+    m.tab_group[t] = -1
     return t
 
 
 @njit(cache=True)
 def table_release(m, t):
+    group_leave(m, t)
     m.tab_free[m.g[G_TAB_TOP]] = t
     m.g[G_TAB_TOP] += 1
+
+
+# --- on-demand-fork share groups -----------------------------------------------
+# Under odf the simulated kernel shares a PTE table between parent and child at
+# fork and copies it on the first fault that changes a PTE in it. Here every
+# process still has its own copy of the table (so page-level behaviour is cow's
+# exactly); a share group records which copies the simulated kernel would still
+# hold as one table, so that the copies it would make are counted when they happen.
+
+@njit(cache=True)
+def group_join(m, t, nt):
+    """Table nt (the child's) shares t's table in the simulated kernel."""
+    grp = m.tab_group[t]
+    if grp < 0:
+        g = m.g
+        if g[G_GROUP_TOP] > 0:
+            g[G_GROUP_TOP] -= 1
+            grp = m.group_free[g[G_GROUP_TOP]]
+        else:
+            grp = g[G_GROUP_HWM]
+            g[G_GROUP_HWM] = grp + 1
+        m.tab_group[t] = grp
+        m.group_ref[grp] = 1
+    m.tab_group[nt] = grp
+    m.group_ref[grp] += 1
+
+
+@njit(cache=True)
+def group_leave(m, t):
+    """Table t stops sharing; the last member frees the group."""
+    grp = m.tab_group[t]
+    if grp < 0:
+        return
+    m.tab_group[t] = -1
+    m.group_ref[grp] -= 1
+    if m.group_ref[grp] == 0:
+        m.group_free[m.g[G_GROUP_TOP]] = grp
+        m.g[G_GROUP_TOP] += 1
+
+
+@njit(cache=True)
+def table_unshare(m, pid, t):
+    """Before pid changes a PTE in t: the simulated kernel copies a still-shared table."""
+    grp = m.tab_group[t]
+    if grp >= 0 and m.group_ref[grp] > 1:
+        count_event(m, pid, C_FAULT_TABLES)
+    group_leave(m, t)
 
 
 @njit(cache=True)
@@ -502,6 +557,8 @@ def fault_once(m, pid, mm, r, page, write, tag):
         return FAULT_OK
     if t < 0:
         t = table_for(m, mm, k)
+    else:
+        table_unshare(m, pid, t)
     if e == 0:
         if m.reg_shared[r] != 0:
             st = do_shared_fault(m, pid, mm, r, t, slot, page)
@@ -632,6 +689,7 @@ def dup_mmap(m, parent, child, cmm):
     """fork(): give child a copy of parent's address space under the run's policy."""
     pmm = m.proc_mm[parent]
     eager = m.g[G_POLICY] == POLICY_EAGER
+    odf = m.g[G_POLICY] == POLICY_ODF
     if eager and fork_pages_needed(m, pmm) > m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED]:
         m.proc_state[child] = P_FORK_FAILED          # ENOMEM: the parent goes on
         return
@@ -658,16 +716,19 @@ def dup_mmap(m, parent, child, cmm):
             nt = table_alloc(m)
             m.pmd[crow, k] = nt
             m.mm_tables[cmm] += 1
-            count_event(m, child, C_FORK_TABLES)
             ptes = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
-            m.ctr[child, C_FORK_PTES] += ptes
-            m.totals[C_FORK_PTES] += ptes
+            if odf:
+                group_join(m, t, nt)         # shared, not copied: nothing counted at fork
+            else:
+                count_event(m, child, C_FORK_TABLES)
+                m.ctr[child, C_FORK_PTES] += ptes
+                m.totals[C_FORK_PTES] += ptes
 
 
 # --- mprotect / madvise ------------------------------------------------------------
 
 @njit(cache=True)
-def change_protection(m, mm, r, prot):
+def change_protection(m, pid, mm, r, prot):
     """mprotect(): new VMA prot; drop W from PTEs, or restore it on anon-exclusive ones."""
     fl = m.vma[mm, r] & ~(VM_READ | VM_WRITE)
     m.vma[mm, r] = fl | prot
@@ -680,6 +741,7 @@ def change_protection(m, mm, r, prot):
         t = m.pmd[row, k]
         if t < 0:
             continue
+        table_unshare(m, pid, t)
         for slot in range(PTRS_PER_TABLE):
             e = m.pt[t, slot]
             if e == 0:
@@ -747,6 +809,7 @@ def sample(m, tl, i):
     tl[i, T_FORK_PAGES] = m.totals[C_FORK_PAGES]
     tl[i, T_FORK_PTES] = m.totals[C_FORK_PTES]
     tl[i, T_FORK_TABLES] = m.totals[C_FORK_TABLES]
+    tl[i, T_FAULT_TABLES] = m.totals[C_FAULT_TABLES]
 
 
 @njit(cache=True)
@@ -789,7 +852,7 @@ def step(m, op, ps, psf, pool):
     elif code == MUNMAP:
         unmap_vma(m, m.proc_mm[pid], r)
     elif code == MPROTECT:
-        change_protection(m, m.proc_mm[pid], r, arg)
+        change_protection(m, pid, m.proc_mm[pid], r, arg)
     elif code == MADVISE:
         madvise(m, m.proc_mm[pid], r, arg)
 

@@ -22,7 +22,7 @@ from .scenario import MADVISE, MMAP, MPROTECT, READ, WRITE, Scenario
 
 __all__ = ["simulate", "POLICIES"]
 
-POLICIES = ("eager", "cow")
+POLICIES = ("eager", "cow", "odf")
 OOM_RULES = ("largest", "faulting")
 
 _PROT_BITS = {"none": 0, "r": K.VM_READ, "rx": K.VM_READ, "rw": K.VM_READ | K.VM_WRITE,
@@ -112,7 +112,8 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         frame_map=np.zeros(nf, dtype=np.int32), frame_tag=np.zeros(nf, dtype=np.int64),
         frame_free=np.zeros(nf, dtype=np.int32),
         pt=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(nt, dtype=np.int32),
-        tab_free=np.zeros(nt, dtype=np.int32),
+        tab_free=np.zeros(nt, dtype=np.int32), tab_group=np.full(nt, -1, dtype=np.int32),
+        group_ref=np.zeros(nt, dtype=np.int32), group_free=np.zeros(nt, dtype=np.int32),
         pmd=np.full((nrow, max(prog.n_pmd, 1)), -1, dtype=np.int32), row_free=np.zeros(nrow, dtype=np.int32),
         mm_row=np.full(max(prog.n_mm, 1), -1, dtype=np.int32), mm_users=np.zeros(max(prog.n_mm, 1), dtype=np.int32),
         mm_rss=np.zeros(max(prog.n_mm, 1), dtype=np.int64), mm_tables=np.zeros(max(prog.n_mm, 1), dtype=np.int64),
@@ -146,7 +147,9 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     nt = m.pt.shape[0]
     if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
         want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
-        m = m._replace(pt=_grown(m.pt, want), tab_count=_grown(m.tab_count, want), tab_free=_grown(m.tab_free, want))
+        m = m._replace(pt=_grown(m.pt, want), tab_count=_grown(m.tab_count, want), tab_free=_grown(m.tab_free, want),
+                       tab_group=_grown(m.tab_group, want, -1), group_ref=_grown(m.group_ref, want),
+                       group_free=_grown(m.group_free, want))
     nr = m.pmd.shape[0]
     if rows > nr - g[K.G_ROW_HWM] + g[K.G_ROW_TOP]:
         want = max(2 * nr, int(g[K.G_ROW_HWM] + rows))
@@ -158,8 +161,10 @@ def simulate(sc: Scenario, policy: str = "cow", *, oom: str = "largest", zero_pa
              keep_state: bool = False, progress: bool | None = None) -> Result:
     """Run scenario `sc` under a fork policy and return its Result.
 
-    policy: "eager" (traditional fork: copy every present private page) or
-        "cow" (Linux: share frames copy-on-write).
+    policy: "eager" (traditional fork: copy every present private page),
+        "cow" (Linux: copy PTEs, share frames copy-on-write) or "odf"
+        (On-demand-fork: share PTE tables too, copy a table on the first
+        fault that changes it).
     oom: which process the OOM killer picks when a fault finds no frame:
         "largest" (Linux: largest RSS) or "faulting" (xv6: the one faulting).
     zero_page: map the shared zero page on a read of never-written private

@@ -29,10 +29,12 @@ COUNTER_COLUMNS = {
     "cow_copies": K.C_COW_COPIES, "cow_reuses": K.C_COW_REUSES,
     "rss_pages": K.C_RSS, "pss_pages": None, "uss_pages": K.C_USS, "shared_pages": None,
     "fork_pages_copied": K.C_FORK_PAGES, "fork_ptes_copied": K.C_FORK_PTES,
-    "fork_tables_copied": K.C_FORK_TABLES, "pte_pages": K.C_PTE_PAGES,
+    "fork_tables_copied": K.C_FORK_TABLES, "fault_tables_copied": K.C_FAULT_TABLES,
+    "pte_pages": K.C_PTE_PAGES,
 }
 TIMELINE_COLUMNS = ("frames_used", "processes_running", "minor_faults", "zero_fills", "cow_copies",
-                    "cow_reuses", "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied")
+                    "cow_reuses", "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied",
+                    "fault_tables_copied")
 
 
 def atomic_write(path, write) -> Path:
@@ -110,6 +112,7 @@ class Result:
             "fork_pages_copied": int(tot[K.C_FORK_PAGES]),
             "fork_ptes_copied": int(tot[K.C_FORK_PTES]),
             "fork_tables_copied": int(tot[K.C_FORK_TABLES]),
+            "fault_tables_copied": int(tot[K.C_FAULT_TABLES]),
         }, name=self.policy)
 
     @property
@@ -227,6 +230,15 @@ def check_machine(m: K.Machine) -> None:
     cached[m.shm_frame[m.shm_frame >= 0]] = True
     orphans = np.flatnonzero(allocated & (mapped == 0) & ~cached)
     assert len(orphans) == 0, f"check_invariants: frames {orphans[:5]} are allocated but neither mapped nor cached"
+    live = np.array(sorted(seen_tables), dtype=np.int64)
+    groups = m.tab_group[live] if len(live) else np.zeros(0, dtype=np.int32)
+    members = np.bincount(groups[groups >= 0], minlength=int(m.g[K.G_GROUP_HWM]))
+    refs = m.group_ref[: len(members)]
+    free_groups = m.group_free[: m.g[K.G_GROUP_TOP]]
+    in_use = np.ones(len(members), dtype=bool)
+    in_use[free_groups] = False
+    assert (members[in_use] == refs[in_use]).all(), "check_invariants: an odf group's refcount != its member tables"
+    assert not members[~in_use].any(), "check_invariants: a table belongs to a freed odf group"
     if writable_private:
         w = np.concatenate(writable_private)
         assert (w != 0).all(), "check_invariants: the zero page is mapped writable"
