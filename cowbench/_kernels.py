@@ -611,7 +611,8 @@ def touch_run(m, pid, mm, r, pages, write, tag):
 
 @njit(cache=True)
 def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
-    """Run one read/write op over a page set (array slice or generated pattern)."""
+    """Run one read/write op over a page set: pool[off:off+count] when kind < 0,
+    else touches off .. off+count-1 of a generated pattern."""
     mm = m.proc_mm[pid]
     if count == 0:
         return
@@ -626,7 +627,7 @@ def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
     buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
     for i0 in range(0, count, TOUCH_CHUNK):
         chunk = buf[: min(TOUCH_CHUNK, count - i0)]
-        _pattern_fill(kind, seed, a, b, n, i0, chunk)
+        _pattern_fill(kind, seed, a, b, n, off + i0, chunk)
         if not touch_run(m, pid, mm, r, chunk, write, tag):
             return
 

@@ -38,7 +38,8 @@ class Program(NamedTuple):
     """A scenario compiled to arrays: what the kernels execute."""
 
     ops: np.ndarray       # int64[n, 6]: code, pid, region, arg, mm, pageset
-    ps: np.ndarray        # int64[n_ps, 4]: pattern kind (-1: explicit pages), count, seed, pool offset
+    ps: np.ndarray        # int64[n_ps, 4]: pattern kind (-1: explicit pages), count, seed,
+                          #   first touch (pattern) or offset in pool (explicit pages)
     psf: np.ndarray       # float64[n_ps, 2]: pattern parameters a, b
     pool: np.ndarray      # int64: explicit page lists, concatenated
     reg_pmd0: np.ndarray
@@ -84,7 +85,7 @@ def compile_scenario(sc: Scenario) -> Program:
             ops[i, 5] = len(ps_rows)
             pages = op.pages
             if isinstance(pages, Pattern):
-                ps_rows.append((pages.kind, pages.count, pages.seed, 0))
+                ps_rows.append((pages.kind, pages.count, pages.seed, pages.first))
                 psf_rows.append((pages.a, pages.b))
                 work[i] = pages.count
             else:

@@ -29,6 +29,9 @@ class Pattern:
 
     `a` and `b` are the kind's parameters (zipf: a = s; hotset: a = hot
     fraction, b = probability of a hot touch; sequential: a = start, b = stride).
+    `first` is the index of the first touch in the pattern's infinite sequence:
+    touches first .. first+count-1 are the pattern's pages, so a pattern split
+    into pieces (see Scenario.concurrently) touches exactly what it did whole.
     """
 
     kind: int
@@ -36,12 +39,17 @@ class Pattern:
     seed: int = 0
     a: float = 0.0
     b: float = 0.0
+    first: int = 0
 
     def pages(self, npages: int) -> np.ndarray:
         """All pages of this pattern over a region of `npages` pages (small patterns only)."""
         out = np.empty(self.count, dtype=np.int64)
-        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, 0, out)
+        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, self.first, out)
         return out
+
+    def piece(self, start: int, stop: int) -> "Pattern":
+        """Touches start .. stop-1 of this pattern, as a pattern."""
+        return Pattern(self.kind, stop - start, self.seed, self.a, self.b, self.first + start)
 
     def __repr__(self) -> str:
         name = _KIND_NAMES[self.kind]

@@ -12,6 +12,7 @@ child shares its parent's; exec gives a process a fresh one.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -218,10 +219,15 @@ class Process:
         self._record(code, region, pages=pageset, arg=value)
 
     def _record(self, code: int, region: Region | None = None, pages=None, arg=None, mm: int | None = None) -> None:
-        self.scenario.ops.append(
-            Op(code, self.pid, -1 if region is None else region.index, pages, arg,
-               self._mm.index if mm is None else mm)
-        )
+        sc = self.scenario
+        op = Op(code, self.pid, -1 if region is None else region.index, pages, arg,
+                self._mm.index if mm is None else mm)
+        if sc._phase is None:
+            sc.ops.append(op)
+        elif code in (READ, WRITE):
+            sc._phase.append(op)
+        else:
+            raise ScenarioError(f"{OP_NAMES[code]}: only read and write can run inside Scenario.concurrently()")
 
 
 def _page_set(op: str, pages, npages: int):
@@ -261,6 +267,23 @@ def _page_set(op: str, pages, npages: int):
     return arr
 
 
+def _interleave(ops: list[Op], grain: int, seed: int) -> list[Op]:
+    """Cut each op into pieces of `grain` touches and order the pieces by their
+    (jittered) relative position in their own op."""
+    rng = np.random.default_rng(seed)
+    keys, pieces = [], []
+    for op in ops:
+        n = op.pages.count if isinstance(op.pages, Pattern) else len(op.pages)
+        cuts = list(range(0, n, grain)) or [0]
+        for j, lo in enumerate(cuts):
+            hi = min(lo + grain, n)
+            sub = op.pages.piece(lo, hi) if isinstance(op.pages, Pattern) else op.pages[lo:hi]
+            pieces.append(op._replace(pages=sub))
+            keys.append((j + rng.random()) / len(cuts))
+    order = np.argsort(np.array(keys), kind="stable")
+    return [pieces[i] for i in order]
+
+
 class Scenario:
     """A machine and the process tree that runs on it.
 
@@ -282,6 +305,7 @@ class Scenario:
         self.regions: list[Region] = []
         self.ops: list[Op] = []
         self.n_mm = 0
+        self._phase: list[Op] | None = None
 
     @property
     def frames(self) -> int:
@@ -294,6 +318,34 @@ class Scenario:
         p = self._new_process(name, None, mm)
         self.ops.append(Op(SPAWN, p.pid, arg=p.pid, mm=mm.index))
         return p
+
+    @contextlib.contextmanager
+    def concurrently(self, grain: int = 1024, seed: int = 0):
+        """Reads and writes recorded inside this block run at the same time.
+
+        Each op is cut into pieces of `grain` touches, and the pieces of all
+        ops are interleaved as if every op ran at a steady rate from the start
+        of the phase to its end (a piece's place is its position in its op,
+        jittered by a random draw from `seed`): a 10**6-touch writer and a
+        10**4-touch reader finish together. Same seed, same order.
+
+        >>> with sc.concurrently(grain=256, seed=1):   # Redis BGSAVE
+        ...     parent.write(heap, pages=zipf(10**6, s=1.2))
+        ...     child.read(heap)
+        """
+        if isinstance(grain, bool) or not isinstance(grain, (int, np.integer)) or grain < 1:
+            raise ScenarioError(f"The 'grain' parameter of concurrently must be a positive integer; got {grain!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ScenarioError(f"The 'seed' parameter of concurrently must be a non-negative integer; got {seed!r}")
+        if self._phase is not None:
+            raise ScenarioError("concurrently: phases do not nest")
+        self._phase = []
+        try:
+            yield self
+            ops = self._phase
+        finally:
+            self._phase = None
+        self.ops.extend(_interleave(ops, int(grain), int(seed)))
 
     def process(self, name: str) -> Process:
         """The process called `name` (the first, if several share it)."""
