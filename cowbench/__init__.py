@@ -23,11 +23,12 @@ if _os.environ.get("COWBENCH_BOUNDSCHECK", "") not in ("", "0"):
     _nbconfig.reload_config()
 
 from ._params import ScenarioError
+from .costs import CostModel
 from .engine import POLICIES, simulate
 from .patterns import Pattern, hotset, sequential, uniform, zipf
 from .results import Result
 from .scenario import Process, Region, Scenario
 
 __version__ = "0.1.0"
-__all__ = ["Scenario", "Process", "Region", "Result", "ScenarioError", "simulate", "POLICIES",
+__all__ = ["Scenario", "Process", "Region", "Result", "ScenarioError", "CostModel", "simulate", "POLICIES",
            "Pattern", "uniform", "zipf", "sequential", "hotset"]

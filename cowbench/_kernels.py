@@ -33,7 +33,11 @@ PTE_W = np.int32(1)
 PTE_E = np.int32(2)
 
 # VMA flags, one uint8 per (mm, region)
-VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK = 1, 2, 4, 8, 16
+# VM_ANON_VMA: the region has an anon_vma, which the kernel creates at the first
+# fault that allocates an anonymous page; fork copies no PTE of a private
+# region without one (vma_needs_copy), and a wipeonfork child starts without.
+VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK, VM_ANON_VMA = 1, 2, 4, 8, 16, 32
+FAULT_AROUND_PAGES = 16     # fault_around_bytes = 64 KiB
 
 # process states (engine.py maps them to names)
 P_UNBORN, P_RUNNING, P_SUSPENDED, P_EXITED, P_KILLED, P_FORK_FAILED = 0, 1, 2, 3, 4, 5
@@ -48,21 +52,20 @@ ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK = 0, 1, 2, 3
 
 # per-process counters, ctr[pid, C_*]; the first ones are also kept as run totals
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
- C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FAULT_TABLES,
- C_RSS, C_USS, C_PTE_PAGES) = range(11)
-N_CTR = 11
-N_TOTALS = 8      # C_MINOR_FAULTS .. C_FAULT_TABLES are summed into Machine.totals
+ C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES,
+ C_RSS, C_USS, C_PTE_PAGES) = range(12)
+N_CTR = 12
+N_TOTALS = 9      # C_MINOR_FAULTS .. C_FAULT_TABLES are summed into Machine.totals
 
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
- G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP) = range(16)
-N_G = 16
+ G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS) = range(17)
+N_G = 17
 
-# timeline columns
-(T_FRAMES_USED, T_RUNNING, T_MINOR_FAULTS, T_ZERO_FILLS, T_COW_COPIES, T_COW_REUSES,
- T_FORK_PAGES, T_FORK_PTES, T_FORK_TABLES, T_FAULT_TABLES) = range(10)
-N_TL = 10
+# timeline columns: the run totals, then these
+T_FRAMES_USED, T_RUNNING, T_FORKS = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2
+N_TL = N_TOTALS + 3
 
 # run() status
 RUN_DONE, RUN_GROW = 0, 1
@@ -483,7 +486,28 @@ FAULT_OK, FAULT_OOM = 0, 1
 
 
 @njit(cache=True)
-def do_shared_fault(m, pid, mm, r, t, slot, page):
+def map_cached_page(m, mm, r, t, slot, f):
+    m.frame_map[f] += 1
+    writable = (m.vma[mm, r] & VM_WRITE) != 0
+    set_pte(m, mm, t, slot, pte_make(f, PTE_W if writable else 0))
+
+
+@njit(cache=True)
+def do_fault_around(m, mm, r, t, page):
+    """A read fault on a shared page first maps every page of its aligned 64 KiB
+    block that the page cache already holds (filemap_map_pages)."""
+    lo = page - page % FAULT_AROUND_PAGES
+    hi = min(lo + FAULT_AROUND_PAGES, m.reg_npages[r])
+    base = m.reg_shm0[r]
+    for p in range(lo, hi):
+        slot = p & (PTRS_PER_TABLE - 1)
+        f = m.shm_frame[base + p]
+        if f >= 0 and m.pt[t, slot] == 0:
+            map_cached_page(m, mm, r, t, slot, f)
+
+
+@njit(cache=True)
+def do_shared_fault(m, pid, mm, r, t, slot, page, write):
     """First touch of a MAP_SHARED page in mm: find or create it in the page cache."""
     k = m.reg_shm0[r] + page
     f = m.shm_frame[k]
@@ -491,17 +515,21 @@ def do_shared_fault(m, pid, mm, r, t, slot, page):
         f = frame_alloc(m)
         if f < 0:
             return FAULT_OOM
-        m.shm_frame[k] = f
         count_event(m, pid, C_ZERO_FILLS)
-    m.frame_map[f] += 1
-    writable = (m.vma[mm, r] & VM_WRITE) != 0
-    set_pte(m, mm, t, slot, pte_make(f, PTE_W if writable else 0))
+        if not write:
+            do_fault_around(m, mm, r, t, page)
+        m.shm_frame[k] = f
+        map_cached_page(m, mm, r, t, slot, f)
+    elif write:
+        map_cached_page(m, mm, r, t, slot, f)
+    else:
+        do_fault_around(m, mm, r, t, page)
     count_event(m, pid, C_MINOR_FAULTS)
     return FAULT_OK
 
 
 @njit(cache=True)
-def do_anonymous_page(m, pid, mm, t, slot, write):
+def do_anonymous_page(m, pid, mm, r, t, slot, write):
     """First touch of a private page: a read maps the zero page, a write a new frame."""
     if not write and m.g[G_ZERO_PAGE] != 0:
         set_pte(m, mm, t, slot, pte_make(0, 0))
@@ -511,6 +539,7 @@ def do_anonymous_page(m, pid, mm, t, slot, write):
     if f < 0:
         return FAULT_OOM
     m.frame_map[f] = 1
+    m.vma[mm, r] |= VM_ANON_VMA
     set_pte(m, mm, t, slot, pte_make(f, PTE_W | PTE_E))
     count_event(m, pid, C_MINOR_FAULTS)
     count_event(m, pid, C_ZERO_FILLS)
@@ -518,7 +547,7 @@ def do_anonymous_page(m, pid, mm, t, slot, write):
 
 
 @njit(cache=True)
-def do_wp_page(m, pid, t, slot):
+def do_wp_page(m, pid, mm, r, t, slot):
     """Write to a present, write-protected private page: reuse it or copy it."""
     e = m.pt[t, slot]
     f = pte_frame(e)
@@ -530,6 +559,7 @@ def do_wp_page(m, pid, t, slot):
     nf = frame_alloc(m)                            # wp_page_copy
     if nf < 0:
         return FAULT_OOM
+    m.vma[mm, r] |= VM_ANON_VMA
     m.frame_tag[nf] = m.frame_tag[f]
     m.frame_map[nf] = 1
     m.pt[t, slot] = pte_make(nf, PTE_W | PTE_E)
@@ -561,15 +591,11 @@ def fault_once(m, pid, mm, r, page, write, tag):
         table_unshare(m, pid, t)
     if e == 0:
         if m.reg_shared[r] != 0:
-            st = do_shared_fault(m, pid, mm, r, t, slot, page)
+            st = do_shared_fault(m, pid, mm, r, t, slot, page, write)
         else:
-            st = do_anonymous_page(m, pid, mm, t, slot, write)
-    elif m.reg_shared[r] != 0:
-        m.pt[t, slot] = e | PTE_W                   # wp_page_shared
-        count_event(m, pid, C_MINOR_FAULTS)
-        st = FAULT_OK
-    else:
-        st = do_wp_page(m, pid, t, slot)
+            st = do_anonymous_page(m, pid, mm, r, t, slot, write)
+    else:                                           # shared PTEs are never write-protected
+        st = do_wp_page(m, pid, mm, r, t, slot)
     if st == FAULT_OK and write:
         m.frame_tag[pte_frame(m.pt[t, slot])] = tag
     return st
@@ -641,7 +667,7 @@ def fork_pages_needed(m, mm):
     row = m.mm_row[mm]
     for r in range(m.vma.shape[1]):
         fl = m.vma[mm, r]
-        if (fl & VM_MAPPED) == 0 or (fl & (VM_DONTFORK | VM_WIPEONFORK)) != 0 or m.reg_shared[r] != 0:
+        if (fl & VM_ANON_VMA) == 0 or (fl & (VM_DONTFORK | VM_WIPEONFORK)) != 0 or m.reg_shared[r] != 0:
             continue
         first = m.reg_pmd0[r]
         ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
@@ -689,6 +715,7 @@ def copy_pte_table(m, child, cmm, t, nt, eager, writable):
 def dup_mmap(m, parent, child, cmm):
     """fork(): give child a copy of parent's address space under the run's policy."""
     pmm = m.proc_mm[parent]
+    m.g[G_FORKS] += 1
     eager = m.g[G_POLICY] == POLICY_EAGER
     odf = m.g[G_POLICY] == POLICY_ODF
     if eager and fork_pages_needed(m, pmm) > m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED]:
@@ -704,9 +731,12 @@ def dup_mmap(m, parent, child, cmm):
         fl = m.vma[pmm, r]
         if (fl & VM_MAPPED) == 0 or (fl & VM_DONTFORK) != 0:
             continue
-        m.vma[cmm, r] = fl
         m.reg_maps[r] += 1
-        if m.reg_shared[r] != 0 or (fl & VM_WIPEONFORK) != 0:
+        if (fl & VM_WIPEONFORK) != 0:
+            m.vma[cmm, r] = fl & ~VM_ANON_VMA
+            continue
+        m.vma[cmm, r] = fl
+        if m.reg_shared[r] != 0 or (fl & VM_ANON_VMA) == 0:
             continue                                 # vma_needs_copy() is false
         first = m.reg_pmd0[r]
         ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
@@ -719,7 +749,8 @@ def dup_mmap(m, parent, child, cmm):
             m.mm_tables[cmm] += 1
             ptes = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
             if odf:
-                group_join(m, t, nt)         # shared, not copied: nothing counted at fork
+                group_join(m, t, nt)         # shared, not copied
+                count_event(m, child, C_FORK_TABLES_SHARED)
             else:
                 count_event(m, child, C_FORK_TABLES)
                 m.ctr[child, C_FORK_PTES] += ptes
@@ -730,11 +761,12 @@ def dup_mmap(m, parent, child, cmm):
 
 @njit(cache=True)
 def change_protection(m, pid, mm, r, prot):
-    """mprotect(): new VMA prot; drop W from PTEs, or restore it on anon-exclusive ones."""
+    """mprotect(): new VMA prot; drop W from PTEs, or restore it where no write
+    fault is needed: on anon-exclusive private pages (can_change_pte_writable)
+    and on every page of a shared region (shmem does no write tracking)."""
     fl = m.vma[mm, r] & ~(VM_READ | VM_WRITE)
     m.vma[mm, r] = fl | prot
-    if m.reg_shared[r] != 0 and (prot & VM_WRITE) != 0:
-        return
+    shared = m.reg_shared[r] != 0
     row = m.mm_row[mm]
     first = m.reg_pmd0[r]
     ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
@@ -749,7 +781,7 @@ def change_protection(m, pid, mm, r, prot):
                 continue
             if (prot & VM_WRITE) == 0:
                 m.pt[t, slot] = e & ~PTE_W
-            elif (e & PTE_E) != 0:
+            elif shared or (e & PTE_E) != 0:
                 m.pt[t, slot] = e | PTE_W
 
 
@@ -801,16 +833,10 @@ def has_room(m, frames, tables, rows):
 
 @njit(cache=True)
 def sample(m, tl, i):
+    tl[i, :N_TOTALS] = m.totals
     tl[i, T_FRAMES_USED] = m.g[G_FRAMES_USED]
     tl[i, T_RUNNING] = m.g[G_RUNNING]
-    tl[i, T_MINOR_FAULTS] = m.totals[C_MINOR_FAULTS]
-    tl[i, T_ZERO_FILLS] = m.totals[C_ZERO_FILLS]
-    tl[i, T_COW_COPIES] = m.totals[C_COW_COPIES]
-    tl[i, T_COW_REUSES] = m.totals[C_COW_REUSES]
-    tl[i, T_FORK_PAGES] = m.totals[C_FORK_PAGES]
-    tl[i, T_FORK_PTES] = m.totals[C_FORK_PTES]
-    tl[i, T_FORK_TABLES] = m.totals[C_FORK_TABLES]
-    tl[i, T_FAULT_TABLES] = m.totals[C_FAULT_TABLES]
+    tl[i, T_FORKS] = m.g[G_FORKS]
 
 
 @njit(cache=True)
@@ -837,6 +863,7 @@ def step(m, op, ps, psf, pool):
         m.mm_users[pmm] += 1
         m.proc_state[arg] = P_RUNNING
         m.proc_vparent[arg] = pid
+        m.g[G_FORKS] += 1
         m.proc_state[pid] = P_SUSPENDED
         m.g[G_RUNNING] += 1
     elif code == EXEC:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from . import _kernels as K
 from ._params import ScenarioError, check_choice
+from .costs import CostModel
 from .patterns import Pattern
 from .results import Result
 from .scenario import MADVISE, MMAP, MPROTECT, READ, WRITE, Scenario
@@ -158,14 +159,16 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     return m
 
 
-def simulate(sc: Scenario, policy: str = "cow", *, oom: str = "largest", zero_page: bool = True,
-             keep_state: bool = False, progress: bool | None = None) -> Result:
+def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = None, oom: str = "largest",
+             zero_page: bool = True, keep_state: bool = False, progress: bool | None = None) -> Result:
     """Run scenario `sc` under a fork policy and return its Result.
 
     policy: "eager" (traditional fork: copy every present private page),
         "cow" (Linux: copy PTEs, share frames copy-on-write) or "odf"
         (On-demand-fork: share PTE tables too, copy a table on the first
         fault that changes it).
+    costs: the CostModel that turns counts into fork_ns and est_time_ns
+        (default: CostModel.default(); `cowbench calibrate` measures yours).
     oom: which process the OOM killer picks when a fault finds no frame:
         "largest" (Linux: largest RSS) or "faulting" (xv6: the one faulting).
     zero_page: map the shared zero page on a read of never-written private
@@ -179,6 +182,10 @@ def simulate(sc: Scenario, policy: str = "cow", *, oom: str = "largest", zero_pa
     check_choice("simulate", "policy", policy, POLICIES)
     check_choice("simulate", "oom", oom, OOM_RULES)
     check_choice("simulate", "zero_page", zero_page, (True, False))
+    if costs is None:
+        costs = CostModel.default()
+    elif not isinstance(costs, CostModel):
+        raise ScenarioError(f"The 'costs' parameter of simulate must be a CostModel or None; got {costs!r}")
     prog = compile_scenario(sc)
     m = _new_machine(prog, sc.frames, POLICIES.index(policy), OOM_RULES.index(oom), zero_page)
     tl = np.zeros((len(prog.ops), K.N_TL), dtype=np.int64)
@@ -197,7 +204,7 @@ def simulate(sc: Scenario, policy: str = "cow", *, oom: str = "largest", zero_pa
             bar.update(int(prog.work[start:stop].sum()))
     K.snapshot_live(ref)
     wall = time.perf_counter() - t0
-    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl, policy, wall)
+    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl, policy, costs, wall)
 
 
 def _batches(work: np.ndarray) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import _kernels as K
 from ._params import ScenarioError
+from .costs import CostModel
 from .scenario import OP_NAMES, Process, Region
 
 __all__ = ["Result", "atomic_write"]
@@ -24,17 +25,30 @@ STATE_NAMES = {K.P_UNBORN: "fork_failed", K.P_RUNNING: "running", K.P_SUSPENDED:
                K.P_EXITED: "exited", K.P_KILLED: "killed", K.P_FORK_FAILED: "fork_failed"}
 REASON_NAMES = {K.R_NONE: "", K.R_SIGSEGV: "SIGSEGV", K.R_OOM: "OOM"}
 
-COUNTER_COLUMNS = {
-    "minor_faults": K.C_MINOR_FAULTS, "zero_fills": K.C_ZERO_FILLS,
-    "cow_copies": K.C_COW_COPIES, "cow_reuses": K.C_COW_REUSES,
-    "rss_pages": K.C_RSS, "pss_pages": None, "uss_pages": K.C_USS, "shared_pages": None,
-    "fork_pages_copied": K.C_FORK_PAGES, "fork_ptes_copied": K.C_FORK_PTES,
-    "fork_tables_copied": K.C_FORK_TABLES, "fault_tables_copied": K.C_FAULT_TABLES,
-    "pte_pages": K.C_PTE_PAGES,
-}
-TIMELINE_COLUMNS = ("frames_used", "processes_running", "minor_faults", "zero_fills", "cow_copies",
-                    "cow_reuses", "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied",
-                    "fault_tables_copied")
+# Event counters, in the order of the kernels' C_* indices 0 .. N_TOTALS-1.
+EVENT_COLUMNS = ("minor_faults", "zero_fills", "cow_copies", "cow_reuses", "fork_pages_copied",
+                 "fork_ptes_copied", "fork_tables_copied", "fork_tables_shared", "fault_tables_copied")
+assert len(EVENT_COLUMNS) == K.N_TOTALS
+MEMORY_COLUMNS = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages")
+TIMELINE_COLUMNS = EVENT_COLUMNS + ("frames_used", "processes_running", "forks")
+
+
+def fork_ns(costs: CostModel, forks, c) -> np.ndarray:
+    """Estimated time of `forks` forks that copied or shared what the counters c say.
+    Sharing a table (odf) is priced as allocating one: an upper bound."""
+    return (costs.fork_base_ns * forks + costs.fork_pte_ns * c["fork_ptes_copied"]
+            + costs.fork_table_ns * (c["fork_tables_copied"] + c["fork_tables_shared"])
+            + costs.fork_page_ns * c["fork_pages_copied"])
+
+
+def faults_ns(costs: CostModel, c) -> np.ndarray:
+    """Estimated time of the faults counted in c. A fault that maps an existing
+    page (zero page, page cache) is every fault that neither allocated nor
+    copied nor reused; an odf table copied at a fault is priced as a full table
+    copied at fork (an upper bound)."""
+    maps = c["minor_faults"] - c["zero_fills"] - c["cow_copies"] - c["cow_reuses"]
+    return (costs.faults_ns(c["zero_fills"], c["cow_copies"], c["cow_reuses"], maps)
+            + c["fault_tables_copied"] * (costs.fork_table_ns + K.PTRS_PER_TABLE * costs.fork_pte_ns))
 
 
 def atomic_write(path, write) -> Path:
@@ -56,9 +70,11 @@ def atomic_write(path, write) -> Path:
 class Result:
     """The outcome of simulate(): `processes`, `summary` and `timeline`."""
 
-    def __init__(self, scenario, program, machine, out: dict, timeline: np.ndarray, policy: str, wall_s: float):
+    def __init__(self, scenario, program, machine, out: dict, timeline: np.ndarray, policy: str,
+                 costs: CostModel, wall_s: float):
         self.scenario = scenario
         self.policy = policy
+        self.costs = costs
         self.wall_seconds = wall_s          # not part of summary: it is the one non-reproducible number
         self._prog = program
         self._m = machine
@@ -79,21 +95,26 @@ class Result:
             "reason": [REASON_NAMES[r] for r in o["proc_reason"][1:]],
         })
         ctr = o["ctr"][1:]
-        for name, c in COUNTER_COLUMNS.items():
-            if name == "pss_pages":
-                df[name] = o["proc_pss"][1:]
-            elif name == "shared_pages":
-                df[name] = ctr[:, K.C_RSS] - ctr[:, K.C_USS]
-            else:
-                df[name] = ctr[:, c]
-        return df
+        for c, name in enumerate(EVENT_COLUMNS):
+            df[name] = ctr[:, c]
+        df["rss_pages"] = ctr[:, K.C_RSS]
+        df["pss_pages"] = o["proc_pss"][1:]
+        df["uss_pages"] = ctr[:, K.C_USS]
+        df["shared_pages"] = ctr[:, K.C_RSS] - ctr[:, K.C_USS]
+        df["pte_pages"] = ctr[:, K.C_PTE_PAGES]
+        forked = (df.parent != 0).to_numpy()
+        df["fork_ns"] = np.where(forked, fork_ns(self.costs, 1, df), np.nan)
+        df["est_time_ns"] = faults_ns(self.costs, df).astype(np.float64)
+        front = ["pid", "name", "parent", "state", "reason", "minor_faults", "zero_fills", "cow_copies", "cow_reuses"]
+        return df[front + list(MEMORY_COLUMNS) + [c for c in df.columns if c not in front and c not in MEMORY_COLUMNS]]
 
     @property
     def summary(self) -> pd.Series:
         """Totals of the run."""
         o, sc = self._out, self.scenario
         states = pd.Series([STATE_NAMES[s] for s in o["proc_state"][1:]], dtype=object)
-        tot = o["totals"]
+        events = dict(zip(EVENT_COLUMNS, (int(v) for v in o["totals"])))
+        forks = int(self._tl[-1, K.T_FORKS]) if len(self._tl) else 0
         return pd.Series({
             "policy": self.policy,
             "page_size": sc.page_size,
@@ -105,21 +126,19 @@ class Result:
             "fork_failed": int((states == "fork_failed").sum()),
             "frames_used": o["frames_used"],
             "peak_frames": o["peak_frames"],
-            "minor_faults": int(tot[K.C_MINOR_FAULTS]),
-            "zero_fills": int(tot[K.C_ZERO_FILLS]),
-            "cow_copies": int(tot[K.C_COW_COPIES]),
-            "cow_reuses": int(tot[K.C_COW_REUSES]),
-            "fork_pages_copied": int(tot[K.C_FORK_PAGES]),
-            "fork_ptes_copied": int(tot[K.C_FORK_PTES]),
-            "fork_tables_copied": int(tot[K.C_FORK_TABLES]),
-            "fault_tables_copied": int(tot[K.C_FAULT_TABLES]),
+            "forks": forks,
+            **events,
+            "fork_ns": float(fork_ns(self.costs, forks, events)),
+            "est_time_ns": float(faults_ns(self.costs, events)),
         }, name=self.policy)
 
     @property
     def timeline(self) -> pd.DataFrame:
-        """Run totals sampled after every op: one row per op, in order."""
+        """Run totals sampled after every op: one row per op, in order, with the
+        estimated time (forks and faults) spent up to the end of that op."""
         ops = self._prog.ops
         df = pd.DataFrame(self._tl, columns=list(TIMELINE_COLUMNS))
+        df["est_time_ns"] = fork_ns(self.costs, df.forks, df) + faults_ns(self.costs, df)
         df.insert(0, "op", [OP_NAMES[c] for c in ops[:, 0]])
         df.insert(0, "pid", ops[:, 1])
         df.insert(0, "step", np.arange(len(ops), dtype=np.int64))

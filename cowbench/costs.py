@@ -1,0 +1,261 @@
+"""The cost model: nanoseconds per kernel event, to turn the engine's counts into time.
+
+The engine counts events exactly (PTEs and PTE tables copied at fork, pages
+copied by an eager fork, zero-fill, COW-copy, reuse and map faults, pages
+unmapped at exit); a CostModel prices each one. Estimated times are linear in
+the counts:
+
+    fork_ns   = fork_base_ns + fork_pte_ns * ptes + fork_table_ns * tables
+                + fork_page_ns * pages_copied
+    faults_ns = zero_fill_ns * zero_fills + cow_copy_ns * cow_copies
+                + reuse_ns * reuses + map_ns * maps
+
+`cowbench calibrate --out host.toml` measures these numbers on the machine it
+runs on (cowbench/calibrate.py); `CostModel.load("host.toml")` reads them
+back. `CostModel.default()` holds one such calibration, made on the host named
+in its comments: a starting point, not a truth about your machine.
+
+Each field, with the Linux code it stands for:
+
+fork_base_ns   fixed cost of one fork(): copy_process() with everything but the
+               private page tables (task, files, signal state, VMAs), plus the
+               footprint of the calibrating process itself (a minimal Python +
+               NumPy process: about 3,400 anonymous pages of its own).
+fork_pte_ns    per present PTE copied at a COW fork: copy_present_pte(), i.e.
+               write-protect parent and child PTE, raise the folio's
+               refcount/mapcount (folio_try_dup_anon_rmap_pte).
+fork_table_ns  per last-level PTE table (512 PTEs) the child gets:
+               copy_pte_range() allocating and filling one page-table page.
+fork_page_ns   per 4 KiB page copied by an eager fork (xv6 uvmcopy: allocate +
+               memcpy). Linux has no eager fork: this one is an estimate.
+zero_fill_ns   a fault that allocates a zeroed page (do_anonymous_page).
+cow_copy_ns    a write fault that copies a shared page (wp_page_copy).
+reuse_ns       a write fault that reuses the page in place (wp_page_reuse,
+               vmstat pgreuse).
+map_ns         a fault that maps an existing page without allocating: a read of
+               never-written anonymous memory (the zero page), or a page of a
+               shared mapping already in the page cache.
+exit_page_ns   per page unmapped at exit (zap_pte_range + freeing the frame).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from pathlib import Path
+
+from ._params import ScenarioError
+
+__all__ = ["CostModel", "COST_FIELDS"]
+
+#: The per-event costs, in nanoseconds, in file order.
+COST_FIELDS = ("fork_base_ns", "fork_pte_ns", "fork_table_ns", "fork_page_ns", "zero_fill_ns",
+               "cow_copy_ns", "reuse_ns", "map_ns", "exit_page_ns")
+_ALL_FIELDS = COST_FIELDS + ("source", "page_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class CostModel:
+    """Nanoseconds per kernel event; see the module docstring for each field."""
+
+    fork_base_ns: float
+    fork_pte_ns: float
+    fork_table_ns: float
+    fork_page_ns: float
+    zero_fill_ns: float
+    cow_copy_ns: float
+    reuse_ns: float
+    map_ns: float
+    exit_page_ns: float
+    source: str
+    page_size: int = 4096
+
+    def __post_init__(self):
+        for name in COST_FIELDS:
+            object.__setattr__(self, name, _check_cost("CostModel", name, getattr(self, name)))
+        if not isinstance(self.source, str):
+            raise ScenarioError(f"CostModel: 'source' must be a string; got {self.source!r}")
+        ps = self.page_size
+        if isinstance(ps, bool) or not isinstance(ps, numbers.Integral) or ps <= 0 or ps & (ps - 1):
+            raise ScenarioError(f"CostModel: 'page_size' must be a positive power of two; got {ps!r}")
+        object.__setattr__(self, "page_size", int(ps))
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> "CostModel":
+        """The built-in model: `cowbench calibrate` on the lead's development host.
+
+        Measured by the helper working on issue "Time and truth", on 2025-11-28
+        (UTC), Linux 6.18.44-fc-v509 (uname -r), x86_64, AMD EPYC, 2 vCPUs in a
+        Firecracker/KVM guest, THP "madvise" (calibration memory madvised
+        MADV_NOHUGEPAGE, so every number is per 4 KiB page). Medians of three
+        full `cowbench calibrate` runs (each a median over 7 repetitions per
+        size; dense regions of 16, 64, 256 and 1024 MiB). Faults are expensive
+        in this guest (a VM exit-free but mitigation-heavy fault path): on bare
+        metal expect roughly 2-4x smaller fault costs.
+        """
+        return cls(
+            # intercept of fork latency vs dirty pages (0-1024 MiB), mean of the two
+            # parent PTE states (writable / already write-protected by an earlier fork)
+            fork_base_ns=_DEFAULTS["fork_base_ns"],
+            # slope of that fit, after taking out fork_table_ns / 512 (see calibrate.py)
+            fork_pte_ns=_DEFAULTS["fork_pte_ns"],
+            # from forks of sparse memory, one dirty page per 2 MiB (one PTE table each)
+            fork_table_ns=_DEFAULTS["fork_table_ns"],
+            # estimate: MADV_POPULATE_WRITE per page (allocate + zero + map, no trap)
+            # + a 4 KiB memcpy measured in a 64 MiB copy
+            fork_page_ns=_DEFAULTS["fork_page_ns"],
+            # first write to fresh MAP_PRIVATE|MAP_ANONYMOUS memory, per page
+            zero_fill_ns=_DEFAULTS["zero_fill_ns"],
+            # child writing every page of its parent's dirty region, per page
+            cow_copy_ns=_DEFAULTS["cow_copy_ns"],
+            # parent writing its write-protected pages again after the child exited
+            reuse_ns=_DEFAULTS["reuse_ns"],
+            # first read of fresh anonymous memory (maps the zero page), per page
+            map_ns=_DEFAULTS["map_ns"],
+            # munmap of a dirty private region, per page
+            exit_page_ns=_DEFAULTS["exit_page_ns"],
+            source=_DEFAULT_SOURCE,
+        )
+
+    @classmethod
+    def from_dict(cls, d, origin: str = "CostModel.from_dict") -> "CostModel":
+        """Build from a flat mapping, naming `origin` and the key in every error."""
+        if not isinstance(d, dict):
+            raise ScenarioError(f"{origin}: expected a table of costs; got {d!r}")
+        unknown = [k for k in d if k not in _ALL_FIELDS]
+        if unknown:
+            k = unknown[0]
+            raise ScenarioError(
+                f"{origin}: unknown key {k!r} = {d[k]!r}; the keys are {', '.join(_ALL_FIELDS)}")
+        missing = [k for k in COST_FIELDS if k not in d]
+        if missing:
+            raise ScenarioError(f"{origin}: missing key{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(repr(k) for k in missing)}")
+        kw = {k: _check_cost(origin, k, d[k]) for k in COST_FIELDS}
+        source = d.get("source", origin)
+        if not isinstance(source, str):
+            raise ScenarioError(f"{origin}: 'source' must be a string; got {source!r}")
+        page_size = d.get("page_size", 4096)
+        if isinstance(page_size, bool) or not isinstance(page_size, numbers.Integral) \
+                or page_size <= 0 or page_size & (page_size - 1):
+            raise ScenarioError(f"{origin}: 'page_size' must be a positive power of two; got {page_size!r}")
+        return cls(**kw, source=source, page_size=int(page_size))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, path) -> "CostModel":
+        """Read a cost model from a TOML file (as `cowbench calibrate --out` writes)."""
+        path = Path(path)
+        data = path.read_bytes()
+        try:
+            table = _toml_loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:      # tomllib.TOMLDecodeError is a ValueError
+            raise ScenarioError(f"CostModel.load({str(path)!r}): not a valid TOML file: {e}") from None
+        return cls.from_dict(table, origin=f"CostModel.load({str(path)!r})")
+
+    def save(self, path, comments=()) -> Path:
+        """Write this model as TOML, atomically; `comments` become '#' lines at the top."""
+        from .results import atomic_write
+
+        text = self.to_toml(comments)
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+
+        return atomic_write(path, write)
+
+    def to_toml(self, comments=()) -> str:
+        lines = []
+        for block in comments:
+            lines.extend(f"# {c}".rstrip() for c in str(block).splitlines() or [""])
+        lines.append("# cowbench cost model: nanoseconds per event (see cowbench/costs.py)")
+        width = max(len(k) for k in _ALL_FIELDS)
+        for k in COST_FIELDS:
+            lines.append(f"{k:<{width}} = {_toml_float(getattr(self, k))}")
+        lines.append(f"{'page_size':<{width}} = {self.page_size}")
+        lines.append(f"{'source':<{width}} = {_toml_string(self.source)}")
+        return "\n".join(lines) + "\n"
+
+    # --- arithmetic ---------------------------------------------------------------------------
+
+    def fork_ns(self, ptes, tables, pages_copied=0, forks=1):
+        """Estimated latency of fork(s) that copied `ptes` PTEs in `tables` PTE tables and
+        (eager fork) `pages_copied` pages. Scalars, NumPy arrays and pandas Series all
+        work (element-wise; a Series keeps its index). `forks` counts the fixed cost:
+        pass 0 (or a 0/1 array) for rows that were not created by a fork."""
+        return (self.fork_base_ns * forks + self.fork_pte_ns * ptes + self.fork_table_ns * tables
+                + self.fork_page_ns * pages_copied)
+
+    def faults_ns(self, zero_fills, cow_copies, reuses, maps):
+        """Estimated time of faults: element-wise on scalars, arrays or Series."""
+        return (self.zero_fill_ns * zero_fills + self.cow_copy_ns * cow_copies
+                + self.reuse_ns * reuses + self.map_ns * maps)
+
+    def exit_ns(self, pages):
+        """Estimated time to unmap `pages` pages at exit."""
+        return self.exit_page_ns * pages
+
+
+# --- the built-in defaults (see CostModel.default for where they come from) --------------------
+
+_DEFAULTS = {
+    "fork_base_ns": 500_000.0,
+    "fork_pte_ns": 85.0,
+    "fork_table_ns": 2_000.0,
+    "fork_page_ns": 1_000.0,
+    "zero_fill_ns": 1_400.0,
+    "cow_copy_ns": 2_000.0,
+    "reuse_ns": 750.0,
+    "map_ns": 700.0,
+    "exit_page_ns": 300.0,
+}
+_DEFAULT_SOURCE = "built-in default (placeholder)"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _check_cost(origin: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ScenarioError(f"{origin}: {key!r} must be a number of nanoseconds; got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ScenarioError(f"{origin}: {key!r} must be a finite, non-negative number of nanoseconds; "
+                            f"got {value!r}")
+    return v
+
+
+def _toml_loads(text: str) -> dict:
+    try:
+        import tomllib                      # Python >= 3.11
+    except ImportError:                     # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError("reading a cost model on Python 3.10 needs the 'tomli' package "
+                              "(pip install tomli)") from None
+    return tomllib.loads(text)
+
+
+def _toml_float(v: float) -> str:
+    s = repr(float(round(v, 3)))            # repr keeps '.' or 'e': always a TOML float
+    return s
+
+
+def _toml_string(s: str) -> str:
+    """A TOML basic string: escape backslash, quote and every control character."""
+    out = []
+    for ch in s:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch, f"\\u{ord(ch):04X}"))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
