@@ -23,7 +23,7 @@ from numba import njit, types
 from numba.experimental import structref
 
 from .patterns import _pattern_fill
-from .scenario import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
+from .scenario import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PIN, READ, SPAWN, UNPIN, VFORK, WRITE
 
 PTRS_PER_TABLE = 512
 TABLE_SHIFT = 9
@@ -36,7 +36,8 @@ PTE_E = np.int32(2)
 # VM_ANON_VMA: the region has an anon_vma, which the kernel creates at the first
 # fault that allocates an anonymous page; fork copies no PTE of a private
 # region without one (vma_needs_copy), and a wipeonfork child starts without.
-VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK, VM_ANON_VMA = 1, 2, 4, 8, 16, 32
+# VM_ACCOUNT: the region's size is charged to the commit (overcommit accounting).
+VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK, VM_ANON_VMA, VM_ACCOUNT = 1, 2, 4, 8, 16, 32, 64
 FAULT_AROUND_PAGES = 16     # fault_around_bytes = 64 KiB
 
 # process states (engine.py maps them to names)
@@ -52,16 +53,17 @@ ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK = 0, 1, 2, 3
 
 # per-process counters, ctr[pid, C_*]; the first ones are also kept as run totals
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
- C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES,
- C_RSS, C_USS, C_PTE_PAGES) = range(12)
-N_CTR = 12
-N_TOTALS = 9      # C_MINOR_FAULTS .. C_FAULT_TABLES are summed into Machine.totals
+ C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES, C_ENOMEM,
+ C_RSS, C_USS, C_PTE_PAGES) = range(13)
+N_CTR = 13
+N_TOTALS = 10     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
 
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
- G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS) = range(17)
-N_G = 17
+ G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
+ G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS) = range(21)
+N_G = 21
 
 # timeline columns: the run totals, then these
 T_FRAMES_USED, T_RUNNING, T_FORKS = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2
@@ -78,6 +80,7 @@ class Machine(NamedTuple):
     frame_map: np.ndarray    # int32[frame cap] mapcount
     frame_tag: np.ndarray    # int64[frame cap] last value written
     frame_free: np.ndarray   # int32[frame cap] stack of freed frames
+    frame_pins: np.ndarray   # int32[frame cap] DMA-style pins (FOLL_PIN) held on the frame
     pt: np.ndarray           # int32[table cap, 512] PTE tables
     tab_count: np.ndarray    # int32[table cap] present PTEs per table
     tab_free: np.ndarray     # int32[table cap] stack of freed tables
@@ -103,6 +106,10 @@ class Machine(NamedTuple):
     proc_vparent: np.ndarray  # int32[n_proc + 1] vfork parent to wake, 0 none
     ctr: np.ndarray          # int64[n_proc + 1, N_CTR]
     proc_pss: np.ndarray     # float64[n_proc + 1]
+    pin_pid: np.ndarray      # int32[pins] pid holding pin record i, 0 once released
+    pin_region: np.ndarray   # int32[pins]
+    pin_page: np.ndarray     # int64[pins]
+    pin_frame: np.ndarray    # int32[pins]
 
 
 
@@ -112,6 +119,7 @@ class Machine(NamedTuple):
 _FIELD_TYPES = {
     "g": types.int64[::1], "totals": types.int64[::1],
     "frame_map": types.int32[::1], "frame_tag": types.int64[::1], "frame_free": types.int32[::1],
+    "frame_pins": types.int32[::1],
     "pt": types.int32[:, ::1], "tab_count": types.int32[::1], "tab_free": types.int32[::1],
     "tab_group": types.int32[::1], "group_ref": types.int32[::1], "group_free": types.int32[::1],
     "pmd": types.int32[:, ::1], "row_free": types.int32[::1],
@@ -121,6 +129,8 @@ _FIELD_TYPES = {
     "reg_shm0": types.int64[::1], "reg_maps": types.int32[::1], "shm_frame": types.int32[::1],
     "proc_mm": types.int32[::1], "proc_state": types.int8[::1], "proc_reason": types.int8[::1],
     "proc_vparent": types.int32[::1], "ctr": types.int64[:, ::1], "proc_pss": types.float64[::1],
+    "pin_pid": types.int32[::1], "pin_region": types.int32[::1], "pin_page": types.int64[::1],
+    "pin_frame": types.int32[::1],
 }
 assert tuple(_FIELD_TYPES) == Machine._fields
 
@@ -139,13 +149,14 @@ MACHINE_REF = MachineRefType(list(_FIELD_TYPES.items()))
 
 
 @njit(cache=True)
-def _machine_ref(g, totals, frame_map, frame_tag, frame_free, pt, tab_count, tab_free,
+def _machine_ref(g, totals, frame_map, frame_tag, frame_free, frame_pins, pt, tab_count, tab_free,
                  tab_group, group_ref, group_free, pmd, row_free,
                  mm_row, mm_users, mm_rss, mm_tables, vma, reg_pmd0, reg_npages, reg_shared, reg_shm0,
-                 reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr, proc_pss):
+                 reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr, proc_pss,
+                 pin_pid, pin_region, pin_page, pin_frame):
     m = structref.new(MACHINE_REF)
     m.g, m.totals = g, totals
-    m.frame_map, m.frame_tag, m.frame_free = frame_map, frame_tag, frame_free
+    m.frame_map, m.frame_tag, m.frame_free, m.frame_pins = frame_map, frame_tag, frame_free, frame_pins
     m.pt, m.tab_count, m.tab_free = pt, tab_count, tab_free
     m.tab_group, m.group_ref, m.group_free = tab_group, group_ref, group_free
     m.pmd, m.row_free = pmd, row_free
@@ -154,6 +165,7 @@ def _machine_ref(g, totals, frame_map, frame_tag, frame_free, pt, tab_count, tab
     m.reg_maps, m.shm_frame = reg_maps, shm_frame
     m.proc_mm, m.proc_state, m.proc_reason, m.proc_vparent = proc_mm, proc_state, proc_reason, proc_vparent
     m.ctr, m.proc_pss = ctr, proc_pss
+    m.pin_pid, m.pin_region, m.pin_page, m.pin_frame = pin_pid, pin_region, pin_page, pin_frame
     return m
 
 
@@ -180,6 +192,14 @@ def pte_frame(e):
 def count_event(m, pid, c):
     m.ctr[pid, c] += 1
     m.totals[c] += 1
+
+
+@njit(cache=True, inline="always")
+def count_fault(m, pid, tag):
+    """A negative tag marks a fault taken by get_user_pages for a pin: the
+    kernel does not charge it to the task's min_flt, so neither do we."""
+    if tag >= 0:
+        count_event(m, pid, C_MINOR_FAULTS)
 
 
 # --- frames (kalloc) ---------------------------------------------------------
@@ -218,7 +238,7 @@ def frame_unmap(m, f, anon):
     if f == 0:
         return
     m.frame_map[f] -= 1
-    if anon and m.frame_map[f] == 0:
+    if anon and m.frame_map[f] == 0 and m.frame_pins[f] == 0:
         frame_release(m, f)
 
 
@@ -365,15 +385,55 @@ def region_put(m, r):
         for k in range(base, base + m.reg_npages[r]):
             f = m.shm_frame[k]
             if f >= 0:
-                frame_release(m, f)
+                if m.frame_pins[f] == 0:
+                    frame_release(m, f)       # a pinned page outlives the page cache
                 m.shm_frame[k] = -1
+        vm_unacct(m, m.reg_npages[r])
 
 
 @njit(cache=True)
 def unmap_vma(m, mm, r):
     zap_region(m, mm, r)
+    if (m.vma[mm, r] & VM_ACCOUNT) != 0:
+        vm_unacct(m, m.reg_npages[r])
     m.vma[mm, r] = 0
     region_put(m, r)
+
+
+# --- overcommit accounting (mm/util.c __vm_enough_memory) ----------------------
+OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER = 0, 1, 2
+
+
+@njit(cache=True)
+def vm_enough_memory(m, pages):
+    """Charge pages to the commit if the overcommit mode allows it."""
+    g = m.g
+    mode = g[G_OVERCOMMIT]
+    if mode == OVERCOMMIT_GUESS and pages > g[G_FRAME_MAX]:
+        return False                     # more than all of RAM (and there is no swap)
+    if mode == OVERCOMMIT_NEVER and g[G_COMMITTED] + pages > g[G_COMMIT_LIMIT]:
+        return False
+    g[G_COMMITTED] += pages
+    return True
+
+
+@njit(cache=True)
+def vm_unacct(m, pages):
+    m.g[G_COMMITTED] -= pages
+
+
+@njit(cache=True)
+def do_mmap(m, pid, mm, r, flags):
+    """mmap(): private writable and shared regions are charged to the commit."""
+    shared = m.reg_shared[r] != 0
+    if shared or (flags & VM_WRITE) != 0:
+        if not vm_enough_memory(m, m.reg_npages[r]):
+            count_event(m, pid, C_ENOMEM)
+            return
+        if not shared:
+            flags |= VM_ACCOUNT          # shmem charges the object instead, once
+    m.vma[mm, r] = flags
+    m.reg_maps[r] += 1
 
 
 @njit(cache=True)
@@ -445,6 +505,7 @@ def proc_end(m, pid, state, reason):
     m.g[G_RUNNING] -= 1
     wake_vfork_parent(m, pid)
     mm_put(m, m.proc_mm[pid])
+    unpin_all(m, pid)
 
 
 @njit(cache=True)
@@ -507,7 +568,7 @@ def do_fault_around(m, mm, r, t, page):
 
 
 @njit(cache=True)
-def do_shared_fault(m, pid, mm, r, t, slot, page, write):
+def do_shared_fault(m, pid, mm, r, t, slot, page, write, tag):
     """First touch of a MAP_SHARED page in mm: find or create it in the page cache."""
     k = m.reg_shm0[r] + page
     f = m.shm_frame[k]
@@ -524,16 +585,16 @@ def do_shared_fault(m, pid, mm, r, t, slot, page, write):
         map_cached_page(m, mm, r, t, slot, f)
     else:
         do_fault_around(m, mm, r, t, page)
-    count_event(m, pid, C_MINOR_FAULTS)
+    count_fault(m, pid, tag)
     return FAULT_OK
 
 
 @njit(cache=True)
-def do_anonymous_page(m, pid, mm, r, t, slot, write):
+def do_anonymous_page(m, pid, mm, r, t, slot, write, tag):
     """First touch of a private page: a read maps the zero page, a write a new frame."""
     if not write and m.g[G_ZERO_PAGE] != 0:
         set_pte(m, mm, t, slot, pte_make(0, 0))
-        count_event(m, pid, C_MINOR_FAULTS)
+        count_fault(m, pid, tag)
         return FAULT_OK
     f = frame_alloc(m)
     if f < 0:
@@ -541,19 +602,19 @@ def do_anonymous_page(m, pid, mm, r, t, slot, write):
     m.frame_map[f] = 1
     m.vma[mm, r] |= VM_ANON_VMA
     set_pte(m, mm, t, slot, pte_make(f, PTE_W | PTE_E))
-    count_event(m, pid, C_MINOR_FAULTS)
+    count_fault(m, pid, tag)
     count_event(m, pid, C_ZERO_FILLS)
     return FAULT_OK
 
 
 @njit(cache=True)
-def do_wp_page(m, pid, mm, r, t, slot):
+def do_wp_page(m, pid, mm, r, t, slot, tag):
     """Write to a present, write-protected private page: reuse it or copy it."""
     e = m.pt[t, slot]
     f = pte_frame(e)
     if f != 0 and ((e & PTE_E) != 0 or m.frame_map[f] == 1):
         m.pt[t, slot] = e | PTE_W | PTE_E            # wp_page_reuse
-        count_event(m, pid, C_MINOR_FAULTS)
+        count_fault(m, pid, tag)
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
     nf = frame_alloc(m)                            # wp_page_copy
@@ -563,7 +624,7 @@ def do_wp_page(m, pid, mm, r, t, slot):
     m.frame_tag[nf] = m.frame_tag[f]
     m.frame_map[nf] = 1
     m.pt[t, slot] = pte_make(nf, PTE_W | PTE_E)
-    count_event(m, pid, C_MINOR_FAULTS)
+    count_fault(m, pid, tag)
     if f == 0:
         count_event(m, pid, C_ZERO_FILLS)
     else:
@@ -574,7 +635,8 @@ def do_wp_page(m, pid, mm, r, t, slot):
 
 @njit(cache=True)
 def fault_once(m, pid, mm, r, page, write, tag):
-    """One touch of page of region r by pid: FAULT_OK or FAULT_OOM."""
+    """One touch of page of region r by pid: FAULT_OK or FAULT_OOM. A write
+    stores tag (> 0) in the page; tag -1 is a pin's write-intent fault."""
     k = m.reg_pmd0[r] + (page >> TABLE_SHIFT)
     slot = page & (PTRS_PER_TABLE - 1)
     t = m.pmd[m.mm_row[mm], k]
@@ -583,7 +645,8 @@ def fault_once(m, pid, mm, r, page, write, tag):
         if e != 0:
             return FAULT_OK
     elif (e & PTE_W) != 0:
-        m.frame_tag[pte_frame(e)] = tag
+        if tag > 0:
+            m.frame_tag[pte_frame(e)] = tag
         return FAULT_OK
     if t < 0:
         t = table_for(m, mm, k)
@@ -591,12 +654,12 @@ def fault_once(m, pid, mm, r, page, write, tag):
         table_unshare(m, pid, t)
     if e == 0:
         if m.reg_shared[r] != 0:
-            st = do_shared_fault(m, pid, mm, r, t, slot, page, write)
+            st = do_shared_fault(m, pid, mm, r, t, slot, page, write, tag)
         else:
-            st = do_anonymous_page(m, pid, mm, r, t, slot, write)
+            st = do_anonymous_page(m, pid, mm, r, t, slot, write, tag)
     else:                                           # shared PTEs are never write-protected
-        st = do_wp_page(m, pid, mm, r, t, slot)
-    if st == FAULT_OK and write:
+        st = do_wp_page(m, pid, mm, r, t, slot, tag)
+    if st == FAULT_OK and write and tag > 0:
         m.frame_tag[pte_frame(m.pt[t, slot])] = tag
     return st
 
@@ -658,11 +721,76 @@ def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
             return
 
 
+# --- pins (pin_user_pages with FOLL_WRITE | FOLL_LONGTERM) ---------------------------
+
+@njit(cache=True)
+def pte_of(m, mm, r, page):
+    t = m.pmd[m.mm_row[mm], m.reg_pmd0[r] + (page >> TABLE_SHIFT)]
+    return m.pt[t, page & (PTRS_PER_TABLE - 1)] if t >= 0 else np.int32(0)
+
+
+@njit(cache=True)
+def pin_pages(m, pid, r, pages):
+    """Pin each page for DMA: fault it in writable and exclusive, as GUP does
+    (faults not charged to the task), then hold a pin on its frame. A page the
+    process cannot write pins nothing (the kernel answers EFAULT)."""
+    mm = m.proc_mm[pid]
+    flags = m.vma[mm, r]
+    if (flags & VM_MAPPED) == 0 or (flags & VM_WRITE) == 0:
+        return
+    for page in pages:
+        if not handle_mm_fault(m, pid, mm, r, page, True, -1):
+            return
+        f = pte_frame(pte_of(m, mm, r, page))
+        m.frame_pins[f] += 1
+        i = m.g[G_PINS]
+        m.pin_pid[i], m.pin_region[i], m.pin_page[i], m.pin_frame[i] = pid, r, page, f
+        m.g[G_PINS] = i + 1
+
+
+@njit(cache=True)
+def pin_release(m, i):
+    """Drop pin record i; a frame neither mapped, cached nor pinned is freed."""
+    f = m.pin_frame[i]
+    m.pin_pid[i] = 0
+    m.frame_pins[f] -= 1
+    if m.frame_pins[f] > 0 or m.frame_map[f] > 0:
+        return
+    r = m.pin_region[i]
+    if m.reg_shared[r] != 0 and m.shm_frame[m.reg_shm0[r] + m.pin_page[i]] == f:
+        return
+    frame_release(m, f)
+
+
+@njit(cache=True)
+def unpin_pages(m, pid, r, pages, every):
+    """unpin_user_pages: drop pid's pins on these pages of r (all of them if every)."""
+    for i in range(m.g[G_PINS]):
+        if m.pin_pid[i] != pid or m.pin_region[i] != r:
+            continue
+        if every:
+            pin_release(m, i)
+            continue
+        for page in pages:
+            if m.pin_page[i] == page:
+                pin_release(m, i)
+                break
+
+
+@njit(cache=True)
+def unpin_all(m, pid):
+    """A process's pins go with it (io_uring tears its buffers down at exit)."""
+    for i in range(m.g[G_PINS]):
+        if m.pin_pid[i] == pid:
+            pin_release(m, i)
+
+
 # --- fork ----------------------------------------------------------------------
 
 @njit(cache=True)
-def fork_pages_needed(m, mm):
-    """Frames an eager fork of mm must allocate: present private non-zero pages it copies."""
+def fork_pages_needed(m, mm, eager):
+    """Frames a fork of mm must allocate: every present private page it copies
+    under eager, only the pinned ones otherwise (page_needs_cow_for_dma)."""
     need = 0
     row = m.mm_row[mm]
     for r in range(m.vma.shape[1]):
@@ -677,15 +805,18 @@ def fork_pages_needed(m, mm):
                 continue
             for slot in range(PTRS_PER_TABLE):
                 e = m.pt[t, slot]
-                if e != 0 and pte_frame(e) != 0:
+                if e != 0 and pte_frame(e) != 0 and (eager or m.frame_pins[pte_frame(e)] > 0):
                     need += 1
     return need
 
 
 @njit(cache=True)
 def copy_pte_table(m, child, cmm, t, nt, eager, writable):
-    """copy_pte_range for one table: COW-share or eagerly copy every present PTE."""
+    """copy_pte_range for one table: COW-share or eagerly copy every present PTE;
+    a pinned page is copied for the child at once and stays writable in the
+    parent (copy_present_page). Returns (PTEs copied, pinned pages copied)."""
     ptes = 0
+    pinned = 0
     for slot in range(PTRS_PER_TABLE):
         e = m.pt[t, slot]
         if e == 0:
@@ -694,7 +825,9 @@ def copy_pte_table(m, child, cmm, t, nt, eager, writable):
         f = pte_frame(e)
         if f == 0:
             m.pt[nt, slot] = e
-        elif eager:
+        elif eager or m.frame_pins[f] > 0:
+            if m.frame_pins[f] > 0:
+                pinned += 1
             nf = frame_alloc(m)          # cannot fail: fork_pages_needed checked
             m.frame_tag[nf] = m.frame_tag[f]
             m.frame_map[nf] = 1
@@ -708,7 +841,21 @@ def copy_pte_table(m, child, cmm, t, nt, eager, writable):
         if f != 0:
             m.mm_rss[cmm] += 1
     m.tab_count[nt] = ptes
-    return ptes
+    return ptes, pinned
+
+
+@njit(cache=True)
+def charge_fork(m, pmm):
+    """dup_mmap charges every accounted region the child gets; all or nothing."""
+    charged = 0
+    for r in range(m.vma.shape[1]):
+        fl = m.vma[pmm, r]
+        if (fl & VM_ACCOUNT) != 0 and (fl & VM_DONTFORK) == 0:
+            if not vm_enough_memory(m, m.reg_npages[r]):
+                vm_unacct(m, charged)
+                return False
+            charged += m.reg_npages[r]
+    return True
 
 
 @njit(cache=True)
@@ -718,8 +865,10 @@ def dup_mmap(m, parent, child, cmm):
     m.g[G_FORKS] += 1
     eager = m.g[G_POLICY] == POLICY_EAGER
     odf = m.g[G_POLICY] == POLICY_ODF
-    if eager and fork_pages_needed(m, pmm) > m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED]:
+    if (fork_pages_needed(m, pmm, eager) > m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED]
+            or not charge_fork(m, pmm)):
         m.proc_state[child] = P_FORK_FAILED          # ENOMEM: the parent goes on
+        count_event(m, parent, C_ENOMEM)
         return
     mm_create(m, cmm)
     m.proc_mm[child] = cmm
@@ -747,8 +896,8 @@ def dup_mmap(m, parent, child, cmm):
             nt = table_alloc(m)
             m.pmd[crow, k] = nt
             m.mm_tables[cmm] += 1
-            ptes = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
-            if odf:
+            ptes, pinned = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
+            if odf and pinned == 0:
                 group_join(m, t, nt)         # shared, not copied
                 count_event(m, child, C_FORK_TABLES_SHARED)
             else:
@@ -765,8 +914,13 @@ def change_protection(m, pid, mm, r, prot):
     fault is needed: on anon-exclusive private pages (can_change_pte_writable)
     and on every page of a shared region (shmem does no write tracking)."""
     fl = m.vma[mm, r] & ~(VM_READ | VM_WRITE)
-    m.vma[mm, r] = fl | prot
     shared = m.reg_shared[r] != 0
+    if (prot & VM_WRITE) != 0 and not shared and (fl & VM_ACCOUNT) == 0:
+        if not vm_enough_memory(m, m.reg_npages[r]):
+            count_event(m, pid, C_ENOMEM)            # mprotect fails, nothing changes
+            return
+        fl |= VM_ACCOUNT
+    m.vma[mm, r] = fl | prot
     row = m.mm_row[mm]
     first = m.reg_pmd0[r]
     ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
@@ -805,7 +959,7 @@ def madvise(m, mm, r, advice):
 def op_needs(m, op, ps):
     """Upper bounds on (frames, tables, rows) op may allocate, for growing arrays first."""
     code = op[0]
-    if code == READ or code == WRITE:
+    if code == READ or code == WRITE or code == PIN:
         r = op[2]
         n = min(ps[op[5], 1], m.reg_npages[r])
         return n, min(n, (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT), 0
@@ -813,7 +967,7 @@ def op_needs(m, op, ps):
         pmm = m.proc_mm[op[1]]
         if m.mm_row[pmm] < 0:
             return 0, 0, 1
-        frames = m.mm_rss[pmm] if m.g[G_POLICY] == POLICY_EAGER else 0
+        frames = m.mm_rss[pmm] if m.g[G_POLICY] == POLICY_EAGER or m.g[G_PINS] > 0 else 0
         return frames, m.mm_tables[pmm], 1
     if code == SPAWN or code == EXEC:
         return 0, 0, 1
@@ -875,8 +1029,14 @@ def step(m, op, ps, psf, pool):
     elif code == EXIT:
         proc_end(m, pid, P_EXITED, R_NONE)
     elif code == MMAP:
-        m.vma[m.proc_mm[pid], r] = arg
-        m.reg_maps[r] += 1
+        do_mmap(m, pid, m.proc_mm[pid], r, arg)
+    elif code == PIN or code == UNPIN:
+        s = op[5]
+        pages = pool[ps[s, 3]: ps[s, 3] + ps[s, 1]]
+        if code == PIN:
+            pin_pages(m, pid, r, pages)
+        else:
+            unpin_pages(m, pid, r, pages, arg != 0)
     elif code == MUNMAP:
         unmap_vma(m, m.proc_mm[pid], r)
     elif code == MPROTECT:

@@ -19,7 +19,7 @@ from ._params import ScenarioError, check_choice
 from .costs import CostModel
 from .patterns import Pattern
 from .results import Result
-from .scenario import MADVISE, MMAP, MPROTECT, READ, WRITE, Scenario
+from .scenario import MADVISE, MMAP, MPROTECT, PIN, READ, UNPIN, WRITE, Scenario
 
 __all__ = ["simulate", "POLICIES"]
 
@@ -51,6 +51,7 @@ class Program(NamedTuple):
     n_mm: int
     n_proc: int
     work: np.ndarray      # int64[n]: touches per op, for progress and batching
+    n_pins: int           # pages pinned by all pin ops: room for pin records
 
 
 def compile_scenario(sc: Scenario) -> Program:
@@ -82,7 +83,7 @@ def compile_scenario(sc: Scenario) -> Program:
             arg = 0
         ops[i, :5] = (op.code, op.pid, op.region, arg, op.mm)
         ops[i, 5] = -1
-        if op.code in (READ, WRITE):
+        if op.code in (READ, WRITE, PIN, UNPIN):
             ops[i, 5] = len(ps_rows)
             pages = op.pages
             if isinstance(pages, Pattern):
@@ -98,21 +99,25 @@ def compile_scenario(sc: Scenario) -> Program:
     ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 4)
     psf = np.array(psf_rows, dtype=np.float64).reshape(-1, 2)
     pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
+    n_pins = int(sum(work[i] for i, op in enumerate(sc.ops) if op.code == PIN))
     return Program(ops, ps, psf, pool, reg_pmd0, reg_npages, reg_shared, reg_shm0,
-                   int(ntab.sum()), sc.n_mm, len(sc.processes), work)
+                   int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins)
 
 
-def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page: bool) -> K.Machine:
+def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page: bool,
+                 overcommit: int = 0, overcommit_ratio: int = 50) -> K.Machine:
     g = np.zeros(K.N_G, dtype=np.int64)
     g[K.G_FRAME_MAX] = frame_max
     g[K.G_FRAME_HWM] = 1                          # frame 0 is the zero page
     g[K.G_POLICY], g[K.G_OOM], g[K.G_ZERO_PAGE] = policy, oom, int(zero_page)
+    g[K.G_OVERCOMMIT] = overcommit
+    g[K.G_COMMIT_LIMIT] = frame_max * overcommit_ratio // 100     # no swap is modelled
     nf = min(frame_max, 1 << 12)
     nt, nrow, nreg, nproc = 64, 4, len(prog.reg_npages), prog.n_proc + 1
     return K.Machine(
         g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
         frame_map=np.zeros(nf, dtype=np.int32), frame_tag=np.zeros(nf, dtype=np.int64),
-        frame_free=np.zeros(nf, dtype=np.int32),
+        frame_free=np.zeros(nf, dtype=np.int32), frame_pins=np.zeros(nf, dtype=np.int32),
         pt=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(nt, dtype=np.int32),
         tab_free=np.zeros(nt, dtype=np.int32), tab_group=np.full(nt, -1, dtype=np.int32),
         group_ref=np.zeros(nt, dtype=np.int32), group_free=np.zeros(nt, dtype=np.int32),
@@ -126,6 +131,8 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         proc_mm=np.full(nproc, -1, dtype=np.int32), proc_state=np.zeros(nproc, dtype=np.int8),
         proc_reason=np.zeros(nproc, dtype=np.int8), proc_vparent=np.zeros(nproc, dtype=np.int32),
         ctr=np.zeros((nproc, K.N_CTR), dtype=np.int64), proc_pss=np.zeros(nproc, dtype=np.float64),
+        pin_pid=np.zeros(prog.n_pins, dtype=np.int32), pin_region=np.zeros(prog.n_pins, dtype=np.int32),
+        pin_page=np.zeros(prog.n_pins, dtype=np.int64), pin_frame=np.zeros(prog.n_pins, dtype=np.int32),
     )
 
 
@@ -145,7 +152,7 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
         if want <= nf:
             raise ScenarioError(f"simulate: more than {_MAX_FRAMES_IN_USE} frames in use at once is not supported")
         m = m._replace(frame_map=_grown(m.frame_map, want), frame_tag=_grown(m.frame_tag, want),
-                       frame_free=_grown(m.frame_free, want))
+                       frame_free=_grown(m.frame_free, want), frame_pins=_grown(m.frame_pins, want))
     nt = m.pt.shape[0]
     if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
         want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
@@ -160,7 +167,8 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
 
 
 def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = None, oom: str = "largest",
-             zero_page: bool = True, keep_state: bool = False, progress: bool | None = None) -> Result:
+             overcommit: int = 0, overcommit_ratio: int = 50, zero_page: bool = True,
+             keep_state: bool = False, progress: bool | None = None) -> Result:
     """Run scenario `sc` under a fork policy and return its Result.
 
     policy: "eager" (traditional fork: copy every present private page),
@@ -171,6 +179,12 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
         (default: CostModel.default(); `cowbench calibrate` measures yours).
     oom: which process the OOM killer picks when a fault finds no frame:
         "largest" (Linux: largest RSS) or "faulting" (xv6: the one faulting).
+    overcommit: vm.overcommit_memory. 0: refuse only a request larger than
+        RAM (the kernel's heuristic); 1: never refuse; 2: charge private
+        writable and shared mappings at mmap, and again at fork, against
+        overcommit_ratio % of RAM (no swap), failing mmap, mprotect or fork with
+        ENOMEM past it (the `enomem` column counts the failures a process saw).
+    overcommit_ratio: vm.overcommit_ratio, percent of RAM, for mode 2.
     zero_page: map the shared zero page on a read of never-written private
         memory (Linux); False allocates a zeroed frame instead.
     keep_state: keep the final machine so `res.memory()` and
@@ -182,12 +196,18 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
     check_choice("simulate", "policy", policy, POLICIES)
     check_choice("simulate", "oom", oom, OOM_RULES)
     check_choice("simulate", "zero_page", zero_page, (True, False))
+    check_choice("simulate", "overcommit", overcommit, (0, 1, 2))
+    if isinstance(overcommit_ratio, bool) or not isinstance(overcommit_ratio, (int, np.integer)) \
+            or not 0 <= overcommit_ratio <= 100_000:
+        raise ScenarioError(f"The 'overcommit_ratio' parameter of simulate must be an integer in [0, 100000]; "
+                            f"got {overcommit_ratio!r}")
     if costs is None:
         costs = CostModel.default()
     elif not isinstance(costs, CostModel):
         raise ScenarioError(f"The 'costs' parameter of simulate must be a CostModel or None; got {costs!r}")
     prog = compile_scenario(sc)
-    m = _new_machine(prog, sc.frames, POLICIES.index(policy), OOM_RULES.index(oom), zero_page)
+    m = _new_machine(prog, sc.frames, POLICIES.index(policy), OOM_RULES.index(oom), zero_page,
+                     overcommit, int(overcommit_ratio))
     tl = np.zeros((len(prog.ops), K.N_TL), dtype=np.int64)
     total_work = int(prog.work.sum())
     show = total_work >= 10**8 if progress is None else bool(progress)

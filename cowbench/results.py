@@ -27,7 +27,7 @@ REASON_NAMES = {K.R_NONE: "", K.R_SIGSEGV: "SIGSEGV", K.R_OOM: "OOM"}
 
 # Event counters, in the order of the kernels' C_* indices 0 .. N_TOTALS-1.
 EVENT_COLUMNS = ("minor_faults", "zero_fills", "cow_copies", "cow_reuses", "fork_pages_copied",
-                 "fork_ptes_copied", "fork_tables_copied", "fork_tables_shared", "fault_tables_copied")
+                 "fork_ptes_copied", "fork_tables_copied", "fork_tables_shared", "fault_tables_copied", "enomem")
 assert len(EVENT_COLUMNS) == K.N_TOTALS
 MEMORY_COLUMNS = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages")
 TIMELINE_COLUMNS = EVENT_COLUMNS + ("frames_used", "processes_running", "forks")
@@ -247,8 +247,12 @@ def check_machine(m: K.Machine) -> None:
     assert not mapped[~allocated][1:].any(), "check_invariants: a free frame is still mapped"
     cached = np.zeros(hwm, dtype=bool)
     cached[m.shm_frame[m.shm_frame >= 0]] = True
-    orphans = np.flatnonzero(allocated & (mapped == 0) & ~cached)
-    assert len(orphans) == 0, f"check_invariants: frames {orphans[:5]} are allocated but neither mapped nor cached"
+    records = m.pin_pid[: m.g[K.G_PINS]] != 0
+    pins = np.bincount(m.pin_frame[: m.g[K.G_PINS]][records], minlength=hwm)[:hwm]
+    assert (pins == m.frame_pins[:hwm]).all(), "check_invariants: frame pins != live pin records"
+    assert not pins[~allocated].any(), "check_invariants: a free frame is pinned"
+    orphans = np.flatnonzero(allocated & (mapped == 0) & ~cached & (pins == 0))
+    assert len(orphans) == 0, f"check_invariants: frames {orphans[:5]} are allocated but not mapped, cached or pinned"
     live = np.array(sorted(seen_tables), dtype=np.int64)
     groups = m.tab_group[live] if len(live) else np.zeros(0, dtype=np.int32)
     members = np.bincount(groups[groups >= 0], minlength=int(m.g[K.G_GROUP_HWM]))

@@ -24,8 +24,9 @@ from .patterns import PAT_SEQUENTIAL, Pattern
 __all__ = ["Scenario", "Process", "Region", "Op"]
 
 # Operation codes, shared by the compiler, the kernels and the reference simulator.
-SPAWN, FORK, VFORK, EXEC, EXIT, MMAP, MUNMAP, MPROTECT, MADVISE, READ, WRITE = range(11)
-OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotect", "madvise", "read", "write")
+SPAWN, FORK, VFORK, EXEC, EXIT, MMAP, MUNMAP, MPROTECT, MADVISE, READ, WRITE, PIN, UNPIN = range(13)
+OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotect", "madvise", "read", "write",
+            "pin", "unpin")
 
 PROTS = ("none", "r", "rw", "rx", "rwx")
 ON_FORK = ("copy", "dontfork", "wipeonfork")
@@ -144,6 +145,28 @@ class Process:
                                   or not 0 < value < 2**63):
             raise ScenarioError(f"The 'value' parameter of write must be an integer in [1, 2**63); got {value!r}")
         self._touch(WRITE, "write", region, pages, value)
+
+    def pin(self, region: Region, pages=None) -> None:
+        """Pin pages for DMA, as io_uring fixed buffers or RDMA do
+        (pin_user_pages with FOLL_WRITE | FOLL_LONGTERM): each page is faulted in
+        writable and exclusive, and a pinned page is copied for a child at fork
+        instead of shared. Pins last until unpin() or this process's exit."""
+        self._pin(PIN, "pin", region, pages)
+
+    def unpin(self, region: Region, pages=None) -> None:
+        """Drop this process's pins on `pages` of `region` (all of them when None)."""
+        self._pin(UNPIN, "unpin", region, pages)
+
+    def _pin(self, code: int, op: str, region, pages) -> None:
+        self._act(op)
+        region = self._region(op, region)
+        if isinstance(pages, Pattern):
+            raise ScenarioError(f"{op}: pages must be an int, a range, a slice or an integer array; got {pages!r}")
+        every = code == UNPIN and pages is None
+        pageset = _page_set(op, pages, region.npages)
+        if isinstance(pageset, Pattern):          # a whole region, a range or a slice
+            pageset = pageset.pages(region.npages)
+        self._record(code, region, pages=pageset, arg=int(every))
 
     # -- process life ------------------------------------------------------
     def fork(self, name: str | None = None) -> "Process":
