@@ -37,7 +37,9 @@ PTE_E = np.int32(2)
 # fault that allocates an anonymous page; fork copies no PTE of a private
 # region without one (vma_needs_copy), and a wipeonfork child starts without.
 # VM_ACCOUNT: the region's size is charged to the commit (overcommit accounting).
-VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK, VM_ANON_VMA, VM_ACCOUNT = 1, 2, 4, 8, 16, 32, 64
+# VM_HUGEPAGE: faults may map 2 MiB transparent huge pages (mmap thp=True, MADV_HUGEPAGE).
+VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK, VM_ANON_VMA, VM_ACCOUNT, VM_HUGEPAGE = \
+    1, 2, 4, 8, 16, 32, 64, 128
 FAULT_AROUND_PAGES = 16     # fault_around_bytes = 64 KiB
 
 # process states (engine.py maps them to names)
@@ -46,24 +48,26 @@ R_NONE, R_SIGSEGV, R_OOM = 0, 1, 2
 
 # policies and OOM victim rules
 POLICY_EAGER, POLICY_COW, POLICY_ODF = 0, 1, 2
+THP_SPLIT, THP_COPY = 0, 1
 OOM_LARGEST, OOM_FAULTING = 0, 1
 
 # madvise codes
-ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK = 0, 1, 2, 3
+ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK, ADV_HUGEPAGE, ADV_NOHUGEPAGE = 0, 1, 2, 3, 4, 5
 
 # per-process counters, ctr[pid, C_*]; the first ones are also kept as run totals
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
- C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES, C_ENOMEM,
- C_RSS, C_USS, C_PTE_PAGES) = range(13)
-N_CTR = 13
-N_TOTALS = 10     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
+ C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES, C_FORK_PMDS,
+ C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_GUP_FAULTS, C_ENOMEM,
+ C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(19)
+N_CTR = 19
+N_TOTALS = 15     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
 
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
  G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
- G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS) = range(21)
-N_G = 21
+ G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW) = range(22)
+N_G = 22
 
 # timeline columns: the run totals, then these
 T_FRAMES_USED, T_RUNNING, T_FORKS = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2
@@ -85,6 +89,7 @@ class Machine(NamedTuple):
     tab_count: np.ndarray    # int32[table cap] present PTEs per table
     tab_free: np.ndarray     # int32[table cap] stack of freed tables
     tab_group: np.ndarray    # int32[table cap] odf share group of the table, -1 none
+    tab_huge: np.ndarray     # uint8[table cap] 1: a PMD-mapped huge page, its 512 subpages in the entries
     group_ref: np.ndarray    # int32[table cap] tables still sharing one table of the simulated kernel
     group_free: np.ndarray   # int32[table cap] stack of freed groups
     pmd: np.ndarray          # int32[row cap, n_pmd] table of each 2 MiB range, -1 none
@@ -121,7 +126,8 @@ _FIELD_TYPES = {
     "frame_map": types.int32[::1], "frame_tag": types.int64[::1], "frame_free": types.int32[::1],
     "frame_pins": types.int32[::1],
     "pt": types.int32[:, ::1], "tab_count": types.int32[::1], "tab_free": types.int32[::1],
-    "tab_group": types.int32[::1], "group_ref": types.int32[::1], "group_free": types.int32[::1],
+    "tab_group": types.int32[::1], "tab_huge": types.uint8[::1], "group_ref": types.int32[::1],
+    "group_free": types.int32[::1],
     "pmd": types.int32[:, ::1], "row_free": types.int32[::1],
     "mm_row": types.int32[::1], "mm_users": types.int32[::1], "mm_rss": types.int64[::1],
     "mm_tables": types.int64[::1], "vma": types.uint8[:, ::1],
@@ -150,7 +156,7 @@ MACHINE_REF = MachineRefType(list(_FIELD_TYPES.items()))
 
 @njit(cache=True)
 def _machine_ref(g, totals, frame_map, frame_tag, frame_free, frame_pins, pt, tab_count, tab_free,
-                 tab_group, group_ref, group_free, pmd, row_free,
+                 tab_group, tab_huge, group_ref, group_free, pmd, row_free,
                  mm_row, mm_users, mm_rss, mm_tables, vma, reg_pmd0, reg_npages, reg_shared, reg_shm0,
                  reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr, proc_pss,
                  pin_pid, pin_region, pin_page, pin_frame):
@@ -158,7 +164,7 @@ def _machine_ref(g, totals, frame_map, frame_tag, frame_free, frame_pins, pt, ta
     m.g, m.totals = g, totals
     m.frame_map, m.frame_tag, m.frame_free, m.frame_pins = frame_map, frame_tag, frame_free, frame_pins
     m.pt, m.tab_count, m.tab_free = pt, tab_count, tab_free
-    m.tab_group, m.group_ref, m.group_free = tab_group, group_ref, group_free
+    m.tab_group, m.tab_huge, m.group_ref, m.group_free = tab_group, tab_huge, group_ref, group_free
     m.pmd, m.row_free = pmd, row_free
     m.mm_row, m.mm_users, m.mm_rss, m.mm_tables, m.vma = mm_row, mm_users, mm_rss, mm_tables, vma
     m.reg_pmd0, m.reg_npages, m.reg_shared, m.reg_shm0 = reg_pmd0, reg_npages, reg_shared, reg_shm0
@@ -197,9 +203,8 @@ def count_event(m, pid, c):
 @njit(cache=True, inline="always")
 def count_fault(m, pid, tag):
     """A negative tag marks a fault taken by get_user_pages for a pin: the
-    kernel does not charge it to the task's min_flt, so neither do we."""
-    if tag >= 0:
-        count_event(m, pid, C_MINOR_FAULTS)
+    kernel does not charge it to the task's min_flt, so it is counted apart."""
+    count_event(m, pid, C_MINOR_FAULTS if tag >= 0 else C_GUP_FAULTS)
 
 
 # --- frames (kalloc) ---------------------------------------------------------
@@ -256,6 +261,7 @@ def table_alloc(m):
     m.pt[t, :] = 0
     m.tab_count[t] = 0
     m.tab_group[t] = -1
+    m.tab_huge[t] = 0
     return t
 
 
@@ -371,9 +377,10 @@ def zap_region(m, mm, r):
                     if f != 0:
                         m.mm_rss[mm] -= 1
                     frame_unmap(m, f, anon)
+        if m.tab_huge[t] == 0:
+            m.mm_tables[mm] -= 1
         table_release(m, t)
         m.pmd[row, k] = -1
-        m.mm_tables[mm] -= 1
 
 
 @njit(cache=True)
@@ -454,10 +461,11 @@ def mm_put(m, mm):
 
 @njit(cache=True)
 def mm_smaps(m, mm):
-    """(rss, pss, uss) of mm in pages, as smaps_rollup would report them."""
+    """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report them."""
     row = m.mm_row[mm]
     rss = 0
     uss = 0
+    huge = 0
     pss = 0.0
     for r in range(m.vma.shape[1]):
         if (m.vma[mm, r] & VM_MAPPED) == 0:
@@ -468,6 +476,8 @@ def mm_smaps(m, mm):
             t = m.pmd[row, k]
             if t < 0 or m.tab_count[t] == 0:
                 continue
+            if m.tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
+                huge += 1
             for slot in range(PTRS_PER_TABLE):
                 e = m.pt[t, slot]
                 if e == 0:
@@ -480,14 +490,15 @@ def mm_smaps(m, mm):
                 pss += 1.0 / n
                 if n == 1:
                     uss += 1
-    return rss, pss, uss
+    return rss, pss, uss, huge
 
 
 @njit(cache=True)
 def snapshot(m, pid):
     """Freeze the memory columns of pid from its address space as it is now."""
     mm = m.proc_mm[pid]
-    rss, pss, uss = mm_smaps(m, mm)
+    rss, pss, uss, huge = mm_smaps(m, mm)
+    m.ctr[pid, C_ANON_HUGE] = huge
     m.ctr[pid, C_RSS] = rss
     m.ctr[pid, C_USS] = uss
     m.ctr[pid, C_PTE_PAGES] = m.mm_tables[mm]
@@ -626,11 +637,126 @@ def do_wp_page(m, pid, mm, r, t, slot, tag):
     m.pt[t, slot] = pte_make(nf, PTE_W | PTE_E)
     count_fault(m, pid, tag)
     if f == 0:
+        m.mm_rss[mm] += 1                          # the zero page was not in RSS
         count_event(m, pid, C_ZERO_FILLS)
     else:
         frame_unmap(m, f, True)
         count_event(m, pid, C_COW_COPIES)
     return FAULT_OK
+
+
+# --- transparent huge pages (mm/huge_memory.c) ------------------------------------
+# A PMD-mapped huge page is a table flagged tab_huge whose 512 entries map its
+# subpages: fork copies it as one PMD, and a split turns it into an ordinary
+# PTE table without moving a frame.
+FAULT_FALLBACK = 2
+
+
+@njit(cache=True)
+def thp_eligible(m, mm, r, page):
+    """A huge page can back page: THP enabled on a private region, and the
+    whole aligned 2 MiB around the page lies inside the region."""
+    return ((m.vma[mm, r] & VM_HUGEPAGE) != 0 and m.reg_shared[r] == 0
+            and ((page >> TABLE_SHIFT) + 1) * PTRS_PER_TABLE <= m.reg_npages[r])
+
+
+@njit(cache=True)
+def huge_frames_free(m):
+    return m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED] >= PTRS_PER_TABLE
+
+
+@njit(cache=True)
+def map_new_huge_page(m, mm, t, src):
+    """Fill huge table t with 512 new exclusive writable frames, copying the
+    tags of table src's subpages (src < 0: zero-filled)."""
+    for slot in range(PTRS_PER_TABLE):
+        f = frame_alloc(m)
+        m.frame_map[f] = 1
+        if src >= 0:
+            old = pte_frame(m.pt[src, slot])
+            m.frame_tag[f] = m.frame_tag[old]
+        m.pt[t, slot] = pte_make(f, PTE_W | PTE_E)
+
+
+@njit(cache=True)
+def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
+    """First touch of an empty 2 MiB range: a read maps the huge zero page,
+    a write a new huge page; FAULT_FALLBACK when 512 frames are not free."""
+    zero = not write and m.g[G_ZERO_PAGE] != 0
+    if not zero and not huge_frames_free(m):
+        return FAULT_FALLBACK                      # thp_fault_fallback: 4 KiB pages instead
+    t = table_alloc(m)
+    m.tab_huge[t] = 1
+    m.pmd[m.mm_row[mm], k] = t
+    if zero:
+        m.pt[t, :] = pte_make(0, 0)
+    else:
+        map_new_huge_page(m, mm, t, -1)
+        m.mm_rss[mm] += PTRS_PER_TABLE
+        m.vma[mm, r] |= VM_ANON_VMA
+        count_event(m, pid, C_THP_FAULT_ALLOC)
+    m.tab_count[t] = PTRS_PER_TABLE
+    count_fault(m, pid, tag)
+    return FAULT_OK
+
+
+@njit(cache=True)
+def split_huge_pmd(m, pid, mm, t):
+    """__split_huge_pmd: the huge mapping becomes a PTE table of its subpages."""
+    m.tab_huge[t] = 0
+    m.mm_tables[mm] += 1
+    count_event(m, pid, C_THP_SPLITS)
+
+
+@njit(cache=True)
+def huge_exclusive(m, t):
+    """The huge page is mapped by this PMD only, and nothing pins it."""
+    if (m.pt[t, 0] & PTE_E) != 0:
+        return True
+    for slot in range(PTRS_PER_TABLE):
+        f = pte_frame(m.pt[t, slot])
+        if m.frame_map[f] != 1 or m.frame_pins[f] != 0:
+            return False
+    return True
+
+
+@njit(cache=True)
+def huge_pinned(m, t):
+    for slot in range(PTRS_PER_TABLE):
+        if m.frame_pins[pte_frame(m.pt[t, slot])] != 0:
+            return True
+    return False
+
+
+@njit(cache=True)
+def do_huge_pmd_wp_page(m, pid, mm, r, t, tag):
+    """Write to a write-protected huge page: reuse it whole if exclusive; else
+    under thp_cow="copy" copy all 2 MiB, and under "split" (Linux >= 5.8)
+    split the PMD and return FAULT_FALLBACK for the 4 KiB fault to go on."""
+    zero = pte_frame(m.pt[t, 0]) == 0
+    if not zero and huge_exclusive(m, t):
+        for slot in range(PTRS_PER_TABLE):
+            m.pt[t, slot] |= PTE_W | PTE_E
+        count_fault(m, pid, tag)
+        count_event(m, pid, C_COW_REUSES)
+        return FAULT_OK
+    if m.g[G_THP_COW] == THP_COPY and huge_frames_free(m):
+        old = table_alloc(m)                       # scratch copy of the old subpages
+        m.pt[old, :] = m.pt[t, :]
+        map_new_huge_page(m, mm, t, -1 if zero else old)
+        for slot in range(PTRS_PER_TABLE):
+            frame_unmap(m, pte_frame(m.pt[old, slot]), True)
+        table_release(m, old)
+        m.vma[mm, r] |= VM_ANON_VMA
+        count_fault(m, pid, tag)
+        if zero:
+            m.mm_rss[mm] += PTRS_PER_TABLE
+            count_event(m, pid, C_THP_FAULT_ALLOC)
+        else:
+            count_event(m, pid, C_THP_COPIES)
+        return FAULT_OK
+    split_huge_pmd(m, pid, mm, t)
+    return FAULT_FALLBACK
 
 
 @njit(cache=True)
@@ -649,6 +775,12 @@ def fault_once(m, pid, mm, r, page, write, tag):
             m.frame_tag[pte_frame(e)] = tag
         return FAULT_OK
     if t < 0:
+        if thp_eligible(m, mm, r, page):
+            st = do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag)
+            if st != FAULT_FALLBACK:
+                if write and tag > 0:
+                    m.frame_tag[pte_frame(m.pt[m.pmd[m.mm_row[mm], k], slot])] = tag
+                return st
         t = table_for(m, mm, k)
     else:
         table_unshare(m, pid, t)
@@ -658,7 +790,11 @@ def fault_once(m, pid, mm, r, page, write, tag):
         else:
             st = do_anonymous_page(m, pid, mm, r, t, slot, write, tag)
     else:                                           # shared PTEs are never write-protected
-        st = do_wp_page(m, pid, mm, r, t, slot, tag)
+        st = FAULT_FALLBACK
+        if m.tab_huge[t] != 0:
+            st = do_huge_pmd_wp_page(m, pid, mm, r, t, tag)
+        if st == FAULT_FALLBACK:
+            st = do_wp_page(m, pid, mm, r, t, slot, tag)
     if st == FAULT_OK and write and tag > 0:
         m.frame_tag[pte_frame(m.pt[t, slot])] = tag
     return st
@@ -893,8 +1029,15 @@ def dup_mmap(m, parent, child, cmm):
             t = m.pmd[prow, k]
             if t < 0:
                 continue
+            if m.tab_huge[t] != 0 and huge_pinned(m, t):
+                split_huge_pmd(m, parent, pmm, t)    # copy_huge_pmd leaves pinned THPs to the PTE path
             nt = table_alloc(m)
             m.pmd[crow, k] = nt
+            if m.tab_huge[t] != 0:                   # copy_huge_pmd: one PMD entry
+                m.tab_huge[nt] = 1
+                copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
+                count_event(m, child, C_FORK_PMDS)
+                continue
             m.mm_tables[cmm] += 1
             ptes, pinned = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
             if odf and pinned == 0:
@@ -948,8 +1091,12 @@ def madvise(m, mm, r, advice):
         fl &= ~VM_DONTFORK
     elif advice == ADV_WIPEONFORK:
         fl |= VM_WIPEONFORK
-    else:
+    elif advice == ADV_KEEPONFORK:
         fl &= ~VM_WIPEONFORK
+    elif advice == ADV_HUGEPAGE:
+        fl |= VM_HUGEPAGE
+    else:
+        fl &= ~VM_HUGEPAGE
     m.vma[mm, r] = fl
 
 
@@ -961,8 +1108,8 @@ def op_needs(m, op, ps):
     code = op[0]
     if code == READ or code == WRITE or code == PIN:
         r = op[2]
-        n = min(ps[op[5], 1], m.reg_npages[r])
-        return n, min(n, (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT), 0
+        n = min(ps[op[5], 1] * PTRS_PER_TABLE, m.reg_npages[r])   # a huge page fault takes 512
+        return n, min(n, (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT) + 1, 0
     if code == FORK:
         pmm = m.proc_mm[op[1]]
         if m.mm_row[pmm] < 0:

@@ -29,8 +29,9 @@ OOM_RULES = ("largest", "faulting")
 _PROT_BITS = {"none": 0, "r": K.VM_READ, "rx": K.VM_READ, "rw": K.VM_READ | K.VM_WRITE,
               "rwx": K.VM_READ | K.VM_WRITE}
 _ON_FORK_BITS = {"copy": 0, "dontfork": K.VM_DONTFORK, "wipeonfork": K.VM_WIPEONFORK}
-_ADVICE = {"dontfork": K.ADV_DONTFORK, "dofork": K.ADV_DOFORK,
-           "wipeonfork": K.ADV_WIPEONFORK, "keeponfork": K.ADV_KEEPONFORK}
+_ADVICE = {"dontfork": K.ADV_DONTFORK, "dofork": K.ADV_DOFORK, "wipeonfork": K.ADV_WIPEONFORK,
+           "keeponfork": K.ADV_KEEPONFORK, "hugepage": K.ADV_HUGEPAGE, "nohugepage": K.ADV_NOHUGEPAGE}
+THP_COW = ("split", "copy")
 _MAX_FRAMES_IN_USE = (1 << 29) - 1      # frame + 1 must fit in 30 bits of a PTE
 _BATCH_TOUCHES = 1 << 24                # touches per kernel call between progress updates
 
@@ -74,7 +75,7 @@ def compile_scenario(sc: Scenario) -> Program:
         arg = op.arg
         if op.code == MMAP:
             reg = sc.regions[op.region]
-            arg = K.VM_MAPPED | _PROT_BITS[reg.prot] | _ON_FORK_BITS[reg.on_fork]
+            arg = K.VM_MAPPED | _PROT_BITS[reg.prot] | _ON_FORK_BITS[reg.on_fork] | (K.VM_HUGEPAGE if reg.thp else 0)
         elif op.code == MPROTECT:
             arg = _PROT_BITS[op.arg]
         elif op.code == MADVISE:
@@ -105,12 +106,13 @@ def compile_scenario(sc: Scenario) -> Program:
 
 
 def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page: bool,
-                 overcommit: int = 0, overcommit_ratio: int = 50) -> K.Machine:
+                 overcommit: int = 0, overcommit_ratio: int = 50, thp_cow: int = K.THP_SPLIT) -> K.Machine:
     g = np.zeros(K.N_G, dtype=np.int64)
     g[K.G_FRAME_MAX] = frame_max
     g[K.G_FRAME_HWM] = 1                          # frame 0 is the zero page
     g[K.G_POLICY], g[K.G_OOM], g[K.G_ZERO_PAGE] = policy, oom, int(zero_page)
     g[K.G_OVERCOMMIT] = overcommit
+    g[K.G_THP_COW] = thp_cow
     g[K.G_COMMIT_LIMIT] = frame_max * overcommit_ratio // 100     # no swap is modelled
     nf = min(frame_max, 1 << 12)
     nt, nrow, nreg, nproc = 64, 4, len(prog.reg_npages), prog.n_proc + 1
@@ -120,6 +122,7 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         frame_free=np.zeros(nf, dtype=np.int32), frame_pins=np.zeros(nf, dtype=np.int32),
         pt=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(nt, dtype=np.int32),
         tab_free=np.zeros(nt, dtype=np.int32), tab_group=np.full(nt, -1, dtype=np.int32),
+        tab_huge=np.zeros(nt, dtype=np.uint8),
         group_ref=np.zeros(nt, dtype=np.int32), group_free=np.zeros(nt, dtype=np.int32),
         pmd=np.full((nrow, max(prog.n_pmd, 1)), -1, dtype=np.int32), row_free=np.zeros(nrow, dtype=np.int32),
         mm_row=np.full(max(prog.n_mm, 1), -1, dtype=np.int32), mm_users=np.zeros(max(prog.n_mm, 1), dtype=np.int32),
@@ -157,7 +160,8 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
         want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
         m = m._replace(pt=_grown(m.pt, want), tab_count=_grown(m.tab_count, want), tab_free=_grown(m.tab_free, want),
-                       tab_group=_grown(m.tab_group, want, -1), group_ref=_grown(m.group_ref, want),
+                       tab_group=_grown(m.tab_group, want, -1), tab_huge=_grown(m.tab_huge, want),
+                       group_ref=_grown(m.group_ref, want),
                        group_free=_grown(m.group_free, want))
     nr = m.pmd.shape[0]
     if rows > nr - g[K.G_ROW_HWM] + g[K.G_ROW_TOP]:
@@ -167,7 +171,7 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
 
 
 def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = None, oom: str = "largest",
-             overcommit: int = 0, overcommit_ratio: int = 50, zero_page: bool = True,
+             thp_cow: str = "split", overcommit: int = 0, overcommit_ratio: int = 50, zero_page: bool = True,
              keep_state: bool = False, progress: bool | None = None) -> Result:
     """Run scenario `sc` under a fork policy and return its Result.
 
@@ -179,6 +183,9 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
         (default: CostModel.default(); `cowbench calibrate` measures yours).
     oom: which process the OOM killer picks when a fault finds no frame:
         "largest" (Linux: largest RSS) or "faulting" (xv6: the one faulting).
+    thp_cow: a write to a shared transparent huge page: "split" (Linux >= 5.8)
+        splits the PMD and copies the 4 KiB page written; "copy" (older
+        kernels) copies all 2 MiB in one fault.
     overcommit: vm.overcommit_memory. 0: refuse only a request larger than
         RAM (the kernel's heuristic); 1: never refuse; 2: charge private
         writable and shared mappings at mmap, and again at fork, against
@@ -197,6 +204,7 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
     check_choice("simulate", "oom", oom, OOM_RULES)
     check_choice("simulate", "zero_page", zero_page, (True, False))
     check_choice("simulate", "overcommit", overcommit, (0, 1, 2))
+    check_choice("simulate", "thp_cow", thp_cow, THP_COW)
     if isinstance(overcommit_ratio, bool) or not isinstance(overcommit_ratio, (int, np.integer)) \
             or not 0 <= overcommit_ratio <= 100_000:
         raise ScenarioError(f"The 'overcommit_ratio' parameter of simulate must be an integer in [0, 100000]; "
@@ -207,7 +215,7 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
         raise ScenarioError(f"The 'costs' parameter of simulate must be a CostModel or None; got {costs!r}")
     prog = compile_scenario(sc)
     m = _new_machine(prog, sc.frames, POLICIES.index(policy), OOM_RULES.index(oom), zero_page,
-                     overcommit, int(overcommit_ratio))
+                     overcommit, int(overcommit_ratio), THP_COW.index(thp_cow))
     tl = np.zeros((len(prog.ops), K.N_TL), dtype=np.int64)
     total_work = int(prog.work.sum())
     show = total_work >= 10**8 if progress is None else bool(progress)

@@ -27,28 +27,32 @@ REASON_NAMES = {K.R_NONE: "", K.R_SIGSEGV: "SIGSEGV", K.R_OOM: "OOM"}
 
 # Event counters, in the order of the kernels' C_* indices 0 .. N_TOTALS-1.
 EVENT_COLUMNS = ("minor_faults", "zero_fills", "cow_copies", "cow_reuses", "fork_pages_copied",
-                 "fork_ptes_copied", "fork_tables_copied", "fork_tables_shared", "fault_tables_copied", "enomem")
+                 "fork_ptes_copied", "fork_tables_copied", "fork_tables_shared", "fault_tables_copied",
+                 "fork_pmds_copied", "thp_fault_alloc", "thp_copies", "thp_splits", "gup_faults", "enomem")
 assert len(EVENT_COLUMNS) == K.N_TOTALS
-MEMORY_COLUMNS = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages")
+MEMORY_COLUMNS = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages", "anon_huge_pages")
 TIMELINE_COLUMNS = EVENT_COLUMNS + ("frames_used", "processes_running", "forks")
 
 
 def fork_ns(costs: CostModel, forks, c) -> np.ndarray:
     """Estimated time of `forks` forks that copied or shared what the counters c say.
     Sharing a table (odf) is priced as allocating one: an upper bound."""
-    return (costs.fork_base_ns * forks + costs.fork_pte_ns * c["fork_ptes_copied"]
+    return (costs.fork_base_ns * forks + costs.fork_pte_ns * (c["fork_ptes_copied"] + c["fork_pmds_copied"])
             + costs.fork_table_ns * (c["fork_tables_copied"] + c["fork_tables_shared"])
             + costs.fork_page_ns * c["fork_pages_copied"])
 
 
 def faults_ns(costs: CostModel, c) -> np.ndarray:
-    """Estimated time of the faults counted in c. A fault that maps an existing
-    page (zero page, page cache) is every fault that neither allocated nor
-    copied nor reused; an odf table copied at a fault is priced as a full table
-    copied at fork (an upper bound)."""
-    maps = c["minor_faults"] - c["zero_fills"] - c["cow_copies"] - c["cow_reuses"]
+    """Estimated time of the faults counted in c, the task's and those taken
+    for its pins. A fault that maps an existing page (zero page, huge zero
+    page, page cache) is every fault that neither allocated nor copied nor
+    reused; an odf table copied at a fault is priced as a full table copied at
+    fork, a huge page as 512 small ones (upper bounds)."""
+    maps = (c["minor_faults"] + c["gup_faults"] - c["zero_fills"] - c["cow_copies"] - c["cow_reuses"]
+            - c["thp_fault_alloc"] - c["thp_copies"])
     return (costs.faults_ns(c["zero_fills"], c["cow_copies"], c["cow_reuses"], maps)
-            + c["fault_tables_copied"] * (costs.fork_table_ns + K.PTRS_PER_TABLE * costs.fork_pte_ns))
+            + c["fault_tables_copied"] * (costs.fork_table_ns + K.PTRS_PER_TABLE * costs.fork_pte_ns)
+            + K.PTRS_PER_TABLE * (costs.zero_fill_ns * c["thp_fault_alloc"] + costs.cow_copy_ns * c["thp_copies"]))
 
 
 def atomic_write(path, write) -> Path:
@@ -102,6 +106,7 @@ class Result:
         df["uss_pages"] = ctr[:, K.C_USS]
         df["shared_pages"] = ctr[:, K.C_RSS] - ctr[:, K.C_USS]
         df["pte_pages"] = ctr[:, K.C_PTE_PAGES]
+        df["anon_huge_pages"] = ctr[:, K.C_ANON_HUGE]
         forked = (df.parent != 0).to_numpy()
         df["fork_ns"] = np.where(forked, fork_ns(self.costs, 1, df), np.nan)
         df["est_time_ns"] = faults_ns(self.costs, df).astype(np.float64)
@@ -222,7 +227,11 @@ def check_machine(m: K.Machine) -> None:
                     continue
                 assert t not in seen_tables, f"check_invariants: table {t} is mapped twice"
                 seen_tables.add(t)
-                tables += 1
+                if m.tab_huge[t]:
+                    assert m.tab_count[t] == K.PTRS_PER_TABLE, f"check_invariants: huge page {t} is not whole"
+                    assert len(set(m.pt[t] & 3)) == 1, f"check_invariants: huge page {t} has mixed PTE bits"
+                else:
+                    tables += 1
                 e = m.pt[t]
                 present = e[e != 0]
                 assert len(present) == m.tab_count[t], f"check_invariants: table {t} count {m.tab_count[t]} != {len(present)}"

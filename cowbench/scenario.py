@@ -30,7 +30,7 @@ OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotec
 
 PROTS = ("none", "r", "rw", "rx", "rwx")
 ON_FORK = ("copy", "dontfork", "wipeonfork")
-ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork")
+ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork", "hugepage", "nohugepage")
 MAX_REGION = 1 << 47          # x86-64 user address space (TASK_SIZE)
 
 
@@ -57,6 +57,7 @@ class Region:
     shared: bool
     prot: str
     on_fork: str
+    thp: bool = False
 
     @property
     def size(self) -> int:
@@ -91,8 +92,11 @@ class Process:
         return f"<Process {self.name!r} pid {self.pid} {self._state}>"
 
     # -- address space -----------------------------------------------------
-    def mmap(self, name: str, size, *, shared: bool = False, prot: str = "rw", on_fork: str = "copy") -> Region:
-        """Map a new anonymous region (private unless shared=True) and return its handle."""
+    def mmap(self, name: str, size, *, shared: bool = False, prot: str = "rw", on_fork: str = "copy",
+             thp: bool = False) -> Region:
+        """Map a new anonymous region (private unless shared=True) and return its handle.
+        thp=True lets faults back it with 2 MiB transparent huge pages (MADV_HUGEPAGE)
+        wherever a whole aligned 2 MiB lies inside it."""
         self._act("mmap")
         if not isinstance(name, str):
             raise ScenarioError(f"The 'name' parameter of mmap must be a str; got {name!r}")
@@ -100,13 +104,16 @@ class Process:
         check_choice("mmap", "shared", shared, (False, True))
         check_choice("mmap", "prot", prot, PROTS)
         check_choice("mmap", "on_fork", on_fork, ON_FORK)
+        check_choice("mmap", "thp", thp, (False, True))
+        if thp and shared:
+            raise ScenarioError(f"mmap: thp=True is modelled for private anonymous regions only; {name!r} is shared")
         if on_fork == "wipeonfork" and shared:
             raise ScenarioError(f"mmap: on_fork='wipeonfork' needs a private anonymous region; {name!r} is shared (EINVAL)")
         sc = self.scenario
         if nbytes > MAX_REGION:
             raise ScenarioError(f"mmap: size {size!r} of {name!r} exceeds the 128 TiB user address space (ENOMEM)")
         npages = -(-nbytes // sc.page_size)
-        region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork)
+        region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork, bool(thp))
         sc.regions.append(region)
         self._mm.mapped.add(region.index)
         self._record(MMAP, region)
@@ -127,9 +134,9 @@ class Process:
         """MADV_DONTFORK / DOFORK / WIPEONFORK / KEEPONFORK on the whole region."""
         self._mapped_region("madvise", region)
         check_choice("madvise", "advice", advice, ADVICE)
-        if advice == "wipeonfork" and region.shared:
+        if advice in ("wipeonfork", "hugepage") and region.shared:
             raise ScenarioError(
-                f"madvise: 'wipeonfork' needs a private anonymous region; {region.name!r} is shared (EINVAL)"
+                f"madvise: {advice!r} needs a private anonymous region; {region.name!r} is shared (EINVAL)"
             )
         self._record(MADVISE, region, arg=advice)
 
