@@ -66,12 +66,12 @@ N_TOTALS = 15     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
  G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
- G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW) = range(22)
-N_G = 22
+ G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW, G_PTE_FRAMES) = range(23)
+N_G = 23
 
 # timeline columns: the run totals, then these
-T_FRAMES_USED, T_RUNNING, T_FORKS = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2
-N_TL = N_TOTALS + 3
+T_FRAMES_USED, T_RUNNING, T_FORKS, T_PTE_FRAMES = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2, N_TOTALS + 3
+N_TL = N_TOTALS + 4
 
 # run() status
 RUN_DONE, RUN_GROW = 0, 1
@@ -230,6 +230,25 @@ def frame_alloc(m):
 
 
 @njit(cache=True)
+def pte_charge(m):
+    """Take one page-table page from physical memory (pte_alloc_one); False if none is free."""
+    g = m.g
+    if g[G_FRAMES_USED] >= g[G_FRAME_MAX] - 1:
+        return False
+    g[G_FRAMES_USED] += 1
+    g[G_PTE_FRAMES] += 1
+    if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
+        g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
+    return True
+
+
+@njit(cache=True)
+def pte_uncharge(m):
+    m.g[G_FRAMES_USED] -= 1
+    m.g[G_PTE_FRAMES] -= 1
+
+
+@njit(cache=True)
 def frame_release(m, f):
     """Return frame f to the free list."""
     m.frame_free[m.g[G_FREE_TOP]] = f
@@ -266,10 +285,17 @@ def table_alloc(m):
 
 
 @njit(cache=True)
-def table_release(m, t):
-    group_leave(m, t)
+def table_free(m, t):
     m.tab_free[m.g[G_TAB_TOP]] = t
     m.g[G_TAB_TOP] += 1
+
+
+@njit(cache=True)
+def table_release(m, t):
+    """Free table t; its page-table page goes back unless odf peers still share it."""
+    if group_leave(m, t):
+        pte_uncharge(m)
+    table_free(m, t)
 
 
 # --- on-demand-fork share groups -----------------------------------------------
@@ -299,24 +325,31 @@ def group_join(m, t, nt):
 
 @njit(cache=True)
 def group_leave(m, t):
-    """Table t stops sharing; the last member frees the group."""
+    """Table t stops sharing; the last member frees the group. True if t held
+    the group's page-table page alone (or was in no group)."""
     grp = m.tab_group[t]
     if grp < 0:
-        return
+        return True
     m.tab_group[t] = -1
     m.group_ref[grp] -= 1
     if m.group_ref[grp] == 0:
         m.group_free[m.g[G_GROUP_TOP]] = grp
         m.g[G_GROUP_TOP] += 1
+        return True
+    return False
 
 
 @njit(cache=True)
 def table_unshare(m, pid, t):
-    """Before pid changes a PTE in t: the simulated kernel copies a still-shared table."""
+    """Before pid changes a PTE in t: the simulated kernel copies a still-shared
+    table. False if there is no page for the copy."""
     grp = m.tab_group[t]
     if grp >= 0 and m.group_ref[grp] > 1:
+        if not pte_charge(m):
+            return False
         count_event(m, pid, C_FAULT_TABLES)
     group_leave(m, t)
+    return True
 
 
 @njit(cache=True)
@@ -339,10 +372,13 @@ def mm_create(m, mm):
 
 @njit(cache=True)
 def table_for(m, mm, pmd_index):
-    """The PTE table of mm covering pmd_index, allocated on first use (__pte_alloc)."""
+    """The PTE table of mm covering pmd_index, allocated on first use
+    (__pte_alloc); -1 if there is no page for it."""
     row = m.mm_row[mm]
     t = m.pmd[row, pmd_index]
     if t < 0:
+        if not pte_charge(m):
+            return -1
         t = table_alloc(m)
         m.pmd[row, pmd_index] = t
         m.mm_tables[mm] += 1
@@ -377,8 +413,7 @@ def zap_region(m, mm, r):
                     if f != 0:
                         m.mm_rss[mm] -= 1
                     frame_unmap(m, f, anon)
-        if m.tab_huge[t] == 0:
-            m.mm_tables[mm] -= 1
+        m.mm_tables[mm] -= 1
         table_release(m, t)
         m.pmd[row, k] = -1
 
@@ -537,7 +572,7 @@ def oom_kill(m, pid):
         for q in range(1, m.proc_state.shape[0]):
             s = m.proc_state[q]
             if s == P_RUNNING or s == P_SUSPENDED:
-                rss = m.mm_rss[m.proc_mm[q]]
+                rss = m.mm_rss[m.proc_mm[q]] + m.mm_tables[m.proc_mm[q]]   # oom_badness
                 if rss > best:
                     best = rss
                     victim = q
@@ -662,7 +697,7 @@ def thp_eligible(m, mm, r, page):
 
 @njit(cache=True)
 def huge_frames_free(m):
-    return m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED] >= PTRS_PER_TABLE
+    return m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED] >= PTRS_PER_TABLE + 1     # + the deposited table
 
 
 @njit(cache=True)
@@ -685,8 +720,11 @@ def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
     zero = not write and m.g[G_ZERO_PAGE] != 0
     if not zero and not huge_frames_free(m):
         return FAULT_FALLBACK                      # thp_fault_fallback: 4 KiB pages instead
+    if not pte_charge(m):                          # pgtable_trans_huge_deposit
+        return FAULT_OOM
     t = table_alloc(m)
     m.tab_huge[t] = 1
+    m.mm_tables[mm] += 1
     m.pmd[m.mm_row[mm], k] = t
     if zero:
         m.pt[t, :] = pte_make(0, 0)
@@ -702,9 +740,9 @@ def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
 
 @njit(cache=True)
 def split_huge_pmd(m, pid, mm, t):
-    """__split_huge_pmd: the huge mapping becomes a PTE table of its subpages."""
+    """__split_huge_pmd: the huge mapping becomes a PTE table of its subpages
+    (the table deposited at fault time, so no new page)."""
     m.tab_huge[t] = 0
-    m.mm_tables[mm] += 1
     count_event(m, pid, C_THP_SPLITS)
 
 
@@ -746,7 +784,7 @@ def do_huge_pmd_wp_page(m, pid, mm, r, t, tag):
         map_new_huge_page(m, mm, t, -1 if zero else old)
         for slot in range(PTRS_PER_TABLE):
             frame_unmap(m, pte_frame(m.pt[old, slot]), True)
-        table_release(m, old)
+        table_free(m, old)
         m.vma[mm, r] |= VM_ANON_VMA
         count_fault(m, pid, tag)
         if zero:
@@ -778,12 +816,14 @@ def fault_once(m, pid, mm, r, page, write, tag):
         if thp_eligible(m, mm, r, page):
             st = do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag)
             if st != FAULT_FALLBACK:
-                if write and tag > 0:
+                if st == FAULT_OK and write and tag > 0:
                     m.frame_tag[pte_frame(m.pt[m.pmd[m.mm_row[mm], k], slot])] = tag
                 return st
         t = table_for(m, mm, k)
-    else:
-        table_unshare(m, pid, t)
+        if t < 0:
+            return FAULT_OOM
+    elif not table_unshare(m, pid, t):
+        return FAULT_OOM
     if e == 0:
         if m.reg_shared[r] != 0:
             st = do_shared_fault(m, pid, mm, r, t, slot, page, write, tag)
@@ -924,9 +964,10 @@ def unpin_all(m, pid):
 # --- fork ----------------------------------------------------------------------
 
 @njit(cache=True)
-def fork_pages_needed(m, mm, eager):
+def fork_frames_needed(m, mm, eager, odf):
     """Frames a fork of mm must allocate: every present private page it copies
-    under eager, only the pinned ones otherwise (page_needs_cow_for_dma)."""
+    under eager, only the pinned ones otherwise (page_needs_cow_for_dma), and a
+    page-table page per table it copies (odf shares tables without pins)."""
     need = 0
     row = m.mm_row[mm]
     for r in range(m.vma.shape[1]):
@@ -937,12 +978,17 @@ def fork_pages_needed(m, mm, eager):
         ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
         for k in range(first, first + ntab):
             t = m.pmd[row, k]
-            if t < 0 or m.tab_count[t] == 0:
+            if t < 0:
                 continue
+            pinned = 0
             for slot in range(PTRS_PER_TABLE):
                 e = m.pt[t, slot]
+                if e != 0 and pte_frame(e) != 0 and m.frame_pins[pte_frame(e)] > 0:
+                    pinned += 1
                 if e != 0 and pte_frame(e) != 0 and (eager or m.frame_pins[pte_frame(e)] > 0):
                     need += 1
+            if not odf or m.tab_huge[t] != 0 or pinned > 0:
+                need += 1
     return need
 
 
@@ -1001,7 +1047,7 @@ def dup_mmap(m, parent, child, cmm):
     m.g[G_FORKS] += 1
     eager = m.g[G_POLICY] == POLICY_EAGER
     odf = m.g[G_POLICY] == POLICY_ODF
-    if (fork_pages_needed(m, pmm, eager) > m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED]
+    if (fork_frames_needed(m, pmm, eager, odf) > m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED]
             or not charge_fork(m, pmm)):
         m.proc_state[child] = P_FORK_FAILED          # ENOMEM: the parent goes on
         count_event(m, parent, C_ENOMEM)
@@ -1033,17 +1079,19 @@ def dup_mmap(m, parent, child, cmm):
                 split_huge_pmd(m, parent, pmm, t)    # copy_huge_pmd leaves pinned THPs to the PTE path
             nt = table_alloc(m)
             m.pmd[crow, k] = nt
+            m.mm_tables[cmm] += 1
             if m.tab_huge[t] != 0:                   # copy_huge_pmd: one PMD entry
+                pte_charge(m)                        # its deposited table; fork_frames_needed checked
                 m.tab_huge[nt] = 1
                 copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
                 count_event(m, child, C_FORK_PMDS)
                 continue
-            m.mm_tables[cmm] += 1
             ptes, pinned = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
             if odf and pinned == 0:
                 group_join(m, t, nt)         # shared, not copied
                 count_event(m, child, C_FORK_TABLES_SHARED)
             else:
+                pte_charge(m)
                 count_event(m, child, C_FORK_TABLES)
                 m.ctr[child, C_FORK_PTES] += ptes
                 m.totals[C_FORK_PTES] += ptes
@@ -1071,7 +1119,9 @@ def change_protection(m, pid, mm, r, prot):
         t = m.pmd[row, k]
         if t < 0:
             continue
-        table_unshare(m, pid, t)
+        if not table_unshare(m, pid, t):
+            count_event(m, pid, C_ENOMEM)            # no page for the table copy: mprotect stops here
+            return
         for slot in range(PTRS_PER_TABLE):
             e = m.pt[t, slot]
             if e == 0:
@@ -1138,6 +1188,7 @@ def sample(m, tl, i):
     tl[i, T_FRAMES_USED] = m.g[G_FRAMES_USED]
     tl[i, T_RUNNING] = m.g[G_RUNNING]
     tl[i, T_FORKS] = m.g[G_FORKS]
+    tl[i, T_PTE_FRAMES] = m.g[G_PTE_FRAMES]
 
 
 @njit(cache=True)

@@ -250,4 +250,5 @@ def _copy_outputs(m: K.Machine) -> dict:
     """The per-process and run-level numbers a Result needs, detached from the machine."""
     return dict(proc_state=m.proc_state.copy(), proc_reason=m.proc_reason.copy(), ctr=m.ctr.copy(),
                 proc_pss=m.proc_pss.copy(), totals=m.totals.copy(),
-                frames_used=int(m.g[K.G_FRAMES_USED]), peak_frames=int(m.g[K.G_FRAMES_PEAK]))
+                frames_used=int(m.g[K.G_FRAMES_USED]), pte_frames=int(m.g[K.G_PTE_FRAMES]),
+                peak_frames=int(m.g[K.G_FRAMES_PEAK]))

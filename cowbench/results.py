@@ -31,7 +31,7 @@ EVENT_COLUMNS = ("minor_faults", "zero_fills", "cow_copies", "cow_reuses", "fork
                  "fork_pmds_copied", "thp_fault_alloc", "thp_copies", "thp_splits", "gup_faults", "enomem")
 assert len(EVENT_COLUMNS) == K.N_TOTALS
 MEMORY_COLUMNS = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages", "anon_huge_pages")
-TIMELINE_COLUMNS = EVENT_COLUMNS + ("frames_used", "processes_running", "forks")
+TIMELINE_COLUMNS = EVENT_COLUMNS + ("frames_used", "processes_running", "forks", "pte_frames")
 
 
 def fork_ns(costs: CostModel, forks, c) -> np.ndarray:
@@ -130,6 +130,7 @@ class Result:
             "killed": int((states == "killed").sum()),
             "fork_failed": int((states == "fork_failed").sum()),
             "frames_used": o["frames_used"],
+            "pte_frames": o["pte_frames"],
             "peak_frames": o["peak_frames"],
             "forks": forks,
             **events,
@@ -227,11 +228,10 @@ def check_machine(m: K.Machine) -> None:
                     continue
                 assert t not in seen_tables, f"check_invariants: table {t} is mapped twice"
                 seen_tables.add(t)
+                tables += 1
                 if m.tab_huge[t]:
                     assert m.tab_count[t] == K.PTRS_PER_TABLE, f"check_invariants: huge page {t} is not whole"
                     assert len(set(m.pt[t] & 3)) == 1, f"check_invariants: huge page {t} has mixed PTE bits"
-                else:
-                    tables += 1
                 e = m.pt[t]
                 present = e[e != 0]
                 assert len(present) == m.tab_count[t], f"check_invariants: table {t} count {m.tab_count[t]} != {len(present)}"
@@ -249,8 +249,11 @@ def check_machine(m: K.Machine) -> None:
     allocated[0] = False
     allocated[free] = False
     assert len(np.unique(free)) == len(free), "check_invariants: a frame is on the free list twice"
-    assert allocated.sum() == m.g[K.G_FRAMES_USED], \
-        f"check_invariants: frames_used {m.g[K.G_FRAMES_USED]} != allocated {allocated.sum()}"
+    real_tables = len(seen_tables) - int(np.maximum(m.group_ref[: int(m.g[K.G_GROUP_HWM])] - 1, 0).sum())
+    assert m.g[K.G_PTE_FRAMES] == real_tables, \
+        f"check_invariants: pte_frames {m.g[K.G_PTE_FRAMES]} != page tables {real_tables}"
+    assert allocated.sum() == m.g[K.G_FRAMES_USED] - m.g[K.G_PTE_FRAMES], \
+        f"check_invariants: frames_used {m.g[K.G_FRAMES_USED]} != allocated {allocated.sum()} + tables"
     bad = np.flatnonzero(allocated & (mapped != m.frame_map[:hwm]))
     assert len(bad) == 0, f"check_invariants: frame {bad[:5]} mapcount {m.frame_map[bad[:5]]} != PTEs {mapped[bad[:5]]}"
     assert not mapped[~allocated][1:].any(), "check_invariants: a free frame is still mapped"
