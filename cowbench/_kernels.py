@@ -57,17 +57,18 @@ ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK, ADV_HUGEPAGE, ADV_NOHU
 # per-process counters, ctr[pid, C_*]; the first ones are also kept as run totals
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
  C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES, C_FORK_PMDS,
- C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_GUP_FAULTS, C_ENOMEM,
- C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(19)
-N_CTR = 19
-N_TOTALS = 15     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
+ C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_ENOMEM,
+ C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(18)
+N_CTR = 18
+N_TOTALS = 14     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
 
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
  G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
- G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW, G_PTE_FRAMES) = range(23)
-N_G = 23
+ G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW, G_PTE_FRAMES,
+ G_FOLIO_HWM, G_FOLIO_TOP) = range(25)
+N_G = 25
 
 # timeline columns: the run totals, then these
 T_FRAMES_USED, T_RUNNING, T_FORKS, T_PTE_FRAMES = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2, N_TOTALS + 3
@@ -85,6 +86,11 @@ class Machine(NamedTuple):
     frame_tag: np.ndarray    # int64[frame cap] last value written
     frame_free: np.ndarray   # int32[frame cap] stack of freed frames
     frame_pins: np.ndarray   # int32[frame cap] DMA-style pins (FOLL_PIN) held on the frame
+    frame_folio: np.ndarray  # int32[frame cap] the huge folio the frame is a subpage of, -1 none
+    folio_frames: np.ndarray  # int32[folio cap, 512] a huge folio's subpages
+    folio_live: np.ndarray   # int32[folio cap] subpages not yet freed
+    folio_pins: np.ndarray   # int32[folio cap] pins on any subpage
+    folio_free: np.ndarray   # int32[folio cap] stack of freed folio ids
     pt: np.ndarray           # int32[table cap, 512] PTE tables
     tab_count: np.ndarray    # int32[table cap] present PTEs per table
     tab_free: np.ndarray     # int32[table cap] stack of freed tables
@@ -124,7 +130,9 @@ class Machine(NamedTuple):
 _FIELD_TYPES = {
     "g": types.int64[::1], "totals": types.int64[::1],
     "frame_map": types.int32[::1], "frame_tag": types.int64[::1], "frame_free": types.int32[::1],
-    "frame_pins": types.int32[::1],
+    "frame_pins": types.int32[::1], "frame_folio": types.int32[::1],
+    "folio_frames": types.int32[:, ::1], "folio_live": types.int32[::1], "folio_pins": types.int32[::1],
+    "folio_free": types.int32[::1],
     "pt": types.int32[:, ::1], "tab_count": types.int32[::1], "tab_free": types.int32[::1],
     "tab_group": types.int32[::1], "tab_huge": types.uint8[::1], "group_ref": types.int32[::1],
     "group_free": types.int32[::1],
@@ -155,7 +163,8 @@ MACHINE_REF = MachineRefType(list(_FIELD_TYPES.items()))
 
 
 @njit(cache=True)
-def _machine_ref(g, totals, frame_map, frame_tag, frame_free, frame_pins, pt, tab_count, tab_free,
+def _machine_ref(g, totals, frame_map, frame_tag, frame_free, frame_pins, frame_folio, folio_frames,
+                 folio_live, folio_pins, folio_free, pt, tab_count, tab_free,
                  tab_group, tab_huge, group_ref, group_free, pmd, row_free,
                  mm_row, mm_users, mm_rss, mm_tables, vma, reg_pmd0, reg_npages, reg_shared, reg_shm0,
                  reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr, proc_pss,
@@ -163,6 +172,8 @@ def _machine_ref(g, totals, frame_map, frame_tag, frame_free, frame_pins, pt, ta
     m = structref.new(MACHINE_REF)
     m.g, m.totals = g, totals
     m.frame_map, m.frame_tag, m.frame_free, m.frame_pins = frame_map, frame_tag, frame_free, frame_pins
+    m.frame_folio, m.folio_frames, m.folio_live = frame_folio, folio_frames, folio_live
+    m.folio_pins, m.folio_free = folio_pins, folio_free
     m.pt, m.tab_count, m.tab_free = pt, tab_count, tab_free
     m.tab_group, m.tab_huge, m.group_ref, m.group_free = tab_group, tab_huge, group_ref, group_free
     m.pmd, m.row_free = pmd, row_free
@@ -198,13 +209,6 @@ def pte_frame(e):
 def count_event(m, pid, c):
     m.ctr[pid, c] += 1
     m.totals[c] += 1
-
-
-@njit(cache=True, inline="always")
-def count_fault(m, pid, tag):
-    """A negative tag marks a fault taken by get_user_pages for a pin: the
-    kernel does not charge it to the task's min_flt, so it is counted apart."""
-    count_event(m, pid, C_MINOR_FAULTS if tag >= 0 else C_GUP_FAULTS)
 
 
 # --- frames (kalloc) ---------------------------------------------------------
@@ -250,7 +254,14 @@ def pte_uncharge(m):
 
 @njit(cache=True)
 def frame_release(m, f):
-    """Return frame f to the free list."""
+    """Return frame f to the free list (the last subpage of a folio frees its id)."""
+    fo = m.frame_folio[f]
+    if fo >= 0:
+        m.frame_folio[f] = -1
+        m.folio_live[fo] -= 1
+        if m.folio_live[fo] == 0:
+            m.folio_free[m.g[G_FOLIO_TOP]] = fo
+            m.g[G_FOLIO_TOP] += 1
     m.frame_free[m.g[G_FREE_TOP]] = f
     m.g[G_FREE_TOP] += 1
     m.g[G_FRAMES_USED] -= 1
@@ -631,7 +642,7 @@ def do_shared_fault(m, pid, mm, r, t, slot, page, write, tag):
         map_cached_page(m, mm, r, t, slot, f)
     else:
         do_fault_around(m, mm, r, t, page)
-    count_fault(m, pid, tag)
+    count_event(m, pid, C_MINOR_FAULTS)
     return FAULT_OK
 
 
@@ -640,7 +651,7 @@ def do_anonymous_page(m, pid, mm, r, t, slot, write, tag):
     """First touch of a private page: a read maps the zero page, a write a new frame."""
     if not write and m.g[G_ZERO_PAGE] != 0:
         set_pte(m, mm, t, slot, pte_make(0, 0))
-        count_fault(m, pid, tag)
+        count_event(m, pid, C_MINOR_FAULTS)
         return FAULT_OK
     f = frame_alloc(m)
     if f < 0:
@@ -648,9 +659,40 @@ def do_anonymous_page(m, pid, mm, r, t, slot, write, tag):
     m.frame_map[f] = 1
     m.vma[mm, r] |= VM_ANON_VMA
     set_pte(m, mm, t, slot, pte_make(f, PTE_W | PTE_E))
-    count_fault(m, pid, tag)
+    count_event(m, pid, C_MINOR_FAULTS)
     count_event(m, pid, C_ZERO_FILLS)
     return FAULT_OK
+
+
+@njit(cache=True)
+def folio_pinned(m, f):
+    """folio_maybe_dma_pinned: a pin on the page, or on any page of its huge folio."""
+    fo = m.frame_folio[f]
+    return m.frame_pins[f] > 0 or (fo >= 0 and m.folio_pins[fo] > 0)
+
+
+@njit(cache=True)
+def can_reuse_anon_page(m, t, f):
+    """wp_can_reuse_anon_folio for a page that is not AnonExclusive. A small
+    page: nobody else maps or pins it. A subpage of a huge folio: the folio is
+    mapped by this address space only (all its mappings are in table t, the
+    folio's 2 MiB range), more than once, and nothing pins it."""
+    fo = m.frame_folio[f]
+    if fo < 0:
+        return m.frame_map[f] == 1 and m.frame_pins[f] == 0
+    if m.folio_pins[fo] > 0:
+        return False
+    total = 0
+    for s in range(PTRS_PER_TABLE):
+        g = m.folio_frames[fo, s]
+        if m.frame_folio[g] == fo:
+            total += m.frame_map[g]
+    mine = 0
+    for s in range(PTRS_PER_TABLE):
+        e = m.pt[t, s]
+        if e != 0 and m.frame_folio[pte_frame(e)] == fo:
+            mine += 1
+    return total > 1 and mine == total
 
 
 @njit(cache=True)
@@ -658,9 +700,9 @@ def do_wp_page(m, pid, mm, r, t, slot, tag):
     """Write to a present, write-protected private page: reuse it or copy it."""
     e = m.pt[t, slot]
     f = pte_frame(e)
-    if f != 0 and ((e & PTE_E) != 0 or m.frame_map[f] == 1):
+    if f != 0 and ((e & PTE_E) != 0 or can_reuse_anon_page(m, t, f)):
         m.pt[t, slot] = e | PTE_W | PTE_E            # wp_page_reuse
-        count_fault(m, pid, tag)
+        count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
     nf = frame_alloc(m)                            # wp_page_copy
@@ -670,7 +712,7 @@ def do_wp_page(m, pid, mm, r, t, slot, tag):
     m.frame_tag[nf] = m.frame_tag[f]
     m.frame_map[nf] = 1
     m.pt[t, slot] = pte_make(nf, PTE_W | PTE_E)
-    count_fault(m, pid, tag)
+    count_event(m, pid, C_MINOR_FAULTS)
     if f == 0:
         m.mm_rss[mm] += 1                          # the zero page was not in RSS
         count_event(m, pid, C_ZERO_FILLS)
@@ -701,16 +743,27 @@ def huge_frames_free(m):
 
 
 @njit(cache=True)
-def map_new_huge_page(m, mm, t, src):
-    """Fill huge table t with 512 new exclusive writable frames, copying the
-    tags of table src's subpages (src < 0: zero-filled)."""
+def map_new_huge_page(m, mm, t, src, flags):
+    """Fill huge table t with a new folio of 512 exclusive frames mapped with
+    flags, copying the tags of table src's subpages (src < 0: zero-filled)."""
+    g = m.g
+    if g[G_FOLIO_TOP] > 0:
+        g[G_FOLIO_TOP] -= 1
+        fo = m.folio_free[g[G_FOLIO_TOP]]
+    else:
+        fo = g[G_FOLIO_HWM]
+        g[G_FOLIO_HWM] = fo + 1
+    m.folio_live[fo] = PTRS_PER_TABLE
+    m.folio_pins[fo] = 0
     for slot in range(PTRS_PER_TABLE):
         f = frame_alloc(m)
         m.frame_map[f] = 1
+        m.frame_folio[f] = fo
+        m.folio_frames[fo, slot] = f
         if src >= 0:
             old = pte_frame(m.pt[src, slot])
             m.frame_tag[f] = m.frame_tag[old]
-        m.pt[t, slot] = pte_make(f, PTE_W | PTE_E)
+        m.pt[t, slot] = pte_make(f, flags)
 
 
 @njit(cache=True)
@@ -726,15 +779,15 @@ def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
     m.tab_huge[t] = 1
     m.mm_tables[mm] += 1
     m.pmd[m.mm_row[mm], k] = t
+    m.vma[mm, r] |= VM_ANON_VMA                   # even for the huge zero page
     if zero:
         m.pt[t, :] = pte_make(0, 0)
     else:
-        map_new_huge_page(m, mm, t, -1)
+        map_new_huge_page(m, mm, t, -1, PTE_W | PTE_E)
         m.mm_rss[mm] += PTRS_PER_TABLE
-        m.vma[mm, r] |= VM_ANON_VMA
         count_event(m, pid, C_THP_FAULT_ALLOC)
     m.tab_count[t] = PTRS_PER_TABLE
-    count_fault(m, pid, tag)
+    count_event(m, pid, C_MINOR_FAULTS)
     return FAULT_OK
 
 
@@ -751,47 +804,49 @@ def huge_exclusive(m, t):
     """The huge page is mapped by this PMD only, and nothing pins it."""
     if (m.pt[t, 0] & PTE_E) != 0:
         return True
+    if folio_pinned(m, pte_frame(m.pt[t, 0])):
+        return False
     for slot in range(PTRS_PER_TABLE):
-        f = pte_frame(m.pt[t, slot])
-        if m.frame_map[f] != 1 or m.frame_pins[f] != 0:
+        if m.frame_map[pte_frame(m.pt[t, slot])] != 1:
             return False
     return True
 
 
 @njit(cache=True)
 def huge_pinned(m, t):
-    for slot in range(PTRS_PER_TABLE):
-        if m.frame_pins[pte_frame(m.pt[t, slot])] != 0:
-            return True
-    return False
+    f = pte_frame(m.pt[t, 0])
+    return f != 0 and folio_pinned(m, f)
 
 
 @njit(cache=True)
 def do_huge_pmd_wp_page(m, pid, mm, r, t, tag):
-    """Write to a write-protected huge page: reuse it whole if exclusive; else
-    under thp_cow="copy" copy all 2 MiB, and under "split" (Linux >= 5.8)
-    split the PMD and return FAULT_FALLBACK for the 4 KiB fault to go on."""
+    """Write to a write-protected huge page. The huge zero page is replaced by
+    a new huge page (do_huge_zero_wp_pmd, Linux >= 6.12). A huge page is reused
+    whole if exclusive; else under thp_cow="copy" all 2 MiB are copied, and
+    under "split" (Linux >= 5.8) the PMD is split and FAULT_FALLBACK returned
+    for the 4 KiB fault to go on. With no room for 512 frames: split."""
     zero = pte_frame(m.pt[t, 0]) == 0
     if not zero and huge_exclusive(m, t):
         for slot in range(PTRS_PER_TABLE):
             m.pt[t, slot] |= PTE_W | PTE_E
-        count_fault(m, pid, tag)
+        count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
-    if m.g[G_THP_COW] == THP_COPY and huge_frames_free(m):
+    if zero and huge_frames_free(m):
+        map_new_huge_page(m, mm, t, -1, PTE_W | PTE_E)
+        m.mm_rss[mm] += PTRS_PER_TABLE
+        count_event(m, pid, C_MINOR_FAULTS)
+        count_event(m, pid, C_THP_FAULT_ALLOC)
+        return FAULT_OK
+    if not zero and m.g[G_THP_COW] == THP_COPY and huge_frames_free(m):
         old = table_alloc(m)                       # scratch copy of the old subpages
         m.pt[old, :] = m.pt[t, :]
-        map_new_huge_page(m, mm, t, -1 if zero else old)
+        map_new_huge_page(m, mm, t, old, PTE_W | PTE_E)
         for slot in range(PTRS_PER_TABLE):
             frame_unmap(m, pte_frame(m.pt[old, slot]), True)
         table_free(m, old)
-        m.vma[mm, r] |= VM_ANON_VMA
-        count_fault(m, pid, tag)
-        if zero:
-            m.mm_rss[mm] += PTRS_PER_TABLE
-            count_event(m, pid, C_THP_FAULT_ALLOC)
-        else:
-            count_event(m, pid, C_THP_COPIES)
+        count_event(m, pid, C_MINOR_FAULTS)
+        count_event(m, pid, C_THP_COPIES)
         return FAULT_OK
     split_huge_pmd(m, pid, mm, t)
     return FAULT_FALLBACK
@@ -908,7 +963,7 @@ def pte_of(m, mm, r, page):
 @njit(cache=True)
 def pin_pages(m, pid, r, pages):
     """Pin each page for DMA: fault it in writable and exclusive, as GUP does
-    (faults not charged to the task), then hold a pin on its frame. A page the
+    (those faults are the task's minor faults too), then hold a pin on its frame. A page the
     process cannot write pins nothing (the kernel answers EFAULT)."""
     mm = m.proc_mm[pid]
     flags = m.vma[mm, r]
@@ -919,6 +974,8 @@ def pin_pages(m, pid, r, pages):
             return
         f = pte_frame(pte_of(m, mm, r, page))
         m.frame_pins[f] += 1
+        if m.frame_folio[f] >= 0:
+            m.folio_pins[m.frame_folio[f]] += 1
         i = m.g[G_PINS]
         m.pin_pid[i], m.pin_region[i], m.pin_page[i], m.pin_frame[i] = pid, r, page, f
         m.g[G_PINS] = i + 1
@@ -930,6 +987,8 @@ def pin_release(m, i):
     f = m.pin_frame[i]
     m.pin_pid[i] = 0
     m.frame_pins[f] -= 1
+    if m.frame_folio[f] >= 0:
+        m.folio_pins[m.frame_folio[f]] -= 1
     if m.frame_pins[f] > 0 or m.frame_map[f] > 0:
         return
     r = m.pin_region[i]
@@ -983,9 +1042,11 @@ def fork_frames_needed(m, mm, eager, odf):
             pinned = 0
             for slot in range(PTRS_PER_TABLE):
                 e = m.pt[t, slot]
-                if e != 0 and pte_frame(e) != 0 and m.frame_pins[pte_frame(e)] > 0:
+                if e == 0 or pte_frame(e) == 0:
+                    continue
+                if folio_pinned(m, pte_frame(e)):
                     pinned += 1
-                if e != 0 and pte_frame(e) != 0 and (eager or m.frame_pins[pte_frame(e)] > 0):
+                if eager or folio_pinned(m, pte_frame(e)):
                     need += 1
             if not odf or m.tab_huge[t] != 0 or pinned > 0:
                 need += 1
@@ -1007,8 +1068,8 @@ def copy_pte_table(m, child, cmm, t, nt, eager, writable):
         f = pte_frame(e)
         if f == 0:
             m.pt[nt, slot] = e
-        elif eager or m.frame_pins[f] > 0:
-            if m.frame_pins[f] > 0:
+        elif eager or folio_pinned(m, f):
+            if folio_pinned(m, f):
                 pinned += 1
             nf = frame_alloc(m)          # cannot fail: fork_pages_needed checked
             m.frame_tag[nf] = m.frame_tag[f]
@@ -1083,7 +1144,14 @@ def dup_mmap(m, parent, child, cmm):
             if m.tab_huge[t] != 0:                   # copy_huge_pmd: one PMD entry
                 pte_charge(m)                        # its deposited table; fork_frames_needed checked
                 m.tab_huge[nt] = 1
-                copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
+                if eager and pte_frame(m.pt[t, 0]) != 0:
+                    map_new_huge_page(m, cmm, nt, t, (PTE_W | PTE_E) if (fl & VM_WRITE) != 0 else PTE_E)
+                    m.tab_count[nt] = PTRS_PER_TABLE
+                    m.mm_rss[cmm] += PTRS_PER_TABLE
+                    m.ctr[child, C_FORK_PAGES] += PTRS_PER_TABLE
+                    m.totals[C_FORK_PAGES] += PTRS_PER_TABLE
+                else:
+                    copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
                 count_event(m, child, C_FORK_PMDS)
                 continue
             ptes, pinned = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
@@ -1178,6 +1246,8 @@ def has_room(m, frames, tables, rows):
     if frames > frame_room and m.frame_map.shape[0] < g[G_FRAME_MAX]:
         return False
     if tables > m.pt.shape[0] - g[G_TAB_HWM] + g[G_TAB_TOP]:
+        return False
+    if tables > m.folio_live.shape[0] - g[G_FOLIO_HWM] + g[G_FOLIO_TOP]:
         return False
     return rows <= m.pmd.shape[0] - g[G_ROW_HWM] + g[G_ROW_TOP]
 

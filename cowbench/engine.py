@@ -120,6 +120,9 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
         frame_map=np.zeros(nf, dtype=np.int32), frame_tag=np.zeros(nf, dtype=np.int64),
         frame_free=np.zeros(nf, dtype=np.int32), frame_pins=np.zeros(nf, dtype=np.int32),
+        frame_folio=np.full(nf, -1, dtype=np.int32), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
+        folio_live=np.zeros(nt, dtype=np.int32), folio_pins=np.zeros(nt, dtype=np.int32),
+        folio_free=np.zeros(nt, dtype=np.int32),
         pt=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(nt, dtype=np.int32),
         tab_free=np.zeros(nt, dtype=np.int32), tab_group=np.full(nt, -1, dtype=np.int32),
         tab_huge=np.zeros(nt, dtype=np.uint8),
@@ -155,7 +158,8 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
         if want <= nf:
             raise ScenarioError(f"simulate: more than {_MAX_FRAMES_IN_USE} frames in use at once is not supported")
         m = m._replace(frame_map=_grown(m.frame_map, want), frame_tag=_grown(m.frame_tag, want),
-                       frame_free=_grown(m.frame_free, want), frame_pins=_grown(m.frame_pins, want))
+                       frame_free=_grown(m.frame_free, want), frame_pins=_grown(m.frame_pins, want),
+                       frame_folio=_grown(m.frame_folio, want, -1))
     nt = m.pt.shape[0]
     if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
         want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
@@ -163,6 +167,11 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
                        tab_group=_grown(m.tab_group, want, -1), tab_huge=_grown(m.tab_huge, want),
                        group_ref=_grown(m.group_ref, want),
                        group_free=_grown(m.group_free, want))
+    nfo = m.folio_live.shape[0]
+    if tables > nfo - g[K.G_FOLIO_HWM] + g[K.G_FOLIO_TOP]:
+        want = max(2 * nfo, int(g[K.G_FOLIO_HWM] + tables))
+        m = m._replace(folio_frames=_grown(m.folio_frames, want), folio_live=_grown(m.folio_live, want),
+                       folio_pins=_grown(m.folio_pins, want), folio_free=_grown(m.folio_free, want))
     nr = m.pmd.shape[0]
     if rows > nr - g[K.G_ROW_HWM] + g[K.G_ROW_TOP]:
         want = max(2 * nr, int(g[K.G_ROW_HWM] + rows))

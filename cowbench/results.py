@@ -28,7 +28,7 @@ REASON_NAMES = {K.R_NONE: "", K.R_SIGSEGV: "SIGSEGV", K.R_OOM: "OOM"}
 # Event counters, in the order of the kernels' C_* indices 0 .. N_TOTALS-1.
 EVENT_COLUMNS = ("minor_faults", "zero_fills", "cow_copies", "cow_reuses", "fork_pages_copied",
                  "fork_ptes_copied", "fork_tables_copied", "fork_tables_shared", "fault_tables_copied",
-                 "fork_pmds_copied", "thp_fault_alloc", "thp_copies", "thp_splits", "gup_faults", "enomem")
+                 "fork_pmds_copied", "thp_fault_alloc", "thp_copies", "thp_splits", "enomem")
 assert len(EVENT_COLUMNS) == K.N_TOTALS
 MEMORY_COLUMNS = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages", "anon_huge_pages")
 TIMELINE_COLUMNS = EVENT_COLUMNS + ("frames_used", "processes_running", "forks", "pte_frames")
@@ -43,12 +43,11 @@ def fork_ns(costs: CostModel, forks, c) -> np.ndarray:
 
 
 def faults_ns(costs: CostModel, c) -> np.ndarray:
-    """Estimated time of the faults counted in c, the task's and those taken
-    for its pins. A fault that maps an existing page (zero page, huge zero
+    """Estimated time of the faults counted in c. A fault that maps an existing page (zero page, huge zero
     page, page cache) is every fault that neither allocated nor copied nor
     reused; an odf table copied at a fault is priced as a full table copied at
     fork, a huge page as 512 small ones (upper bounds)."""
-    maps = (c["minor_faults"] + c["gup_faults"] - c["zero_fills"] - c["cow_copies"] - c["cow_reuses"]
+    maps = (c["minor_faults"] - c["zero_fills"] - c["cow_copies"] - c["cow_reuses"]
             - c["thp_fault_alloc"] - c["thp_copies"])
     return (costs.faults_ns(c["zero_fills"], c["cow_copies"], c["cow_reuses"], maps)
             + c["fault_tables_copied"] * (costs.fork_table_ns + K.PTRS_PER_TABLE * costs.fork_pte_ns)
