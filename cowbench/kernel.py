@@ -28,7 +28,42 @@ byte per page through a ctypes pointer, and fork. The coordinator measures:
   or the zero page: zero fill; a new frame where there was another: copy; the
   rest of the op's faults: reuses). For shared regions a zero fill is the first
   frame any process maps for that page. Needs PFNs (root); NaN otherwise.
-- fork_ptes_copied: present PTEs in the child's regions right after fork.
+- fork_ptes_copied: present PTEs in the child's regions right after fork, not
+  counting pages under a huge PMD; fork_pmds_copied: huge PMDs (anonymous THP or
+  huge zero page) in the child right after fork; fork_pages_copied: pages the
+  child got a frame of its own for at fork (a PFN other than the parent's at the
+  same address: pinned pages), root only.
+- THP: which 2 MiB ranges are mapped by a huge PMD, and whether by the huge zero
+  page, comes from the PAGEMAP_SCAN ioctl on /proc/PID/pagemap (Linux >= 6.7;
+  PAGE_IS_HUGE is set for PMD mappings only, so a split huge page reads as PTEs).
+  anon_huge_pages: anonymous huge PMDs over the regions (smaps AnonHugePages / 2 MiB,
+  which is also read as the cross-check smaps_anon_huge_pages). Per touch op:
+  thp_fault_alloc = ranges that became an anonymous huge PMD (from nothing or from
+  the huge zero page), thp_copies = ranges whose anonymous huge PMD now maps another
+  huge page, thp_splits = ranges that were a huge PMD and are PTEs now (also counted
+  for the parent across a fork, which splits a pinned huge page); the pages of the
+  first two are not counted again as zero fills or copies, and each counts one
+  fault. These are per process and exact; vmstat_thp_split_pmd (the system-wide
+  /proc/vmstat thp_split_pmd delta around the process's touches) is a cross-check
+  that other processes on the host can inflate. Without PAGEMAP_SCAN the THP
+  columns are NaN. The huge zero page is excluded from rss like the zero page.
+  df.attrs["thp_fault_fallback"] is the vmstat thp_fault_fallback delta over the
+  run: non-zero means some huge page fault (possibly another process's) fell
+  back to 4 KiB pages.
+- Pins: a pin op registers the pages as io_uring fixed buffers, one page per
+  buffer, on a ring of its own (io_uring_setup/io_uring_register through
+  syscall(2): pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)); minor_faults is the
+  getrusage delta around the registration, zero_fills/cow_copies come from the
+  PFNs as for a write, pin_errno is the registration's errno (EFAULT on a
+  read-only region). GUP's faults are charged to the task's min_flt (Linux >=
+  5.10), and cannot be told apart there, so gup_faults is not measured (and a
+  pin's reuses are not counted). unpin replaces the buffers of those pages with
+  empty ones (IORING_REGISTER_BUFFERS_UPDATE), which unpins at once. A forked
+  worker closes the ring fds it inherited; an exiting worker unregisters its
+  buffers before it exits. Limitations: the real teardown at exit is
+  asynchronous and waits for every fd of the ring (including ones a fork
+  child inherited), and a worker killed by a signal leaves its pins to that
+  asynchronous teardown.
 
 Values are read at the end of the run for running processes, just before the
 exit for exiting ones, and just before the fatal op for killed ones. A worker
@@ -55,7 +90,11 @@ merge with each other or with the interpreter's mappings (a merged VMA would
 change the kernel's behaviour: fork skips the PTEs of a VMA that never had an
 anonymous page, and merging decides which VMA that is). THP: every region gets
 madvise(MADV_NOHUGEPAGE) right after mmap, so 2 MiB-multiple regions stay 4 KiB
-pages whatever /sys/kernel/mm/transparent_hugepage says.
+pages whatever /sys/kernel/mm/transparent_hugepage says, except thp=True regions,
+which get MADV_HUGEPAGE instead (madvise "hugepage"/"nohugepage" ops pass through).
+Whether the kernel then really gives a huge page depends on the host (THP mode,
+fragmentation): see `thp_usable()`. khugepaged may collapse a MADV_HUGEPAGE range
+in the background (every 10 s by default); a scenario runs in well under that.
 """
 from __future__ import annotations
 
@@ -71,27 +110,37 @@ import pandas as pd
 
 from ._params import ScenarioError
 from .patterns import Pattern
-from .scenario import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE,
-                       OP_NAMES, Scenario)
+from .scenario import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PIN, READ, SPAWN, UNPIN, VFORK,
+                       WRITE, OP_NAMES, Scenario)
 
-__all__ = ["run_real", "pagemap_readable", "KernelUnavailable", "COLUMNS"]
+__all__ = ["run_real", "pagemap_readable", "thp_usable", "pins_usable", "KernelUnavailable", "COLUMNS"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _HUGE = 2 << 20
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
-MADV_DONTFORK, MADV_DOFORK, MADV_NOHUGEPAGE, MADV_WIPEONFORK, MADV_KEEPONFORK = 10, 11, 15, 18, 19
+MADV_DONTFORK, MADV_DOFORK, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_WIPEONFORK, MADV_KEEPONFORK = 10, 11, 14, 15, 18, 19
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
 PROTS = {"none": PROT_NONE, "r": PROT_READ, "rw": PROT_READ | PROT_WRITE,
          "rx": PROT_READ | PROT_EXEC, "rwx": PROT_READ | PROT_WRITE | PROT_EXEC}
 ADVICE = {"dontfork": MADV_DONTFORK, "dofork": MADV_DOFORK,
-          "wipeonfork": MADV_WIPEONFORK, "keeponfork": MADV_KEEPONFORK}
+          "wipeonfork": MADV_WIPEONFORK, "keeponfork": MADV_KEEPONFORK,
+          "hugepage": MADV_HUGEPAGE, "nohugepage": MADV_NOHUGEPAGE}
+HUGE_PAGES = _HUGE // PAGE_SIZE     # subpages of a PMD-sized huge page (512)
+
+# PAGEMAP_SCAN (Linux >= 6.7): which 2 MiB ranges are mapped by a huge PMD.
+PAGE_IS_PRESENT, PAGE_IS_PFNZERO, PAGE_IS_HUGE = 1 << 3, 1 << 5, 1 << 6
+PMD_NONE, PMD_ZERO, PMD_ANON = 0, 1, 2     # per 2 MiB range: PTEs (or nothing), huge zero page, anonymous THP
+KPF_ZERO_PAGE = 1 << 24
 
 COLUMNS = ["pid", "name", "parent", "state", "reason", "minor_faults", "zero_fills", "cow_copies",
            "cow_reuses", "rss_pages", "pss_pages", "uss_pages", "shared_pages", "fork_ptes_copied",
-           "baseline_faults", "smaps_rss_pages", "smaps_pss_pages", "smaps_uss_pages", "real_pid"]
+           "fork_pages_copied", "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits",
+           "baseline_faults", "smaps_rss_pages", "smaps_pss_pages", "smaps_uss_pages", "smaps_anon_huge_pages",
+           "vmstat_thp_split_pmd", "pin_errno", "real_pid"]
+THP_COLUMNS = ["fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits"]
 
 
 class KernelUnavailable(RuntimeError):
@@ -106,6 +155,7 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -150,6 +200,83 @@ def pagemap_readable() -> tuple[bool, str]:
     return True, ""
 
 
+class _PmScanArg(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages", "category_inverted",
+        "category_mask", "category_anyof_mask", "return_mask")]
+
+
+class _PageRegion(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
+
+
+PAGEMAP_SCAN = (3 << 30) | (ctypes.sizeof(_PmScanArg) << 16) | (ord("f") << 8) | 16     # _IOWR('f', 16, ...)
+
+
+def _pmd_states(pid: int, addr: int, npages: int) -> np.ndarray:
+    """PMD_NONE / PMD_ZERO / PMD_ANON for each whole 2 MiB range of [addr, addr + npages pages)
+    in process pid (addr 2 MiB-aligned), read with the PAGEMAP_SCAN ioctl: PAGE_IS_HUGE is
+    reported for PMD-mapped ranges only, so a split huge page (PTE-mapped) reads PMD_NONE."""
+    n = npages // HUGE_PAGES
+    out = np.zeros(n, dtype=np.int8)
+    if n == 0:
+        return out
+    vec = (_PageRegion * n)()
+    arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), start=addr, end=addr + n * _HUGE, vec=ctypes.addressof(vec),
+                     vec_len=n, category_anyof_mask=PAGE_IS_HUGE, return_mask=PAGE_IS_HUGE | PAGE_IS_PFNZERO)
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    try:
+        got = _libc.ioctl(fd, PAGEMAP_SCAN, ctypes.byref(arg))
+        if got < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"ioctl(PAGEMAP_SCAN): {os.strerror(e)}")
+    finally:
+        os.close(fd)
+    for i in range(got):
+        lo, hi = (vec[i].start - addr) // _HUGE, (vec[i].end - addr) // _HUGE
+        out[lo:hi] = PMD_ZERO if vec[i].categories & PAGE_IS_PFNZERO else PMD_ANON
+    return out
+
+
+def _vmstat(*keys: str) -> dict:
+    want, out = set(keys), {}
+    with open("/proc/vmstat") as f:
+        for line in f:
+            k, _, v = line.partition(" ")
+            if k in want:
+                out[k] = int(v)
+    return out
+
+
+def thp_usable() -> tuple[bool, str]:
+    """Whether this host gives a MADV_HUGEPAGE region a 2 MiB huge page on a write fault right now,
+    and whether run_real can see it (PAGEMAP_SCAN); the reason if not."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read()
+    except OSError:
+        return False, "no /sys/kernel/mm/transparent_hugepage (kernel built without THP)"
+    if "[never]" in mode:
+        return False, "transparent huge pages are disabled (/sys/kernel/mm/transparent_hugepage/enabled: never)"
+    if PAGE_SIZE != 4096:
+        return False, f"page size {PAGE_SIZE}: the THP scenarios assume 4 KiB pages and 2 MiB PMDs"
+    base = _map(0, 2 * _HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    try:
+        addr = -(-base // _HUGE) * _HUGE
+        if _libc.madvise(addr, _HUGE, MADV_HUGEPAGE) != 0:
+            return False, f"madvise(MADV_HUGEPAGE) failed: {os.strerror(ctypes.get_errno())}"
+        ctypes.c_uint8.from_address(addr).value = 1
+        try:
+            st = _pmd_states(os.getpid(), addr, HUGE_PAGES)
+        except OSError as e:
+            return False, f"cannot tell huge PMDs from PTEs (PAGEMAP_SCAN needs Linux >= 6.7): {e}"
+        if st[0] != PMD_ANON:
+            return False, "the kernel refused a huge page even with MADV_HUGEPAGE (memory fragmented or THP limited)"
+    finally:
+        _libc.munmap(base, 2 * _HUGE)
+    return True, ""
+
+
 # --------------------------------------------------------------------------- worker
 class _WorkerEnv:
     """What a worker needs; set by the coordinator before the first fork, inherited by every worker."""
@@ -158,6 +285,108 @@ class _WorkerEnv:
     scratch: int = 0            # MAP_SHARED scratch, as many pages as the largest region
     ru0 = _Rusage()
     ru1 = _Rusage()
+    rings: list = []            # this worker's pins: [io_uring fd, region index, pages, live mask] per pin op
+
+
+# --------------------------------------------------------------------------- pins (io_uring fixed buffers)
+SYS_IO_URING_SETUP, SYS_IO_URING_REGISTER = 425, 427            # x86-64 and arm64 (asm-generic) alike
+IORING_REGISTER_BUFFERS, IORING_UNREGISTER_BUFFERS, IORING_REGISTER_BUFFERS_UPDATE = 0, 1, 16
+_libc.syscall.restype = ctypes.c_long
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _RsrcUpdate2(ctypes.Structure):
+    _fields_ = [("offset", ctypes.c_uint32), ("resv", ctypes.c_uint32), ("data", ctypes.c_uint64),
+                ("tags", ctypes.c_uint64), ("nr", ctypes.c_uint32), ("resv2", ctypes.c_uint32)]
+
+
+def _ring_register(fd: int, opcode: int, arg, nr: int) -> int:
+    got = _libc.syscall(SYS_IO_URING_REGISTER, ctypes.c_uint(fd), ctypes.c_uint(opcode), arg, ctypes.c_uint(nr))
+    return 0 if got >= 0 else ctypes.get_errno()
+
+
+def _pin(region: int, addr: int, pages: list) -> tuple[int, int]:
+    """Pin `pages` of the region at addr as io_uring fixed buffers, one page per buffer
+    (io_sqe_buffer_register: pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)). Returns
+    (minor faults charged to this task during the registration, errno or 0)."""
+    params = ctypes.create_string_buffer(120)                   # struct io_uring_params
+    fd = _libc.syscall(SYS_IO_URING_SETUP, ctypes.c_uint(4), params)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"io_uring_setup: {os.strerror(e)}")
+    iov = (_Iovec * len(pages))(*[_Iovec(addr + p * PAGE_SIZE, PAGE_SIZE) for p in pages])
+    gr, sc, r0, r1 = _libc.getrusage, _libc.syscall, ctypes.byref(_WorkerEnv.ru0), ctypes.byref(_WorkerEnv.ru1)
+    ru0, ru1 = _WorkerEnv.ru0, _WorkerEnv.ru1
+    nr, op = ctypes.c_uint(len(pages)), ctypes.c_uint(IORING_REGISTER_BUFFERS)
+    good = (SYS_IO_URING_REGISTER, ctypes.c_uint(fd), op, iov, nr)
+    bad = (SYS_IO_URING_REGISTER, ctypes.c_uint(0xFFFFFFFF), op, iov, nr)     # EBADF: nothing happens
+    # Warm-up: the very same call path on a bad fd, so that the interpreter's own
+    # (copy-on-write) faults land before the measured window; the last one is the baseline.
+    for _ in range(3):
+        gr(0, r0)
+        sc(*bad)
+        gr(0, r1)
+    base = ru1.minflt - ru0.minflt
+    gr(0, r0)
+    got = sc(*good)
+    gr(0, r1)
+    err = 0 if got >= 0 else ctypes.get_errno()
+    faults = ru1.minflt - ru0.minflt - base
+    if err:
+        os.close(fd)
+    else:
+        _WorkerEnv.rings.append([fd, region, np.asarray(pages, dtype=np.int64), np.ones(len(pages), dtype=bool)])
+    return faults, err
+
+
+def _unpin(region: int, pages) -> None:
+    """Drop this worker's pins on `pages` of `region` (None: all): each buffer slot is replaced
+    by an empty one (IORING_REGISTER_BUFFERS_UPDATE), which unpins its page at once."""
+    empty = (_Iovec * 1)(_Iovec(None, 0))
+    for ring in _WorkerEnv.rings:
+        fd, reg, pinned, live = ring
+        if reg != region:
+            continue
+        hit = live & (np.isin(pinned, pages) if pages is not None else True)
+        for k in np.flatnonzero(hit).tolist():
+            upd = _RsrcUpdate2(offset=k, data=ctypes.addressof(empty), nr=1)
+            err = _ring_register(fd, IORING_REGISTER_BUFFERS_UPDATE, ctypes.byref(upd), ctypes.sizeof(upd))
+            if err:
+                raise OSError(err, f"io_uring_register(BUFFERS_UPDATE): {os.strerror(err)}")
+            live[k] = False
+    _WorkerEnv.rings = [r for r in _WorkerEnv.rings if r[3].any() or os.close(r[0])]
+
+
+def pins_usable() -> tuple[bool, str]:
+    """Whether this process can pin pages as io_uring fixed buffers (run_real's pin/unpin); why not if not."""
+    params = ctypes.create_string_buffer(120)
+    fd = _libc.syscall(SYS_IO_URING_SETUP, ctypes.c_uint(4), params)
+    if fd < 0:
+        e = ctypes.get_errno()
+        return False, (f"io_uring_setup failed ({os.strerror(e)}): run_real pins pages as io_uring fixed buffers "
+                       "(see /proc/sys/kernel/io_uring_disabled)")
+    try:
+        buf = ctypes.create_string_buffer(PAGE_SIZE)
+        iov = (_Iovec * 1)(_Iovec(ctypes.addressof(buf), PAGE_SIZE))
+        err = _ring_register(fd, IORING_REGISTER_BUFFERS, iov, 1)
+        if err:
+            return False, f"io_uring_register(IORING_REGISTER_BUFFERS) failed: {os.strerror(err)}"
+    finally:
+        os.close(fd)
+    return True, ""
+
+
+def _drop_rings(unregister: bool) -> None:
+    """Close this worker's rings; unregister their buffers first (unpinning synchronously) when
+    the pins are ours, and just close them in a freshly forked child, whose fds are inherited."""
+    for fd, *_ in _WorkerEnv.rings:
+        if unregister:
+            _ring_register(fd, IORING_UNREGISTER_BUFFERS, None, 0)
+        os.close(fd)
+    _WorkerEnv.rings = []
 
 
 def _loop_write(p, offs, val):
@@ -236,10 +465,11 @@ def _worker_main(sock: socket.socket) -> None:
                     pages = _op_pages(_WorkerEnv.sc, op)
                     _send(sock, ("ok", _touch(addr, pages, write, val)))
                 elif cmd == "mmap":
-                    _, addr, length, prot, shared, advice = msg
+                    _, addr, length, prot, shared, advice, thp = msg
                     flags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
                     _map(addr, length, prot, flags)
-                    _errcheck(_libc.madvise(addr, length, MADV_NOHUGEPAGE), "madvise(MADV_NOHUGEPAGE)")
+                    huge = MADV_HUGEPAGE if thp else MADV_NOHUGEPAGE
+                    _errcheck(_libc.madvise(addr, length, huge), f"madvise({huge})")
                     if advice is not None:
                         _errcheck(_libc.madvise(addr, length, advice), f"madvise({advice})")
                     _send(sock, ("ok", None))
@@ -262,11 +492,20 @@ def _worker_main(sock: socket.socket) -> None:
                     if pid == 0:
                         sock.close()
                         sock = child_sock
+                        _drop_rings(False)          # the parent's pins stay the parent's
                         _send(sock, ("ready", os.getpid()))
                         continue
                     child_sock.close()
                     _send(sock, ("ok", pid))
+                elif cmd == "pin":
+                    _, region, addr, pages = msg
+                    _send(sock, ("ok", _pin(region, addr, pages)))
+                elif cmd == "unpin":
+                    _, region, pages = msg
+                    _unpin(region, pages)
+                    _send(sock, ("ok", None))
                 elif cmd == "exit":
+                    _drop_rings(True)               # as io_uring's teardown at exit, but synchronously
                     break
                 else:
                     _send(sock, ("error", f"unknown command {cmd!r}"))
@@ -353,6 +592,13 @@ class _Coordinator:
         _libc.munmap(probe, ps)
         self.zero_pfn = int(pfn[0])
         self.pfn_ok = bool(present[0]) and self.zero_pfn != 0
+        # Huge PMDs are told from PTE-mapped pages by PAGEMAP_SCAN (Linux >= 6.7).
+        try:
+            _pmd_states(os.getpid(), -(-base // _HUGE) * _HUGE, HUGE_PAGES)     # PROT_NONE reservation
+            self.huge_ok = True
+        except OSError:
+            self.huge_ok = False
+        self.fallback0 = _vmstat("thp_fault_fallback").get("thp_fault_fallback", 0)
         self.kpagecount = None
         if self.pfn_ok:
             try:
@@ -481,6 +727,23 @@ class _Coordinator:
         slots = self.region_pages if regions is None else [self.region_pages[i] for i in regions]
         return _page_values(w.pid, slots)
 
+    def _state(self, w: _Worker, regions=None):
+        """(present, pfn, zero, pmds) over the regions (all by default), concatenated: zero marks
+        pages mapping the zero page or the huge zero page; pmds holds, per region, the
+        PMD_NONE/PMD_ZERO/PMD_ANON state of each whole 2 MiB range (all PMD_NONE without PAGEMAP_SCAN)."""
+        idx = range(len(self.sc.regions)) if regions is None else regions
+        slots = [self.region_pages[i] for i in idx]
+        present, pfn = _page_values(w.pid, slots)
+        zero = present & (pfn == self.zero_pfn)
+        pmds, off = [], 0
+        for addr, npages in slots:
+            st = _pmd_states(w.pid, addr, npages) if self.huge_ok else np.zeros(npages // HUGE_PAGES, np.int8)
+            for j in np.flatnonzero(st == PMD_ZERO).tolist():
+                zero[off + j * HUGE_PAGES: off + (j + 1) * HUGE_PAGES] = True
+            pmds.append(st)
+            off += npages
+        return present, pfn, zero, pmds
+
     def _mapcounts(self, pfns: np.ndarray) -> np.ndarray:
         out = np.empty(len(pfns), dtype=np.int64)
         for i, p in enumerate(pfns.tolist()):
@@ -490,7 +753,7 @@ class _Coordinator:
     def _smaps(self, w: _Worker) -> dict:
         """Rss, Pss, Private_* of the VMAs inside region slots, in kB."""
         lo_hi = [(a, a + ln) for a, ln in self.slots]
-        tot = {"Rss": 0, "Pss": 0, "Private_Clean": 0, "Private_Dirty": 0}
+        tot = {"Rss": 0, "Pss": 0, "Private_Clean": 0, "Private_Dirty": 0, "AnonHugePages": 0}
         inside = False
         with open(f"/proc/{w.pid}/smaps") as f:
             for line in f:
@@ -503,13 +766,15 @@ class _Coordinator:
         return tot
 
     def _snapshot(self, w: _Worker) -> dict:
-        present, pfn = self._pfns(w)
+        present, pfn, zero, pmds = self._state(w)
         sm = self._smaps(w)
         kb = PAGE_SIZE // 1024
         d = {"smaps_rss_pages": sm["Rss"] // kb, "smaps_pss_pages": sm["Pss"] / kb,
-             "smaps_uss_pages": (sm["Private_Clean"] + sm["Private_Dirty"]) // kb}
+             "smaps_uss_pages": (sm["Private_Clean"] + sm["Private_Dirty"]) // kb,
+             "smaps_anon_huge_pages": sm["AnonHugePages"] // (_HUGE // 1024)}
+        d["anon_huge_pages"] = int(sum(int((st == PMD_ANON).sum()) for st in pmds)) if self.huge_ok else np.nan
         if self.pfn_ok:
-            frames = pfn[present & (pfn != self.zero_pfn)]
+            frames = pfn[present & ~zero]
             mc = self._mapcounts(frames)
             mc = np.maximum(mc, 1)
             d.update(rss_pages=int(len(frames)), uss_pages=int((mc == 1).sum()),
@@ -532,8 +797,10 @@ class _Coordinator:
             self.rows[p.pid] = dict(pid=p.pid, name=p.name, parent=p.parent.pid if p.parent else 0,
                                     state="fork_failed", reason="", minor_faults=0, zero_fills=0,
                                     cow_copies=0, cow_reuses=0, rss_pages=0, pss_pages=0.0, uss_pages=0,
-                                    shared_pages=0, fork_ptes_copied=0, baseline_faults=0,
-                                    smaps_rss_pages=0, smaps_pss_pages=0.0, smaps_uss_pages=0, real_pid=0)
+                                    shared_pages=0, fork_ptes_copied=0, fork_pages_copied=0, fork_pmds_copied=0,
+                                    anon_huge_pages=0, thp_fault_alloc=0, thp_copies=0, thp_splits=0,
+                                    baseline_faults=0, smaps_rss_pages=0, smaps_pss_pages=0.0, smaps_uss_pages=0,
+                                    smaps_anon_huge_pages=0, vmstat_thp_split_pmd=0, pin_errno=0, real_pid=0)
         for i, op in enumerate(sc.ops):
             if op.code != SPAWN and self.rows[op.pid]["state"] not in ("running", "suspended"):
                 continue                         # killed earlier, or never forked
@@ -547,11 +814,18 @@ class _Coordinator:
                 row["state"] = "running"         # a vfork parent still waiting is running (four documented states)
         if not self.pfn_ok:
             for row in self.rows.values():
-                for c in ("zero_fills", "cow_copies", "cow_reuses"):
+                for c in ("zero_fills", "cow_copies", "cow_reuses", "fork_pages_copied"):
+                    row[c] = np.nan
+        if not self.huge_ok:
+            for row in self.rows.values():
+                for c in THP_COLUMNS:
                     row[c] = np.nan
         df = pd.DataFrame([self.rows[p.pid] for p in sc.processes], columns=COLUMNS)
         df.attrs["pfn_visible"] = self.pfn_ok
         df.attrs["zero_pfn"] = self.zero_pfn
+        df.attrs["huge_pmds_visible"] = self.huge_ok
+        df.attrs["thp_fault_fallback"] = (_vmstat("thp_fault_fallback").get("thp_fault_fallback", 0)
+                                          - self.fallback0)
         return df
 
     def _op(self, i: int, op):
@@ -564,11 +838,21 @@ class _Coordinator:
             row.update(state="running", real_pid=w.pid)
         elif code == FORK:
             child = op.arg
+            pmds0 = self._state(self._host(pid))[3] if self.huge_ok else None
             w = self._fork_worker(self._host(pid))
+            if self.huge_ok:                     # copy_huge_pmd splits a pinned huge page in the parent
+                pmds1 = self._state(self._host(pid))[3]
+                row["thp_splits"] += sum(int(((a != PMD_NONE) & (b == PMD_NONE)).sum()) for a, b in zip(pmds0, pmds1))
             self.own[child] = w
             self._set_mm(child, op.mm, w)
-            present, pfn = self._pfns(w)
-            self.rows[child].update(state="running", real_pid=w.pid, fork_ptes_copied=int(present.sum()))
+            present, pfn, zero, pmds = self._state(w)
+            npmd = sum(int((st != PMD_NONE).sum()) for st in pmds)
+            upd = dict(state="running", real_pid=w.pid, fork_ptes_copied=int(present.sum()) - npmd * HUGE_PAGES,
+                       fork_pmds_copied=npmd)
+            if self.pfn_ok:                      # pages the child got a copy of at fork (pinned pages)
+                ppresent, ppfn = self._pfns(self._host(pid))
+                upd["fork_pages_copied"] = int((present & ppresent & ~zero & (pfn != ppfn)).sum())
+            self.rows[child].update(upd)
         elif code == VFORK:
             child = op.arg
             self.pid_mm[child] = self.pid_mm[pid]
@@ -605,7 +889,8 @@ class _Coordinator:
             advice = ADVICE.get(r.on_fork) if r.on_fork != "copy" else None
             if r.npages == 0:
                 return                           # mmap(2) would say EINVAL; the builder allows an empty region
-            self._call(self._host(pid), "mmap", addr, r.npages * PAGE_SIZE, PROTS[r.prot], r.shared, advice)
+            self._call(self._host(pid), "mmap", addr, r.npages * PAGE_SIZE, PROTS[r.prot], r.shared, advice,
+                       bool(r.thp))
         elif code == MUNMAP:
             r = sc.regions[op.region]
             addr, ln = self.slots[r.index]
@@ -620,6 +905,11 @@ class _Coordinator:
             self._call(self._host(pid), "madvise", self.slots[r.index][0], r.npages * PAGE_SIZE, ADVICE[op.arg])
         elif code in (READ, WRITE):
             self._touch(i, op)
+        elif code == PIN:
+            self._pin(op)
+        elif code == UNPIN:
+            every = bool(op.arg)
+            self._call(self._host(pid), "unpin", op.region, None if every else np.asarray(op.pages).tolist())
         else:                                    # pragma: no cover
             raise RuntimeError(f"unknown op code {code}")
 
@@ -630,8 +920,9 @@ class _Coordinator:
         row = self.rows[pid]
         self.snap[pid] = self._snapshot(host)    # the values at death, should this touch kill
         pages = np.unique(_op_pages(self.sc, op))
-        present0, pfn0 = self._pfns(host, [r.index])
+        present0, pfn0, zero0, (pmd0,) = self._state(host, [r.index])
         val = (int(op.arg) % 255 + 1) if write else 0
+        split0 = _vmstat("thp_split_pmd").get("thp_split_pmd", 0)
         try:
             faults, base = self._call(host, "touch", i, self.slots[r.index][0], write, val)
         except _Died:
@@ -645,13 +936,27 @@ class _Coordinator:
             self._drop_mm(pid)
             return
         self.snap.pop(pid, None)
+        row["vmstat_thp_split_pmd"] += _vmstat("thp_split_pmd").get("thp_split_pmd", 0) - split0
         row["minor_faults"] += faults
         row["baseline_faults"] += base
+        present1, pfn1, zero1, (pmd1,) = self._state(host, [r.index])
+        # 2 MiB ranges: a new anonymous huge PMD (from nothing or from the huge zero page) is a
+        # THP fault allocation; an anonymous huge PMD onto another huge page is a THP copy; a
+        # huge PMD (anonymous or zero) that became a PTE table was split.
+        bases = np.arange(len(pmd0)) * HUGE_PAGES
+        alloc = (pmd1 == PMD_ANON) & (pmd0 != PMD_ANON)
+        hcopy = (pmd1 == PMD_ANON) & (pmd0 == PMD_ANON) & (pfn1[bases] != pfn0[bases])
+        if self.huge_ok:
+            row["thp_fault_alloc"] += int(alloc.sum())
+            row["thp_copies"] += int(hcopy.sum())
+            row["thp_splits"] += int(((pmd0 != PMD_NONE) & (pmd1 == PMD_NONE)).sum())
         if not self.pfn_ok or len(pages) == 0:
             return
-        present1, pfn1 = self._pfns(host, [r.index])
+        whole = np.zeros(len(present1), dtype=bool)          # pages counted above as whole huge pages
+        for j in np.flatnonzero(alloc | hcopy).tolist():
+            whole[j * HUGE_PAGES:(j + 1) * HUGE_PAGES] = True
         b_p, b_f, a_p, a_f = present0[pages], pfn0[pages], present1[pages], pfn1[pages]
-        z = self.zero_pfn
+        b_z, a_z, wh = zero0[pages], zero1[pages], whole[pages]
         if r.shared:
             seen = self.shared_seen.setdefault(r.index, set())
             new = [p for p, ok in zip(pages.tolist(), a_p.tolist()) if ok and p not in seen]
@@ -661,13 +966,33 @@ class _Coordinator:
             present_all = np.flatnonzero(present1)
             seen.update(present_all.tolist())
             return
-        fresh = a_p & (a_f != z) & (~b_p | (b_f == z))
-        copied = a_p & b_p & (b_f != z) & (a_f != b_f)
+        fresh = a_p & ~a_z & (~b_p | b_z) & ~wh
+        copied = a_p & b_p & ~b_z & (a_f != b_f) & ~wh
         zf, cp = int(fresh.sum()), int(copied.sum())
         row["zero_fills"] += zf
         row["cow_copies"] += cp
         if write:
-            row["cow_reuses"] += max(0, faults - zf - cp)
+            row["cow_reuses"] += max(0, faults - zf - cp - int(alloc.sum()) - int(hcopy.sum()))
+
+    def _pin(self, op):
+        """A pin op: zero fills and copies from the PFNs before and after, as for a write; the
+        faults GUP takes are charged to the task's min_flt (Linux >= 5.10), so they land in
+        minor_faults. Reuses by a pin are not counted (no write fault to take them from)."""
+        r = self.sc.regions[op.region]
+        row, host = self.rows[op.pid], self._host(op.pid)
+        pages = np.unique(np.asarray(op.pages, dtype=np.int64))
+        if len(pages) == 0 or r.npages == 0:
+            return
+        present0, pfn0, zero0, _ = self._state(host, [r.index])
+        faults, err = self._call(host, "pin", r.index, self.slots[r.index][0], pages.tolist())
+        row["minor_faults"] += faults
+        row["pin_errno"] = err
+        if not self.pfn_ok:
+            return
+        present1, pfn1, zero1, _ = self._state(host, [r.index])
+        b_p, b_f, b_z, a_p, a_f, a_z = (x[pages] for x in (present0, pfn0, zero0, present1, pfn1, zero1))
+        row["zero_fills"] += int((a_p & ~a_z & (~b_p | b_z)).sum())
+        row["cow_copies"] += int((a_p & b_p & ~b_z & (a_f != b_f)).sum())
 
     def _set_mm(self, pid: int, mm: int, w: _Worker):
         self.pid_mm[pid] = mm
@@ -702,9 +1027,11 @@ def run_real(sc: Scenario, *, timeout: float = 60.0) -> pd.DataFrame:
 
     Columns: pid, name, parent, state, reason, minor_faults, zero_fills,
     cow_copies, cow_reuses, rss_pages, pss_pages, uss_pages, shared_pages,
-    fork_ptes_copied, plus baseline_faults (the interpreter's own faults
-    subtracted), the smaps cross-check columns and real_pid. See the module
-    docstring for how each is measured and for the vfork/exec emulations.
+    fork_ptes_copied, fork_pages_copied, fork_pmds_copied, anon_huge_pages,
+    thp_fault_alloc, thp_copies, thp_splits, plus baseline_faults (the
+    interpreter's own faults subtracted), the smaps/vmstat cross-check columns,
+    pin_errno and real_pid. See the module docstring for how each is measured,
+    for pins (io_uring fixed buffers) and for the vfork/exec emulations.
     """
     if not isinstance(sc, Scenario):
         raise ScenarioError(f"The 'sc' parameter of run_real must be a Scenario; got {sc!r}")

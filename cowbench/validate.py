@@ -24,16 +24,27 @@ import pandas as pd
 
 from .scenario import Scenario
 
-__all__ = ["SCENARIOS", "COMPARED", "validate", "main"]
+__all__ = ["SCENARIOS", "COMPARED", "KNOWN_DISAGREEMENTS", "validate", "main"]
 
 N = 1000            # pages per region: 4 MB with 4 KiB pages, not a 2 MiB multiple
 K = 300             # pages a child writes
+HUGE = 512          # pages per 2 MiB huge page
 PHYS = "256MiB"
 
-# Columns compared between simulator and kernel. The last four need PFNs
-# (root); without them the kernel side is NaN and they are not compared.
+# Columns compared between simulator and kernel. zero_fills, cow_copies,
+# cow_reuses and fork_pages_copied need PFNs (root), the THP columns need
+# PAGEMAP_SCAN (Linux >= 6.7); where the kernel side cannot measure a column it
+# is NaN and not compared.
 COMPARED = ["state", "reason", "minor_faults", "rss_pages", "pss_pages", "uss_pages", "shared_pages",
-            "zero_fills", "cow_copies", "cow_reuses", "fork_ptes_copied"]
+            "zero_fills", "cow_copies", "cow_reuses", "fork_ptes_copied", "fork_pages_copied",
+            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits"]
+THP_SHOWN = ["anon_huge_pages", "thp_splits", "thp_fault_alloc", "thp_copies", "fork_pmds_copied"]
+
+# Scenarios where this kernel (Linux 6.18) was seen to disagree with the rules of
+# docs/semantics.md. The simulator is what must change; until it does, these
+# scenarios report MISMATCH and the tests expect them to (strictly: a fix turns
+# the expected failure into a test failure that says to drop the entry here).
+KNOWN_DISAGREEMENTS: dict[str, str] = {}   # scenario -> why the kernel and the rules differ; none today
 
 
 def _sc() -> Scenario:
@@ -317,12 +328,173 @@ def cow_random_pattern() -> Scenario:
     return sc
 
 
+# --- transparent huge pages (need THP from the host: skipped if it refuses) ---
+def thp_first_touch() -> Scenario:
+    """THP first touch: writing a 4 MiB MADV_HUGEPAGE region takes 2 faults and
+    maps 2 huge pages (thp_fault_alloc 2, RSS 1024); reading it again is free."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096, thp=True)
+    root.write(heap)
+    root.read(heap)
+    return sc
+
+
+def thp_zero_page_then_write() -> Scenario:
+    """Reading a THP region maps the huge zero page: 1 fault per 2 MiB, RSS 0.
+    Then a write of one page."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096, thp=True)
+    root.read(heap)
+    root.write(heap, pages=range(0, 1))
+    return sc
+
+
+def thp_fork_child_writes() -> Scenario:
+    """fork copies each huge PMD as one entry; the child's write of one 4 KiB page
+    splits its PMD (it loses one huge page) and copies that page only (1 fault);
+    then the parent writes another page of the same 2 MiB range: split + copy."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096, thp=True)
+    root.write(heap)
+    kid = root.fork("kid")
+    kid.write(heap, pages=range(0, 1))
+    root.write(heap, pages=range(1, 2))
+    return sc
+
+
+def thp_rewrite_copied_page() -> Scenario:
+    """After the child's write split and copied page 0, the parent writes page 0,
+    which only it maps now."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096, thp=True)
+    root.write(heap)
+    kid = root.fork("kid")
+    kid.write(heap, pages=range(0, 1))
+    root.write(heap, pages=range(0, 1))
+    return sc
+
+
+def thp_reuse_after_child_exit() -> Scenario:
+    """After the child (which split and copied one page) exits, the parent's huge
+    pages are mapped once: writing all 4 MiB takes 2 faults, each reusing a whole
+    huge page; they stay huge."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096, thp=True)
+    root.write(heap)
+    kid = root.fork("kid")
+    kid.write(heap, pages=range(0, 1))
+    kid.exit()
+    root.write(heap)
+    return sc
+
+
+def thp_chain_root_mid_leaf() -> Scenario:
+    """root -> mid -> leaf over huge pages, via madvise(hugepage): leaf and mid
+    each split and copy every page; root then reuses its huge pages whole."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096)
+    root.madvise(heap, "hugepage")
+    root.write(heap)
+    mid = root.fork("mid")
+    leaf = mid.fork("leaf")
+    leaf.write(heap)
+    leaf.exit()
+    mid.write(heap)
+    mid.exit()
+    root.write(heap)
+    return sc
+
+
+def thp_read_only_fork() -> Scenario:
+    """A THP region that was only read (huge zero page) at fork; the child reads
+    it."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096, thp=True)
+    root.read(heap)
+    kid = root.fork("kid")
+    kid.read(heap)
+    return sc
+
+
+# --- pins (io_uring fixed buffers in the real processes) ---------------------
+def pin_fork() -> Scenario:
+    """Pinned pages (FOLL_LONGTERM) are copied for the child at fork and stay
+    writable in the parent: the parent rewrites them without faults, unpinned
+    pages still COW; the child's copies are its own (no faults). After unpin,
+    the next fork shares those pages again."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", N * 4096)
+    root.write(heap)
+    root.pin(heap, pages=range(0, 4))
+    kid = root.fork("kid")
+    root.write(heap, pages=range(0, 8))          # 0..3: no faults; 4..7: COW
+    kid.read(heap, pages=range(0, 4))
+    kid.write(heap, pages=range(0, 4))           # its own copies: no faults
+    kid.write(heap, pages=range(8, 12))
+    root.unpin(heap, pages=range(2, 4))
+    kid2 = root.fork("kid2")                     # only pages 0, 1 are copied
+    kid2.write(heap, pages=range(0, 4))
+    kid.exit()
+    return sc
+
+
+def pin_fresh_pages() -> Scenario:
+    """Pinning never-touched pages zero-fills them, and pinning a page shared
+    after fork copies it (GUP's write-intent faults)."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", N * 4096)
+    root.pin(heap, pages=range(0, 4))
+    root.write(heap, pages=range(4, 8))
+    kid = root.fork("kid")
+    root.pin(heap, pages=range(4, 5))
+    kid.write(heap, pages=range(4, 8))
+    return sc
+
+
+def pin_thp_fork() -> Scenario:
+    """fork of a huge page with one pinned subpage."""
+    sc = _sc()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 2 * HUGE * 4096, thp=True)
+    root.write(heap)
+    root.pin(heap, pages=range(0, 1))
+    kid = root.fork("kid")
+    kid.write(heap, pages=range(0, 2))
+    root.write(heap, pages=range(0, 3))
+    return sc
+
+
 SCENARIOS = {f.__name__: f for f in (
     zero_page_read_then_write, cow_child_writes_k, reuse_after_child_exit, chain_root_mid_leaf,
     zero_page_fork, shared_child_writes, shared_child_reads, dontfork_segv, wipeonfork_grandchild,
     readonly_write_segv, vfork_exec, pss_three_sharers, exec_after_fork, mprotect_private,
     mprotect_shared, munmap_after_fork, cow_random_pattern,
+    thp_first_touch, thp_zero_page_then_write, thp_fork_child_writes, thp_rewrite_copied_page,
+    thp_reuse_after_child_exit, thp_chain_root_mid_leaf, thp_read_only_fork,
+    pin_fork, pin_fresh_pages, pin_thp_fork,
 )}
+
+
+def needs(sc: Scenario) -> list[str]:
+    """What a scenario needs from the host besides pagemap: "thp" (huge pages on
+    MADV_HUGEPAGE regions) and/or "pins" (io_uring fixed buffers)."""
+    from .scenario import MADVISE, PIN
+
+    out = []
+    if any(r.thp for r in sc.regions) or any(op.code == MADVISE and op.arg == "hugepage" for op in sc.ops):
+        out.append("thp")
+    if any(op.code == PIN for op in sc.ops):
+        out.append("pins")
+    return out
 
 
 # --------------------------------------------------------------------------- comparison
@@ -373,24 +545,41 @@ def validate(scenarios=None) -> pd.DataFrame:
     from . import engine
     from .kernel import run_real
 
+    from . import kernel
+
     rows = []
     pfn_visible = True
+    host = {}                           # need -> (ok, why), probed once
+    probes = {"thp": kernel.thp_usable, "pins": kernel.pins_usable}
     for name, sc in _resolve(scenarios):
         sim = engine.simulate(sc, policy="cow").processes.set_index("pid")
-        real = run_real(sc).set_index("pid")
-        pfn_visible &= bool(real.attrs.get("pfn_visible", True))
-        tol = 1e-6 if real.attrs.get("pfn_visible", True) else 1.0
+        skipped = ""
+        for need in needs(sc):
+            if need not in host:
+                host[need] = probes[need]()
+            if not host[need][0]:
+                skipped = host[need][1]
+                break
+        real = None
+        if not skipped:
+            real = run_real(sc).set_index("pid")
+            pfn_visible &= bool(real.attrs.get("pfn_visible", True))
+            if "thp" in needs(sc) and real.attrs.get("thp_fault_fallback", 0) > 0:
+                skipped = ("a huge page fault fell back to 4 KiB pages during the run (vmstat thp_fault_fallback "
+                           "rose): the host refused THP")
+        tol = 1e-6 if real is None or real.attrs.get("pfn_visible", True) else 1.0
         for pid in sim.index:
             row = {"scenario": name, "pid": int(pid), "name": sim.at[pid, "name"]}
             bad = []
             for col in COMPARED:
                 a = sim.at[pid, col] if col in sim.columns else None
-                b = real.at[pid, col]
+                b = None if skipped else real.at[pid, col]
                 row[f"sim_{col}"], row[f"kernel_{col}"] = a, b
-                if a is not None and not _same(col, a, b, tol):
+                if not skipped and a is not None and not _same(col, a, b, tol):
                     bad.append(col)
             row["match"] = not bad
             row["mismatches"] = ",".join(bad)
+            row["skipped"] = skipped
             rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["pfn_visible"] = pfn_visible
@@ -406,10 +595,12 @@ def _num(v) -> str:
     return str(int(v))
 
 
-def _proc(r, side: str) -> str:
+def _proc(r, side: str, thp: bool = False) -> str:
     g = lambda c: r[f"{side}_{c}"]                                       # noqa: E731
     s = (f"{r['name']}={_num(g('minor_faults'))}/{_num(g('cow_copies'))}/{_num(g('cow_reuses'))}"
          f"/{_num(g('rss_pages'))}/{_num(g('pss_pages'))}/{_num(g('uss_pages'))}")
+    if thp:
+        s += "[" + "/".join(_num(g(c)) for c in THP_SHOWN) + "]"
     state = g("state")
     if state == "killed":
         s += f"!{g('reason') or 'killed'}"
@@ -426,8 +617,14 @@ def format_lines(df: pd.DataFrame) -> list[str]:
     groups = list(df.groupby("scenario", sort=False))
     width = max((len(n) for n, _ in groups), default=0)
     for name, g in groups:
-        sim = " ".join(_proc(r, "sim") for _, r in g.iterrows())
-        ker = " ".join(_proc(r, "kernel") for _, r in g.iterrows())
+        why = g["skipped"].iloc[0] if "skipped" in g.columns else ""
+        thp = any(float(v or 0) != 0 for c in THP_SHOWN for v in g[f"sim_{c}"].tolist()
+                  + ([] if why else g[f"kernel_{c}"].fillna(0).tolist()))
+        sim = " ".join(_proc(r, "sim", thp) for _, r in g.iterrows())
+        if why:
+            lines.append(f"{name:<{width}}  sim: {sim}  skipped: {why}")
+            continue
+        ker = " ".join(_proc(r, "kernel", thp) for _, r in g.iterrows())
         ok = bool(g["match"].all())
         verdict = "match"
         if not ok:
@@ -436,6 +633,8 @@ def format_lines(df: pd.DataFrame) -> list[str]:
                 for c in r["mismatches"].split(","):
                     diffs.append(f"{r['name']}.{c} {_num_or(r['sim_' + c])}!={_num_or(r['kernel_' + c])}")
             verdict = "MISMATCH (" + "; ".join(diffs) + ")"
+            if name in KNOWN_DISAGREEMENTS:
+                verdict += " [known: see KNOWN_DISAGREEMENTS]"
         lines.append(f"{name:<{width}}  sim: {sim}  kernel: {ker}  {verdict}")
     return lines
 
@@ -472,7 +671,8 @@ def main(argv=None) -> int:
     except KernelUnavailable as e:
         print(f"cowbench validate: cannot run real processes here: {e}", file=sys.stderr)
         return 2
-    print("per process: name=minor_faults/cow_copies/cow_reuses/rss/pss/uss pages (x exited, !SIG killed)")
+    print("per process: name=minor_faults/cow_copies/cow_reuses/rss/pss/uss pages (x exited, !SIG killed); "
+          "THP scenarios add [anon_huge_pages/thp_splits/thp_fault_alloc/thp_copies/fork_pmds_copied]")
     for line in format_lines(df):
         print(line)
     if not df.attrs.get("pfn_visible", True):
@@ -484,9 +684,14 @@ def main(argv=None) -> int:
         cols = ["name"] + [f"{s}_{c}" for c in COMPARED for s in ("sim", "kernel")]
         for name in bad:
             print(f"\n{name}:")
+            if name in KNOWN_DISAGREEMENTS:
+                print(f"  known: {KNOWN_DISAGREEMENTS[name]}")
             print(df.loc[df["scenario"] == name, cols].to_string(index=False))
-    n = df["scenario"].nunique()
-    print(f"{n - len(bad)}/{n} scenarios match ({time.perf_counter() - t0:.1f} s)")
+    skipped = df.loc[df["skipped"] != "", "scenario"].unique()
+    n = df["scenario"].nunique() - len(skipped)
+    known = sum(1 for b in bad if b in KNOWN_DISAGREEMENTS)
+    print(f"{n - len(bad)}/{n} scenarios match" + (f" ({known} of the mismatches known)" if known else "")
+          + (f", {len(skipped)} skipped" if len(skipped) else "") + f" ({time.perf_counter() - t0:.1f} s)")
     return 1 if len(bad) else 0
 
 
