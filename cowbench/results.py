@@ -36,9 +36,11 @@ TIMELINE_COLUMNS = EVENT_COLUMNS + ("frames_used", "processes_running", "forks",
 
 def fork_ns(costs: CostModel, forks, c) -> np.ndarray:
     """Estimated time of `forks` forks that copied or shared what the counters c say.
-    Sharing a table (odf) is priced as allocating one: an upper bound."""
-    return (costs.fork_base_ns * forks + costs.fork_pte_ns * (c["fork_ptes_copied"] + c["fork_pmds_copied"])
-            + costs.fork_table_ns * (c["fork_tables_copied"] + c["fork_tables_shared"])
+    Sharing a PTE table (odf) takes a reference and write-protects one PMD entry:
+    priced as copying one entry."""
+    return (costs.fork_base_ns * forks
+            + costs.fork_pte_ns * (c["fork_ptes_copied"] + c["fork_pmds_copied"] + c["fork_tables_shared"])
+            + costs.fork_table_ns * c["fork_tables_copied"]
             + costs.fork_page_ns * c["fork_pages_copied"])
 
 
@@ -62,6 +64,9 @@ def atomic_write(path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp's 0600 is for the temporary name only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
