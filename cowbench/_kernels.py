@@ -626,22 +626,22 @@ def do_fault_around(m, mm, r, t, page):
 
 @njit(cache=True)
 def do_shared_fault(m, pid, mm, r, t, slot, page, write, tag):
-    """First touch of a MAP_SHARED page in mm: find or create it in the page cache."""
+    """First touch of a MAP_SHARED page in mm: a read first maps its cached
+    neighbours (and itself, if cached); then find or create it in the page cache."""
+    if not write:
+        do_fault_around(m, mm, r, t, page)
+        if m.pt[t, slot] != 0:
+            count_event(m, pid, C_MINOR_FAULTS)
+            return FAULT_OK
     k = m.reg_shm0[r] + page
     f = m.shm_frame[k]
     if f < 0:
         f = frame_alloc(m)
         if f < 0:
-            return FAULT_OOM
+            return FAULT_OOM                       # the neighbours stay mapped, as in the kernel
         count_event(m, pid, C_ZERO_FILLS)
-        if not write:
-            do_fault_around(m, mm, r, t, page)
         m.shm_frame[k] = f
-        map_cached_page(m, mm, r, t, slot, f)
-    elif write:
-        map_cached_page(m, mm, r, t, slot, f)
-    else:
-        do_fault_around(m, mm, r, t, page)
+    map_cached_page(m, mm, r, t, slot, f)
     count_event(m, pid, C_MINOR_FAULTS)
     return FAULT_OK
 
@@ -1305,6 +1305,8 @@ def step(m, op, ps, psf, pool):
             pin_pages(m, pid, r, pages)
         else:
             unpin_pages(m, pid, r, pages, arg != 0)
+    elif (m.vma[m.proc_mm[pid], r] & VM_MAPPED) == 0:
+        return                     # munmap, mprotect, madvise of a region a refused mmap never mapped
     elif code == MUNMAP:
         unmap_vma(m, m.proc_mm[pid], r)
     elif code == MPROTECT:

@@ -21,7 +21,8 @@ from .scenario import OP_NAMES, Process, Region
 
 __all__ = ["Result", "atomic_write"]
 
-STATE_NAMES = {K.P_UNBORN: "fork_failed", K.P_RUNNING: "running", K.P_SUSPENDED: "suspended",
+# A vfork parent still waiting for its child is alive (in D state): "running".
+STATE_NAMES = {K.P_UNBORN: "fork_failed", K.P_RUNNING: "running", K.P_SUSPENDED: "running",
                K.P_EXITED: "exited", K.P_KILLED: "killed", K.P_FORK_FAILED: "fork_failed"}
 REASON_NAMES = {K.R_NONE: "", K.R_SIGSEGV: "SIGSEGV", K.R_OOM: "OOM"}
 
@@ -129,7 +130,7 @@ class Result:
             "page_size": sc.page_size,
             "phys_frames": sc.frames,
             "processes": len(sc.processes),
-            "running": int((states == "running").sum() + (states == "suspended").sum()),
+            "running": int((states == "running").sum()),
             "exited": int((states == "exited").sum()),
             "killed": int((states == "killed").sum()),
             "fork_failed": int((states == "fork_failed").sum()),

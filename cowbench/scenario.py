@@ -69,11 +69,13 @@ class Region:
 
 
 class _MM:
-    """Build-time address space: which regions are mapped in it."""
+    """Build-time address space: which regions are mapped in it, and which of
+    those a fork leaves out (dontfork)."""
 
     def __init__(self, index: int, mapped=()):
         self.index = index
         self.mapped = set(mapped)
+        self.dontfork: set[int] = set()
 
 
 class Process:
@@ -116,6 +118,8 @@ class Process:
         region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork, bool(thp))
         sc.regions.append(region)
         self._mm.mapped.add(region.index)
+        if on_fork == "dontfork":
+            self._mm.dontfork.add(region.index)
         self._record(MMAP, region)
         return region
 
@@ -123,6 +127,7 @@ class Process:
         """Unmap `region` from this process's address space."""
         self._record(MUNMAP, self._mapped_region("munmap", region))
         self._mm.mapped.discard(region.index)
+        self._mm.dontfork.discard(region.index)
 
     def mprotect(self, region: Region, prot: str) -> None:
         """Change the protection of `region` ("none", "r", "rw", "rx", "rwx")."""
@@ -139,6 +144,10 @@ class Process:
                 f"madvise: {advice!r} needs a private anonymous region; {region.name!r} is shared (EINVAL)"
             )
         self._record(MADVISE, region, arg=advice)
+        if advice == "dontfork":
+            self._mm.dontfork.add(region.index)
+        elif advice == "dofork":
+            self._mm.dontfork.discard(region.index)
 
     # -- memory access -----------------------------------------------------
     def read(self, region: Region, pages=None) -> None:
@@ -180,7 +189,7 @@ class Process:
         """fork(2): a child with a copy (COW or eager, by policy) of this address space."""
         self._act("fork")
         sc = self.scenario
-        mm = sc._new_mm(self._mm.mapped)
+        mm = sc._new_mm(self._mm.mapped - self._mm.dontfork)
         child = sc._new_process(name, self, mm)
         self._record(FORK, arg=child.pid, mm=mm.index)
         return child
@@ -217,6 +226,8 @@ class Process:
             self._vfork_parent = None
 
     def _act(self, op: str) -> None:
+        if self.scenario._phase is not None and op not in ("read", "write"):
+            raise ScenarioError(f"{op}: only read and write can run inside Scenario.concurrently()")
         if self._state == "exited":
             raise ScenarioError(f"{op}: process {self.name!r} (pid {self.pid}) has exited")
         if self._state == "suspended":
@@ -252,12 +263,7 @@ class Process:
         sc = self.scenario
         op = Op(code, self.pid, -1 if region is None else region.index, pages, arg,
                 self._mm.index if mm is None else mm)
-        if sc._phase is None:
-            sc.ops.append(op)
-        elif code in (READ, WRITE):
-            sc._phase.append(op)
-        else:
-            raise ScenarioError(f"{OP_NAMES[code]}: only read and write can run inside Scenario.concurrently()")
+        (sc.ops if sc._phase is None else sc._phase).append(op)     # _act allowed only touches in a phase
 
 
 def _page_set(op: str, pages, npages: int):

@@ -1,0 +1,182 @@
+"""Invariants of the engine on random scenarios.
+
+- the engine's own recount (`check_invariants`) agrees with what it kept;
+- the process table is self-consistent (rss = uss + shared, uss <= pss <= rss, ...);
+- memory comes back: once every process has exited, no frame is in use;
+- isolation: each running process reads its own writes. Checked against a
+  third, deliberately tiny model that knows nothing of frames or faults: a
+  private page reads the tag of the last write to it in this address space or
+  in the one it was forked from (fork copies, wipeonfork and dontfork drop,
+  exec and munmap forget, vfork shares, pins change nothing). Run with
+  overcommit=1, as the model cannot know which mmap would be refused.
+"""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+
+import reference
+from conftest import examples
+from cowbench.scenario import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
+from cowbench.patterns import Pattern
+from test_reference import run_kwargs, scenarios
+
+STATES = {"running", "suspended", "exited", "killed", "fork_failed"}
+
+
+def running_pids(res) -> list[int]:
+    df = res.processes
+    return [int(p) for p in df.loc[df["state"].isin(["running", "suspended"]), "pid"]]
+
+
+def assert_process_table_consistent(res, sc) -> None:
+    df = res.processes
+    assert list(df["pid"]) == list(range(1, len(sc.processes) + 1))
+    assert set(df["state"]) <= STATES
+    killed = df["state"] == "killed"
+    assert set(df.loc[killed, "reason"]) <= {"SIGSEGV", "OOM"}
+    assert set(df.loc[~killed, "reason"]) <= {""}
+    assert (df["rss_pages"] == df["uss_pages"] + df["shared_pages"]).all()
+    assert (df["pss_pages"] <= df["rss_pages"] + 1e-9).all()
+    assert (df["pss_pages"] >= df["uss_pages"] - 1e-9).all()
+    assert (df["minor_faults"] >= df["zero_fills"] + df["cow_copies"] + df["cow_reuses"]).all()
+    assert (df["fork_ptes_copied"] >= df["fork_pages_copied"]).all()
+    assert ((df["fork_tables_copied"] > 0) == (df["fork_ptes_copied"] > 0)).all()
+    failed = df[df["state"] == "fork_failed"]
+    for col in ("minor_faults", "rss_pages", "pte_pages", "fork_ptes_copied", "fork_pages_copied"):
+        assert (failed[col] == 0).all(), col
+    s = res.summary
+    assert 0 <= int(s["frames_used"]) <= int(s["peak_frames"]) <= sc.frames - 1
+    for key in ("minor_faults", "cow_copies", "cow_reuses", "zero_fills"):
+        assert int(s[key]) == int(df[key].sum()), key
+
+
+# --- the isolation model ----------------------------------------------------------
+
+class _View:
+    """An address space as the isolation model sees it: VMAs and private tags."""
+
+    def __init__(self, vmas=None, tags=None):
+        self.vmas = vmas or {}     # region -> [prot, dontfork, wipeonfork]
+        self.tags = tags or {}     # (region, page) -> tag, private regions only
+
+
+def private_tags(sc) -> dict:
+    """pid -> view at the end, for every process the model believes alive.
+
+    The model kills only on SIGSEGV (it knows prots and mappings); an OOM kill
+    or an eager ENOMEM takes every process whose view it would change with it,
+    so comparing only the processes the engine reports running is exact."""
+    views: dict[int, _View] = {}
+    alive: set[int] = set()
+    for op in sc.ops:
+        if op.code == SPAWN:
+            views[op.pid] = _View()
+            alive.add(op.pid)
+            continue
+        if op.pid not in alive:
+            continue
+        v = views[op.pid]
+        if op.code == FORK:
+            vmas = {r: list(f) for r, f in v.vmas.items() if not f[1]}
+            tags = {k: t for k, t in v.tags.items() if k[0] in vmas and not vmas[k[0]][2]}
+            views[op.arg] = _View(vmas, tags)
+            alive.add(op.arg)
+        elif op.code == VFORK:
+            views[op.arg] = v
+            alive.add(op.arg)
+        elif op.code == EXEC:
+            views[op.pid] = _View()
+        elif op.code == EXIT:
+            alive.discard(op.pid)
+        elif op.code == MMAP:
+            region = sc.regions[op.region]
+            v.vmas[op.region] = [region.prot, region.on_fork == "dontfork", region.on_fork == "wipeonfork"]
+        elif op.code == MUNMAP:
+            v.vmas.pop(op.region, None)
+            v.tags = {k: t for k, t in v.tags.items() if k[0] != op.region}
+        elif op.code == MPROTECT:
+            if op.region in v.vmas:
+                v.vmas[op.region][0] = op.arg
+        elif op.code == MADVISE:
+            if op.region in v.vmas:
+                flag = {"dontfork": (1, True), "dofork": (1, False), "wipeonfork": (2, True),
+                        "keeponfork": (2, False)}[op.arg]
+                v.vmas[op.region][flag[0]] = flag[1]
+        elif op.code in (READ, WRITE):
+            npages = sc.regions[op.region].npages
+            pages = op.pages.pages(npages) if isinstance(op.pages, Pattern) else op.pages
+            if len(pages) == 0:           # touches nothing: cannot fault
+                continue
+            f = v.vmas.get(op.region)
+            if f is None or f[0] == "none" or (op.code == WRITE and "w" not in f[0]):
+                alive.discard(op.pid)     # SIGSEGV: the op has no effect at all
+                continue
+            if op.code == WRITE and not sc.regions[op.region].shared:
+                for p in pages:
+                    v.tags[(op.region, int(p))] = op.arg
+    return {pid: views[pid] for pid in alive}
+
+
+def expected_private_memory(view: _View, region) -> np.ndarray:
+    out = np.zeros(region.npages, dtype=np.int64)
+    if region.index in view.vmas:
+        for (r, p), t in view.tags.items():
+            if r == region.index:
+                out[p] = t
+    return out
+
+
+# --- the properties ----------------------------------------------------------------
+
+@settings(max_examples=examples(300))
+@given(b=scenarios(), kw=run_kwargs)
+def test_engine_state_is_consistent(engine, b, kw):
+    res = engine(b.sc, **kw)
+    res.check_invariants()
+    assert_process_table_consistent(res, b.sc)
+    assert len(res.timeline) == len(b.sc.ops)
+
+
+@settings(max_examples=examples(300))
+@given(b=scenarios(), kw=run_kwargs)
+def test_all_memory_returns_when_every_process_exits(engine, b, kw):
+    b.exit_all()
+    res = engine(b.sc, **kw)
+    res.check_invariants()
+    assert int(res.summary["frames_used"]) == 0
+    assert set(res.processes["state"]) <= {"exited", "killed", "fork_failed"}
+    ref = reference.simulate(b.sc, **kw)
+    assert int(ref.summary["frames_used"]) == 0
+
+
+@settings(max_examples=examples(300))
+@given(b=scenarios(), kw=run_kwargs)
+def test_each_running_process_reads_its_own_writes(engine, b, kw):
+    kw = dict(kw, overcommit=1)      # the model does not know which mmaps overcommit refuses
+    res = engine(b.sc, **kw)
+    ref = reference.simulate(b.sc, **kw)
+    views = private_tags(b.sc)
+    for pid in running_pids(res):
+        assert pid in views, f"pid {pid} runs in the engine but took a SIGSEGV in the isolation model"
+        for region in b.sc.regions:
+            got = res.memory(pid, region)
+            np.testing.assert_array_equal(got, ref.memory(pid, region), err_msg=f"pid {pid} {region.name}: engine vs reference")
+            if not region.shared:
+                np.testing.assert_array_equal(got, expected_private_memory(views[pid], region),
+                                              err_msg=f"pid {pid} {region.name}: engine vs isolation model")
+
+
+@settings(max_examples=examples(80))
+@given(b=scenarios(), kw=run_kwargs)
+def test_reference_reads_its_own_writes(b, kw):
+    """The same isolation check on the reference alone (runs without the engine)."""
+    kw = dict(kw, overcommit=1)
+    ref = reference.simulate(b.sc, **kw)
+    views = private_tags(b.sc)
+    for pid in running_pids(ref):
+        assert pid in views
+        for region in b.sc.regions:
+            if not region.shared:
+                np.testing.assert_array_equal(ref.memory(pid, region), expected_private_memory(views[pid], region),
+                                              err_msg=f"pid {pid} {region.name}")

@@ -1,0 +1,397 @@
+"""The jitted engine against the pure-Python reference, on random scenarios.
+
+`scenarios()` builds random *valid* scenarios through the public builder, so
+everything it produces must run; small machines make OOM kills and eager
+ENOMEM common. A failing example prints as the Python code that builds it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import cowbench as cb
+import reference
+from conftest import examples
+
+PAGE = 4096
+SUMMARY_KEYS = ("frames_used", "peak_frames", "minor_faults", "cow_copies", "cow_reuses", "zero_fills")
+
+
+# --- a random scenario, built through the public API ---------------------------
+
+class Built:
+    """A scenario plus what the strategy tracked while building it, and the
+    Python code that builds it (its repr, so a failing example reads as code)."""
+
+    def __init__(self, phys_frames: int):
+        self.sc = cb.Scenario(phys_mem=phys_frames * PAGE)
+        self.code = [f"sc = cb.Scenario(phys_mem={phys_frames} * 4096)"]
+        self.state: dict[int, str] = {}        # pid -> active | suspended | exited
+        self.vfork_parent: dict[int, int] = {}  # vfork child pid -> parent pid
+        self.mm: dict[int, int] = {}            # pid -> build-time mm key
+        self.mapped: dict[int, set] = {}        # mm key -> mapped region indices (the builder's view)
+        self.vmas: dict[int, dict] = {}         # mm key -> region -> [prot, dontfork] (the run's view)
+        self.procs: dict[int, cb.Process] = {}
+        self.n_mm = 0
+
+    def __repr__(self) -> str:
+        return "\n" + "\n".join(self.code) + "\n"
+
+    def _new_mm(self, regions=(), vmas=None) -> int:
+        self.n_mm += 1
+        self.mapped[self.n_mm] = set(regions)
+        self.vmas[self.n_mm] = {r: list(v) for r, v in (vmas or {}).items() if not v[1]}
+        return self.n_mm
+
+    def _add(self, proc: cb.Process, mm: int) -> None:
+        self.procs[proc.pid] = proc
+        self.state[proc.pid] = "active"
+        self.mm[proc.pid] = mm
+
+    def active(self) -> list[int]:
+        return [pid for pid, s in self.state.items() if s == "active"]
+
+    def living(self) -> list[int]:
+        return [pid for pid, s in self.state.items() if s != "exited"]
+
+    def regions_of(self, pid: int) -> list[int]:
+        return sorted(self.mapped[self.mm[pid]])
+
+    def touchable(self, pid: int, write: bool) -> list[int]:
+        """Regions this process can touch without a SIGSEGV (as far as the strategy knows)."""
+        vmas = self.vmas[self.mm[pid]]
+        return sorted(r for r, (prot, _) in vmas.items() if ("w" in prot if write else prot != "none"))
+
+    # the operations, each recorded as code too
+    def spawn(self) -> int:
+        p = self.sc.spawn()
+        self._add(p, self._new_mm())
+        self.code.append(f"p{p.pid} = sc.spawn()")
+        return p.pid
+
+    def mmap(self, pid, size, shared, prot, on_fork) -> None:
+        r = self.procs[pid].mmap(f"r{len(self.sc.regions)}", size, shared=shared, prot=prot, on_fork=on_fork)
+        self.mapped[self.mm[pid]].add(r.index)
+        self.vmas[self.mm[pid]][r.index] = [prot, on_fork == "dontfork"]
+        self.code.append(f"r{r.index} = p{pid}.mmap({r.name!r}, {size!r}, shared={shared}, prot={prot!r}, "
+                         f"on_fork={on_fork!r})")
+
+    def munmap(self, pid, r) -> None:
+        self.procs[pid].munmap(self.sc.regions[r])
+        self.mapped[self.mm[pid]].discard(r)
+        self.vmas[self.mm[pid]].pop(r, None)
+        self.code.append(f"p{pid}.munmap(r{r})")
+
+    def mprotect(self, pid, r, prot) -> None:
+        self.procs[pid].mprotect(self.sc.regions[r], prot)
+        if r in self.vmas[self.mm[pid]]:
+            self.vmas[self.mm[pid]][r][0] = prot
+        self.code.append(f"p{pid}.mprotect(r{r}, {prot!r})")
+
+    def madvise(self, pid, r, advice) -> None:
+        self.procs[pid].madvise(self.sc.regions[r], advice)
+        if r in self.vmas[self.mm[pid]] and advice in ("dontfork", "dofork"):
+            self.vmas[self.mm[pid]][r][1] = advice == "dontfork"
+        self.code.append(f"p{pid}.madvise(r{r}, {advice!r})")
+
+    def touch(self, pid, write, r, pages, pages_code, value, indent="") -> None:
+        proc, region = self.procs[pid], self.sc.regions[r]
+        if write:
+            proc.write(region, pages=pages, value=value)
+            self.code.append(f"{indent}p{pid}.write(r{r}, pages={pages_code}, value={value!r})")
+        else:
+            proc.read(region, pages=pages)
+            self.code.append(f"{indent}p{pid}.read(r{r}, pages={pages_code})")
+
+    def pin(self, pid, unpin, r, pages, pages_code) -> None:
+        proc, region = self.procs[pid], self.sc.regions[r]
+        (proc.unpin if unpin else proc.pin)(region, pages=pages)
+        self.code.append(f"p{pid}.{'unpin' if unpin else 'pin'}(r{r}, pages={pages_code})")
+
+    def fork(self, pid) -> None:
+        child = self.procs[pid].fork()
+        vmas = self.vmas[self.mm[pid]]
+        dontfork = {r for r, (_, df) in vmas.items() if df}     # the builder knows them too
+        self._add(child, self._new_mm(self.mapped[self.mm[pid]] - dontfork, vmas))
+        self.code.append(f"p{child.pid} = p{pid}.fork()")
+
+    def vfork(self, pid) -> None:
+        child = self.procs[pid].vfork()
+        self._add(child, self.mm[pid])
+        self.state[pid] = "suspended"
+        self.vfork_parent[child.pid] = pid
+        self.code.append(f"p{child.pid} = p{pid}.vfork()")
+
+    def _release(self, pid) -> None:
+        parent = self.vfork_parent.pop(pid, None)
+        if parent is not None:
+            self.state[parent] = "active"
+
+    def exec(self, pid) -> None:
+        self.procs[pid].exec()
+        self.mm[pid] = self._new_mm()
+        self._release(pid)
+        self.code.append(f"p{pid}.exec()")
+
+    def exit(self, pid) -> None:
+        self.procs[pid].exit()
+        self.state[pid] = "exited"
+        self._release(pid)
+        self.code.append(f"p{pid}.exit()")
+
+    def exit_all(self) -> None:
+        """Append an exit for every living process, vfork children before their parents."""
+        while self.living():
+            for pid in self.active():
+                self.exit(pid)
+
+
+ACTIONS = (["write"] * 8 + ["read"] * 3 + ["mmap"] * 2 + ["fork"] * 3 + ["vfork", "exec", "exit", "munmap",
+           "mprotect", "madvise", "spawn", "pin", "unpin", "concurrently", "fork_then_write", "fork_then_write"])
+PROTS = ["rw"] * 8 + ["r", "rwx", "rx", "none"]
+ADVICE = ["dontfork", "dofork", "wipeonfork", "keeponfork"]
+
+
+@st.composite
+def page_sets(draw, n: int, patterns: bool = True):
+    """A `pages=` argument over a region of n pages, and the code that writes it."""
+    kinds = ["none", "none", "none", "range", "range", "list", "int", "array", "slice"]
+    kind = draw(st.sampled_from(kinds + (["pattern", "pattern"] if patterns else [])))
+    if kind == "none":
+        return None, "None"
+    if kind == "range":
+        a = draw(st.integers(0, n - 1))
+        b = draw(st.integers(a, n))
+        step = draw(st.sampled_from([1, 1, 2, 3, -1, -2]))
+        if step > 0:
+            rng = range(a, b, step)
+        else:
+            rng = range(b - 1, a - 1, step) if b > a else range(0)
+        return rng, repr(rng)
+    if kind == "slice":
+        a = draw(st.integers(-n, n))
+        b = draw(st.one_of(st.none(), st.integers(-n, n)))
+        step = draw(st.sampled_from([None, 1, 2, -1]))
+        return slice(a, b, step), f"slice({a}, {b}, {step})"
+    if kind == "int":
+        p = draw(st.integers(0, n - 1))
+        return p, repr(p)
+    if kind in ("list", "array"):
+        lst = draw(st.lists(st.integers(0, n - 1), max_size=12))
+        if kind == "array":
+            return np.array(lst, dtype=np.int64), f"np.array({lst}, dtype=np.int64)"
+        return lst, repr(lst)
+    which = draw(st.sampled_from(["uniform", "zipf", "hotset", "sequential"]))
+    count = draw(st.integers(0, 24))
+    seed = draw(st.integers(0, 2**40))
+    if which == "uniform":
+        return cb.uniform(count, seed=seed), f"cb.uniform({count}, seed={seed})"
+    if which == "zipf":
+        s = draw(st.sampled_from([0.6, 1.0, 1.1, 2.5]))
+        return cb.zipf(count, s=s, seed=seed), f"cb.zipf({count}, s={s}, seed={seed})"
+    if which == "hotset":
+        hot = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+        p_hot = draw(st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+        return cb.hotset(count, hot=hot, p_hot=p_hot, seed=seed), f"cb.hotset({count}, hot={hot}, p_hot={p_hot}, seed={seed})"
+    cnt = draw(st.one_of(st.none(), st.just(count)))
+    start = draw(st.integers(0, n - 1))
+    stride = draw(st.integers(1, 3))
+    return cb.sequential(cnt, start=start, stride=stride), f"cb.sequential({cnt}, start={start}, stride={stride})"
+
+
+@st.composite
+def scenarios(draw, max_steps: int = 36) -> Built:
+    """A random valid scenario: only legal calls, tracked as the builder does."""
+    tight = draw(st.booleans())
+    frames = draw(st.integers(3, 40)) if tight else 1 << 14
+    b = Built(frames)
+    b.spawn()
+    if draw(st.booleans()):   # a prelude: a written private heap, so forks have something to share
+        b.mmap(1, draw(st.sampled_from([4, 8, 600])) * PAGE, False, "rw", "copy")
+        b.touch(1, True, 0, None, "None", None)
+    for _ in range(draw(st.integers(1, max_steps))):
+        actors = b.active()
+        if not actors:
+            break
+        # the newest process acts half the time: children do things soon after their fork
+        pid = actors[-1] if draw(st.booleans()) else draw(st.sampled_from(actors))
+        action = draw(st.sampled_from(ACTIONS))
+        mine = b.regions_of(pid)
+        if action in ("pin", "unpin") and not hasattr(cb.Process, "pin"):
+            action = "write"
+        if action == "concurrently" and not hasattr(cb.Scenario, "concurrently"):
+            action = "write"
+        if action in ("read", "write", "munmap", "mprotect", "madvise", "pin", "unpin") and not mine:
+            action = "mmap"
+        if action in ("read", "write") and not b.touchable(pid, action == "write") and draw(st.integers(0, 3)):
+            action = "mmap"
+        if action == "mmap":
+            npages = draw(st.sampled_from([1, 2, 3, 4, 5, 8, 8, 16, 513, 1030]))
+            size = npages * PAGE - draw(st.sampled_from([0, 0, 1, PAGE - 1]))
+            if draw(st.booleans()):
+                size = f"{size}"
+            shared = draw(st.sampled_from([False, False, True]))
+            prot = draw(st.sampled_from(PROTS))
+            on_fork = draw(st.sampled_from(["copy"] * 5 + ["dontfork"] + ([] if shared else ["wipeonfork"])))
+            b.mmap(pid, size, shared, prot, on_fork)
+        elif action in ("read", "write"):
+            ok = b.touchable(pid, action == "write")
+            if not ok or draw(st.integers(0, 19)) == 0:   # sometimes a SIGSEGV on purpose
+                r = draw(st.integers(0, len(b.sc.regions) - 1))
+            else:
+                r = draw(st.sampled_from(ok))
+            pages, code = draw(page_sets(b.sc.regions[r].npages))
+            value = draw(st.one_of(st.none(), st.integers(1, 10**6)))
+            b.touch(pid, action == "write", r, pages, code, value)
+        elif action == "concurrently":
+            # reads and writes of several processes, cut into pieces and interleaved
+            grain = draw(st.sampled_from([1, 2, 3, 64]))
+            seed = draw(st.integers(0, 1000))
+            touches = []
+            for _ in range(draw(st.integers(1, 3))):
+                q = draw(st.sampled_from(actors))
+                write = draw(st.booleans())
+                ok = b.touchable(q, write)
+                if not ok:
+                    continue
+                r = draw(st.sampled_from(ok))
+                pages, code = draw(page_sets(b.sc.regions[r].npages))
+                value = draw(st.one_of(st.none(), st.integers(1, 10**6)))
+                touches.append((q, write, r, pages, code, value))
+            if touches:
+                b.code.append(f"with sc.concurrently(grain={grain}, seed={seed}):")
+                with b.sc.concurrently(grain=grain, seed=seed):
+                    for t in touches:
+                        b.touch(*t, indent="    ")
+        elif action in ("pin", "unpin"):
+            r = draw(st.sampled_from(mine))
+            pages, code = draw(page_sets(b.sc.regions[r].npages, patterns=False))
+            b.pin(pid, action == "unpin", r, pages, code)
+        elif action == "munmap":
+            b.munmap(pid, draw(st.sampled_from(mine)))
+        elif action == "mprotect":
+            b.mprotect(pid, draw(st.sampled_from(mine)), draw(st.sampled_from(PROTS)))
+        elif action == "madvise":
+            r = draw(st.sampled_from(mine))
+            advice = draw(st.sampled_from(ADVICE[:2] + ADVICE[3:] if b.sc.regions[r].shared else ADVICE))
+            b.madvise(pid, r, advice)
+        elif action == "fork":
+            b.fork(pid)
+        elif action == "fork_then_write":        # the COW story: fork, then one side writes
+            b.fork(pid)
+            writer = draw(st.sampled_from([pid, max(b.procs)]))
+            ok = b.touchable(writer, True)
+            if ok:
+                r = draw(st.sampled_from(ok))
+                pages, code = draw(page_sets(b.sc.regions[r].npages))
+                b.touch(writer, True, r, pages, code, None)
+        elif action == "vfork":
+            b.vfork(pid)
+        elif action == "exec":
+            b.exec(pid)
+        elif action == "exit":
+            b.exit(pid)
+        elif action == "spawn":
+            b.spawn()
+    return b
+
+
+POLICIES = [p for p in ("cow", "eager", "odf") if p in getattr(cb, "POLICIES", ("cow", "eager"))]
+run_kwargs = st.fixed_dictionaries({
+    "policy": st.sampled_from(POLICIES),
+    "oom": st.sampled_from(["largest", "faulting"]),
+    "zero_page": st.sampled_from([True, True, False]),
+    # mostly 1 (never refuse), so that small machines meet the OOM killer rather than ENOMEM
+    "overcommit": st.sampled_from([1, 1, 0, 2]),
+    "overcommit_ratio": st.sampled_from([50, 100, 300]),
+})
+
+
+# --- comparison ----------------------------------------------------------------
+
+def normalized(df: pd.DataFrame) -> pd.DataFrame:
+    df = df[list(reference.COLUMNS)].reset_index(drop=True).copy()
+    for col in ("name", "state", "reason"):
+        df[col] = df[col].astype(str).astype(object)
+    # A vfork parent whose child still runs at the end is "running" (alive).
+    df["state"] = df["state"].replace("suspended", "running")
+    return df
+
+
+def assert_same(ref, res, sc) -> None:
+    """Engine result `res` equals reference result `ref`: processes, summary, memory."""
+    pd.testing.assert_frame_equal(normalized(res.processes), normalized(ref.processes),
+                                  check_exact=False, rtol=1e-9, atol=0)
+    for key in SUMMARY_KEYS:
+        assert int(res.summary[key]) == int(ref.summary[key]), f"summary[{key!r}]"
+    for pid, state in zip(ref.processes["pid"], ref.processes["state"]):
+        if state != "running":
+            continue
+        for region in sc.regions:
+            np.testing.assert_array_equal(res.memory(int(pid), region), ref.memory(int(pid), region),
+                                          err_msg=f"memory of pid {pid}, region {region.name}")
+
+
+# --- the properties ------------------------------------------------------------
+
+@settings(max_examples=examples(800))
+@given(b=scenarios(), kw=run_kwargs)
+def test_engine_matches_reference(engine, b, kw):
+    ref = reference.simulate(b.sc, **kw)
+    res = engine(b.sc, **kw)
+    assert_same(ref, res, b.sc)
+    assert len(res.timeline) == len(b.sc.ops)
+
+
+@settings(max_examples=examples(60))
+@given(b=scenarios(), kw=run_kwargs)
+def test_reference_keeps_its_own_invariants(b, kw):
+    """The reference checks itself too: mapcounts, no leaked frame, all freed at the end."""
+    ref = reference.simulate(b.sc, **kw)
+    ref.check_invariants()
+    assert (ref.processes["rss_pages"] == ref.processes["uss_pages"] + ref.processes["shared_pages"]).all()
+    assert (ref.processes["pss_pages"] <= ref.processes["rss_pages"] + 1e-9).all()
+    assert ref.summary["frames_used"] <= ref.summary["peak_frames"] <= b.sc.frames - 1
+    b.exit_all()
+    ref = reference.simulate(b.sc, **kw)
+    ref.check_invariants()
+    assert ref.summary["frames_used"] == 0
+    assert set(ref.processes["state"]) <= {"exited", "killed", "fork_failed"}
+
+
+@pytest.mark.parametrize("kw", [dict(policy="cow"), dict(policy="eager"), dict(policy="cow", oom="faulting"),
+                                dict(policy="cow", zero_page=False)])
+def test_result_columns_and_dtypes(simulate, kw):
+    sc = cb.Scenario(phys_mem=64 * PAGE)
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 4 * PAGE)
+    root.write(heap)
+    kid = root.fork("kid")
+    kid.write(heap, pages=[0])
+    res = simulate(sc, **kw)
+    df = res.processes
+    assert list(df.columns[: len(reference.COLUMNS)]) == list(reference.COLUMNS) or \
+        set(reference.COLUMNS) <= set(df.columns)
+    for col in reference.INT_COLUMNS:
+        assert df[col].dtype == np.int64, col
+    assert df["pss_pages"].dtype == np.float64
+    assert list(df["pid"]) == [1, 2]
+
+
+@settings(max_examples=examples(60))
+@given(b=scenarios(), kw=run_kwargs)
+def test_reference_odf_is_cow_without_fork_copies(b, kw):
+    """The reference's "odf" is "cow" at page level; it copies no PTE or table at
+    fork. (Only with room to spare: tables take frames, and odf needs fewer of
+    them, so under memory pressure OOM kills and ENOMEM differ.)"""
+    assume(b.sc.frames > 4096)
+    kw = dict(kw, policy="cow", overcommit=1)
+    cow = reference.simulate(b.sc, **kw).processes
+    odf = reference.simulate(b.sc, **dict(kw, policy="odf")).processes
+    assert (odf["fork_ptes_copied"] <= cow["fork_ptes_copied"]).all()
+    assert ((odf["fork_pages_copied"] == 0) | (odf["fork_tables_copied"] > 0)).all()   # only pinned tables
+    same = [c for c in reference.COLUMNS if c not in ("fork_ptes_copied", "fork_tables_copied", "fault_tables_copied")]
+    pd.testing.assert_frame_equal(odf[same], cow[same])
