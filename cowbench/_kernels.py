@@ -738,8 +738,10 @@ def thp_eligible(m, mm, r, page):
 
 
 @njit(cache=True)
-def huge_frames_free(m):
-    return m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED] >= PTRS_PER_TABLE + 1     # + the deposited table
+def huge_frames_free(m, tables):
+    """Room for a huge folio and `tables` new page tables (1 at a first touch,
+    for the deposited table; 0 when the PMD already has one)."""
+    return m.g[G_FRAME_MAX] - 1 - m.g[G_FRAMES_USED] >= PTRS_PER_TABLE + tables
 
 
 @njit(cache=True)
@@ -771,7 +773,7 @@ def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
     """First touch of an empty 2 MiB range: a read maps the huge zero page,
     a write a new huge page; FAULT_FALLBACK when 512 frames are not free."""
     zero = not write and m.g[G_ZERO_PAGE] != 0
-    if not zero and not huge_frames_free(m):
+    if not zero and not huge_frames_free(m, 1):
         return FAULT_FALLBACK                      # thp_fault_fallback: 4 KiB pages instead
     if not pte_charge(m):                          # pgtable_trans_huge_deposit
         return FAULT_OOM
@@ -832,13 +834,13 @@ def do_huge_pmd_wp_page(m, pid, mm, r, t, tag):
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
-    if zero and huge_frames_free(m):
+    if zero and huge_frames_free(m, 0):
         map_new_huge_page(m, mm, t, -1, PTE_W | PTE_E)
         m.mm_rss[mm] += PTRS_PER_TABLE
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_THP_FAULT_ALLOC)
         return FAULT_OK
-    if not zero and m.g[G_THP_COW] == THP_COPY and huge_frames_free(m):
+    if not zero and m.g[G_THP_COW] == THP_COPY and huge_frames_free(m, 0):
         old = table_alloc(m)                       # scratch copy of the old subpages
         m.pt[old, :] = m.pt[t, :]
         map_new_huge_page(m, mm, t, old, PTE_W | PTE_E)

@@ -5,7 +5,8 @@ one operation and one page at a time with plain dicts and tiny classes, and
 follows docs/semantics.md rule by rule; the comments name the rule. Nothing here
 is clever: when in doubt, it is the engine that should be clever.
 
-    ref = simulate(sc, policy="cow", oom="largest", zero_page=True, overcommit=0, overcommit_ratio=50)
+    ref = simulate(sc, policy="cow", oom="largest", zero_page=True, overcommit=0, overcommit_ratio=50,
+                   thp_cow="split")
     ref.processes          # one row per process, pid order
     ref.summary            # frames_used, peak_frames and counter totals
     ref.memory(pid, r)     # the value tag each page of region r reads in pid's mm
@@ -14,8 +15,14 @@ Policies: "cow", "eager", and "odf", which is "cow" at page level, copies no
 PTE or table at fork and shares the tables instead; a fault or mprotect that
 must change a PTE of a still-shared table first copies it (fault_tables_copied).
 
-Covered: every rule of docs/semantics.md except transparent huge pages (a
-region with thp=True or madvise "hugepage" raises NotImplementedError).
+Transparent huge pages: a PMD-mapped huge page is one Huge entry per (mm,
+2 MiB range) holding its Folio (None for the huge zero page) and the W and E
+bits; a Folio is its 512 frames (each subpage's mapcount counts the PMD
+mappings too). A split turns the Huge entry into 512 ordinary PTEs, keeping the
+deposited table. thp_cow="split" | "copy" chooses what a write to a shared huge
+page does.
+
+Covered: every rule of docs/semantics.md.
 """
 from __future__ import annotations
 
@@ -36,14 +43,22 @@ PTES_PER_TABLE = 512
 FAULT_AROUND_PAGES = 16   # fault_around_bytes = 64 KiB
 ZERO_PAGE = 0             # frame 0: the shared zero page, never allocated, freed or counted
 
+HUGE_PAGES = PTES_PER_TABLE   # 4 KiB pages in a 2 MiB huge page (one PMD)
+# Free frames a write to a write-protected huge PMD needs for a new huge folio
+# (huge zero page, thp_cow="copy"): 512, as docs/semantics.md says; its table was
+# deposited at the first fault. (The engine asks 513, as for a first fault.)
+WP_HUGE_FREE = HUGE_PAGES
+
 COUNTERS = ("minor_faults", "zero_fills", "cow_copies", "cow_reuses",
-            "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied", "fault_tables_copied", "enomem")
-VALUES = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages")
+            "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied", "fault_tables_copied", "enomem",
+            "fork_pmds_copied", "thp_fault_alloc", "thp_copies", "thp_splits")
+VALUES = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages", "anon_huge_pages")
 COLUMNS = ("pid", "name", "parent", "state", "reason",
            "minor_faults", "zero_fills", "cow_copies", "cow_reuses",
            "rss_pages", "pss_pages", "uss_pages", "shared_pages",
            "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied", "pte_pages",
-           "fault_tables_copied", "enomem")
+           "fault_tables_copied", "enomem",
+           "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits", "fork_pmds_copied")
 INT_COLUMNS = tuple(c for c in COLUMNS if c not in ("name", "state", "reason", "pss_pages"))
 
 
@@ -55,6 +70,23 @@ class Frame:
         self.pins = 0
         self.tag = 0          # a fresh frame is zero-filled
         self.cached = cached  # held by a shared region's page cache
+        self.folio: Folio | None = None   # the huge folio it is a subpage of
+
+
+class Folio:
+    """A huge folio: 512 frames, subpage s of its 2 MiB range in frames[s]."""
+
+    def __init__(self, frames: list[int]):
+        self.frames = frames
+
+
+class Huge:
+    """A PMD mapping a whole 2 MiB range: a folio (None: the huge zero page), W and E."""
+
+    def __init__(self, folio: Folio | None, w: bool, e: bool):
+        self.folio = folio
+        self.w = w
+        self.e = e
 
 
 class PTE:
@@ -70,17 +102,18 @@ class VMA:
     """One region as one address space maps it (prot, flags, anon_vma, accounting are per mm)."""
 
     def __init__(self, prot: str, dontfork: bool, wipeonfork: bool, anon_vma: bool = False,
-                 accounted: bool = False):
+                 accounted: bool = False, hugepage: bool = False):
         self.prot = prot
         self.dontfork = dontfork
         self.wipeonfork = wipeonfork
+        self.hugepage = hugepage     # VM_HUGEPAGE: mmap thp=True or madvise "hugepage"
         self.anon_vma = anon_vma     # created by the first fault that allocates an anonymous page
         self.accounted = accounted   # VM_ACCOUNT: a private region charged for overcommit
 
     def copy_for_child(self) -> "VMA":
         """dup_mmap: same prot and flags; the anon_vma too, except for wipeonfork."""
         return VMA(self.prot, self.dontfork, self.wipeonfork, self.anon_vma and not self.wipeonfork,
-                   self.accounted)
+                   self.accounted, self.hugepage)
 
 
 class Table:
@@ -91,11 +124,14 @@ class Table:
 
 
 class MM:
-    """An address space: its VMAs, its PTEs ((region, page) -> PTE) and its tables."""
+    """An address space: its VMAs, its PTEs ((region, page) -> PTE), its huge
+    PMDs ((region, page // 512) -> Huge, each with its deposited table in
+    tables) and its tables."""
 
     def __init__(self):
         self.vmas: dict[int, VMA] = {}
         self.ptes: dict[tuple[int, int], PTE] = {}
+        self.huge: dict[tuple[int, int], Huge] = {}
         self.tables: dict[tuple[int, int], Table] = {}   # (region, page // 512) -> table
         self.users = 1                                   # processes using it (vfork shares)
 
@@ -139,6 +175,10 @@ class Reference:
         for (reg, p), pte in proc.mm.ptes.items():
             if reg == r and pte.frame != ZERO_PAGE:
                 out[p] = self._m.frames[pte.frame].tag
+        for (reg, t), huge in proc.mm.huge.items():
+            if reg == r and huge.folio is not None:
+                for s, f in enumerate(huge.folio.frames):
+                    out[t * HUGE_PAGES + s] = self._m.frames[f].tag
         return out
 
     def check_invariants(self) -> None:
@@ -146,7 +186,10 @@ class Reference:
 
 
 class _Machine:
-    def __init__(self, sc, policy: str, oom: str, zero_page: bool, overcommit: int, overcommit_ratio: int):
+    def __init__(self, sc, policy: str, oom: str, zero_page: bool, overcommit: int, overcommit_ratio: int,
+                 thp_cow: str = "split"):
+        if thp_cow not in ("split", "copy"):
+            raise ValueError(f"reference: unknown thp_cow {thp_cow!r}")
         if policy not in ("cow", "eager", "odf"):
             raise ValueError(f"reference: unknown policy {policy!r}")
         if oom not in ("largest", "faulting"):
@@ -155,6 +198,7 @@ class _Machine:
             raise ValueError(f"reference: unknown overcommit {overcommit!r}")
         self.sc = sc
         self.policy = policy
+        self.thp_cow = thp_cow
         self.oom = oom
         self.zero_page = zero_page
         self.overcommit = overcommit
@@ -173,9 +217,6 @@ class _Machine:
         self.faultaround_ooms = 0                   # shared read faults that found no frame (for tests)
         for p in sc.processes:
             self.procs[p.pid] = Proc(p.pid, p.name, 0 if p.parent is None else p.parent.pid)
-        for r in sc.regions:
-            if getattr(r, "thp", False):
-                raise NotImplementedError("reference: transparent huge pages are not modelled")
 
     # -- frames ----------------------------------------------------------------
     def used(self) -> int:
@@ -229,6 +270,118 @@ class _Machine:
             assert self.frames[pte.frame].mapcount >= 0
             self.maybe_free(pte.frame)
 
+    # -- huge pages (mm/huge_memory.c) -------------------------------------------
+    def thp_eligible(self, vma: VMA, r: int, p: int) -> bool:
+        """THP enabled on a private region, and the whole aligned 2 MiB range of p inside it."""
+        region = self.sc.regions[r]
+        return vma.hugepage and not region.shared and (p // HUGE_PAGES + 1) * HUGE_PAGES <= region.npages
+
+    def folio_pinned(self, f: int) -> bool:
+        """folio_maybe_dma_pinned: a pin on the page, or on any (live) page of its huge folio."""
+        frame = self.frames[f]
+        if frame.pins > 0:
+            return True
+        return frame.folio is not None and any(
+            g in self.frames and self.frames[g].pins > 0 for g in frame.folio.frames)
+
+    def new_folio(self, src: Folio | None) -> Folio:
+        """512 new frames, a copy of src's tags (None: zero-filled). The caller checked they are free."""
+        frames = []
+        for s in range(HUGE_PAGES):
+            f = self.alloc()
+            assert f is not None
+            if src is not None:
+                self.frames[f].tag = self.frames[src.frames[s]].tag
+            frames.append(f)
+        folio = Folio(frames)
+        for f in frames:
+            self.frames[f].folio = folio
+        return folio
+
+    def install_huge(self, mm: MM, key: tuple[int, int], huge: Huge) -> None:
+        """Map a PMD: every subpage's mapcount + 1."""
+        assert key in mm.tables and key not in mm.huge
+        mm.huge[key] = huge
+        if huge.folio is not None:
+            for f in huge.folio.frames:
+                self.frames[f].mapcount += 1
+
+    def drop_huge(self, mm: MM, key: tuple[int, int]) -> None:
+        """Unmap a PMD: every subpage's mapcount - 1; frames may become free."""
+        huge = mm.huge.pop(key)
+        if huge.folio is not None:
+            for f in huge.folio.frames:
+                self.frames[f].mapcount -= 1
+                self.maybe_free(f)
+
+    def split_huge(self, proc: Proc, mm: MM, key: tuple[int, int]) -> None:
+        """__split_huge_pmd: the PMD becomes 512 PTEs of the same subpages, same
+        W and E, in the deposited table (no frame moves, mapcounts unchanged)."""
+        huge = mm.huge.pop(key)
+        r, t = key
+        for s in range(HUGE_PAGES):
+            f = ZERO_PAGE if huge.folio is None else huge.folio.frames[s]
+            mm.ptes[(r, t * HUGE_PAGES + s)] = PTE(f, huge.w, huge.e)
+        proc.counters["thp_splits"] += 1
+
+    def huge_exclusive(self, folio: Folio) -> bool:
+        """Every subpage is mapped once (by this PMD) and nothing pins the folio."""
+        return (not self.folio_pinned(folio.frames[0])
+                and all(self.frames[f].mapcount == 1 for f in folio.frames))
+
+    def can_reuse(self, mm: MM, r: int, p: int, f: int) -> bool:
+        """Rule 7 reuse of a page that is not E (wp_can_reuse_anon_folio). A
+        small page: mapcount 1, no pin. A subpage of a huge folio: the folio is
+        mapped by this address space alone, more than once in all, and unpinned."""
+        frame = self.frames[f]
+        if frame.folio is None:
+            return frame.mapcount == 1 and frame.pins == 0
+        if self.folio_pinned(f):
+            return False
+        live = {g for g in frame.folio.frames if g in self.frames}
+        total = sum(self.frames[g].mapcount for g in live)
+        t = p // HUGE_PAGES
+        mine = sum(1 for s in range(HUGE_PAGES)
+                   if (pte := mm.ptes.get((r, t * HUGE_PAGES + s))) is not None and pte.frame in live)
+        return total > 1 and mine == total
+
+    def huge_anonymous_fault(self, proc: Proc, mm: MM, vma: VMA, key: tuple[int, int], write: bool):
+        """do_huge_pmd_anonymous_page, first touch of an empty eligible 2 MiB
+        range: True done, False no frame (OOM), None fall back to 4 KiB pages."""
+        zero = not write and self.zero_page
+        if not zero and self.free() < HUGE_PAGES + 1:    # 512 frames and the deposited table
+            return None
+        if not self.new_table(mm, key):                  # the deposited table
+            return False
+        vma.anon_vma = True                              # even for the huge zero page
+        if zero:
+            self.install_huge(mm, key, Huge(None, False, False))
+        else:
+            self.install_huge(mm, key, Huge(self.new_folio(None), "w" in vma.prot, True))
+            proc.counters["thp_fault_alloc"] += 1
+        proc.counters["minor_faults"] += 1
+        return True
+
+    def huge_wp_fault(self, proc: Proc, mm: MM, key: tuple[int, int], huge: Huge) -> bool:
+        """do_huge_pmd_wp_page, a write to a write-protected huge PMD: True when
+        handled whole; False after a split (rule 7 then handles the 4 KiB page)."""
+        c = proc.counters
+        if huge.folio is not None and (huge.e or self.huge_exclusive(huge.folio)):
+            huge.w = huge.e = True                       # reuse it whole
+            c["minor_faults"] += 1
+            c["cow_reuses"] += 1
+            return True
+        if self.free() >= WP_HUGE_FREE and (huge.folio is None or self.thp_cow == "copy"):
+            # the huge zero page: a new huge folio (do_huge_zero_wp_pmd); "copy": all 2 MiB copied
+            folio = self.new_folio(huge.folio)
+            self.drop_huge(mm, key)
+            self.install_huge(mm, key, Huge(folio, True, True))
+            c["minor_faults"] += 1
+            c["thp_fault_alloc" if huge.folio is None else "thp_copies"] += 1
+            return True
+        self.split_huge(proc, mm, key)
+        return False
+
     def own_table(self, proc: Proc, mm: MM, r: int, t: int) -> bool:
         """odf: before a PTE of table t changes in mm, a still-shared table is
         copied (into a new frame) for the process that changes it; the last
@@ -258,6 +411,8 @@ class _Machine:
         """munmap / release of one region: its PTEs, its tables, its mapping count, its charge."""
         for key in [k for k in mm.ptes if k[0] == r]:
             self.drop_pte(mm, *key)
+        for key in [k for k in mm.huge if k[0] == r]:
+            self.drop_huge(mm, key)
         for key in [k for k in mm.tables if k[0] == r]:
             self.drop_table(mm.tables.pop(key))
         vma = mm.vmas.pop(r)
@@ -277,7 +432,7 @@ class _Machine:
         if mm.users == 0:
             for r in list(mm.vmas):
                 self.unmap_region(mm, r)
-            assert not mm.ptes and not mm.tables
+            assert not mm.ptes and not mm.huge and not mm.tables
 
     def values(self, mm: MM) -> dict:
         rss = uss = 0
@@ -289,11 +444,22 @@ class _Machine:
             rss += 1
             pss += 1.0 / n
             uss += n == 1
+        anon_huge = 0                                     # PMD-mapped huge pages (not the huge zero page)
+        for huge in mm.huge.values():
+            if huge.folio is None:
+                continue
+            anon_huge += 1
+            for f in huge.folio.frames:
+                n = self.frames[f].mapcount
+                rss += 1
+                pss += 1.0 / n
+                uss += n == 1
         return {"rss_pages": rss, "pss_pages": pss, "uss_pages": uss,
-                "shared_pages": rss - uss, "pte_pages": len(mm.tables)}
+                "shared_pages": rss - uss, "pte_pages": len(mm.tables), "anon_huge_pages": anon_huge}
 
     def rss(self, mm: MM) -> int:
-        return sum(1 for pte in mm.ptes.values() if pte.frame != ZERO_PAGE)
+        return (sum(1 for pte in mm.ptes.values() if pte.frame != ZERO_PAGE)
+                + sum(HUGE_PAGES for huge in mm.huge.values() if huge.folio is not None))
 
     # -- process life ----------------------------------------------------------
     def release_vfork_parent(self, proc: Proc) -> None:
@@ -361,6 +527,23 @@ class _Machine:
             self.end([proc], "killed", "SIGSEGV")
             return True
         writable = "w" in vma.prot
+        key = (r, p // PTES_PER_TABLE)
+        huge = mm.huge.get(key)
+        if huge is not None:                              # a huge PMD maps p
+            if not write:                                 # rule 2
+                return True
+            if not huge.w and not self.huge_wp_fault(proc, mm, key, huge):
+                huge = None                               # split: rule 7 below
+            if huge is not None:
+                if tag is not None:                       # rule 9
+                    self.frames[mm.huge[key].folio.frames[p % HUGE_PAGES]].tag = tag
+                return True
+        elif key not in mm.tables and self.thp_eligible(vma, r, p):
+            done = self.huge_anonymous_fault(proc, mm, vma, key, write)
+            if done is not None:                          # else: fall back to rule 5
+                if done and write and tag is not None:
+                    self.frames[mm.huge[key].folio.frames[p % HUGE_PAGES]].tag = tag
+                return done
         pte = mm.ptes.get((r, p))
         if pte is not None and (not write or pte.w):
             # rule 2 (read, present) and rule 6 (write, present and W): no fault
@@ -372,7 +555,6 @@ class _Machine:
         # a PTE of table t will be installed or changed: the page walk first
         # allocates the table (it stays, even if the page allocation fails), or
         # under odf copies a still-shared one
-        key = (r, p // PTES_PER_TABLE)
         if key not in mm.tables:
             if not self.new_table(mm, key):
                 return False
@@ -414,7 +596,7 @@ class _Machine:
             self.install(mm, r, p, PTE(f, True, True))
             vma.anon_vma = True
             c["zero_fills"] += 1
-        elif pte.e or self.frames[pte.frame].mapcount == 1:   # rule 7, reuse
+        elif pte.e or self.can_reuse(mm, r, p, pte.frame):   # rule 7, reuse
             pte.w = pte.e = True
             c["cow_reuses"] += 1
         else:                                             # rule 7, copy
@@ -431,6 +613,13 @@ class _Machine:
             self.frames[mm.ptes[(r, p)].frame].tag = tag
         return True
 
+    def frame_of(self, mm: MM, r: int, p: int) -> int:
+        """The frame page p maps in mm, by its PTE or its huge PMD."""
+        huge = mm.huge.get((r, p // HUGE_PAGES))
+        if huge is not None:
+            return ZERO_PAGE if huge.folio is None else huge.folio.frames[p % HUGE_PAGES]
+        return mm.ptes[(r, p)].frame
+
     # -- pins (pin_user_pages FOLL_WRITE | FOLL_LONGTERM) ------------------------
     def pin(self, proc: Proc, r: int, pages) -> None:
         vma = proc.mm.vmas.get(r)
@@ -439,7 +628,7 @@ class _Machine:
         for p in pages:
             if not self.touch(proc, r, int(p), True, None, gup=True):
                 return
-            f = proc.mm.ptes[(r, int(p))].frame
+            f = self.frame_of(proc.mm, r, int(p))
             self.frames[f].pins += 1
             proc.pins.setdefault((r, int(p)), []).append(f)
 
@@ -457,27 +646,57 @@ class _Machine:
         # vma_needs_copy: private, not wipeonfork, with an anon_vma
         copied = {r for r, vma in inherited.items()
                   if not self.sc.regions[r].shared and not vma.wipeonfork and vma.anon_vma}
-        to_copy = [(key, pte) for key, pte in sorted(pmm.ptes.items()) if key[0] in copied]
 
         def gets_own_page(pte: PTE) -> bool:
             if pte.frame == ZERO_PAGE:
                 return False
-            return self.policy == "eager" or self.frames[pte.frame].pins > 0   # copy_present_page
+            return self.policy == "eager" or self.folio_pinned(pte.frame)   # copy_present_page
 
-        pinned_tables = {(r, p // PTES_PER_TABLE) for (r, p), pte in to_copy
-                         if gets_own_page(pte) and self.policy != "eager"}
-        child_tables = {(r, p // PTES_PER_TABLE) for (r, p), _ in to_copy}
-        new_tables = pinned_tables if self.policy == "odf" else child_tables
-        need = sum(1 for _, pte in to_copy if gets_own_page(pte)) + len(new_tables)
+        # huge PMDs: one with a pinned subpage is split in the parent first and
+        # then copied as a PTE table (all 512 subpages count as pinned)
+        huges = [(key, huge) for key, huge in sorted(pmm.huge.items()) if key[0] in copied]
+        pinned_huge = [key for key, huge in huges
+                       if huge.folio is not None and self.folio_pinned(huge.folio.frames[0])]
+        whole_huge = [(key, huge) for key, huge in huges if key not in pinned_huge]
+        huge_need = sum(HUGE_PAGES + 1 for _ in pinned_huge) + sum(
+            (HUGE_PAGES if self.policy == "eager" and huge.folio is not None else 0) + 1   # + its deposited table
+            for _, huge in whole_huge)
+
+        def plan():
+            to_copy = [(key, pte) for key, pte in sorted(pmm.ptes.items()) if key[0] in copied]
+            pinned_tables = {(r, p // PTES_PER_TABLE) for (r, p), pte in to_copy
+                             if gets_own_page(pte) and self.policy != "eager"}
+            child_tables = {(r, p // PTES_PER_TABLE) for (r, p), _ in to_copy}
+            new_tables = pinned_tables if self.policy == "odf" else child_tables
+            return to_copy, pinned_tables, child_tables, new_tables
+
+        to_copy, pinned_tables, child_tables, new_tables = plan()
+        need = sum(1 for _, pte in to_copy if gets_own_page(pte)) + len(new_tables) + huge_need
         if self.free() < need:                            # ENOMEM: nothing is copied
             parent.counters["enomem"] += 1                 # fork(2) returned ENOMEM to the parent
             child.state = "fork_failed"
             return
         self.committed += sum(charges)
+        for key in pinned_huge:
+            self.split_huge(parent, pmm, key)
+        if pinned_huge:
+            to_copy, pinned_tables, child_tables, new_tables = plan()
         cmm = MM()
         for r, vma in inherited.items():
             cmm.vmas[r] = vma.copy_for_child()
             self.region_maps[r] += 1
+        for key, huge in whole_huge:                      # copy_huge_pmd: one PMD entry, cow and odf alike
+            assert self.new_table(cmm, key)               # its deposited table
+            if self.policy == "eager" and huge.folio is not None:
+                writable = "w" in cmm.vmas[key[0]].prot
+                self.install_huge(cmm, key, Huge(self.new_folio(huge.folio), writable, True))
+                child.counters["fork_pages_copied"] += HUGE_PAGES
+            elif self.policy == "eager":                  # the huge zero page: shared as it is
+                self.install_huge(cmm, key, Huge(None, False, False))
+            else:                                         # both copies lose W and E
+                huge.w = huge.e = False
+                self.install_huge(cmm, key, Huge(huge.folio, False, False))
+            child.counters["fork_pmds_copied"] += 1
         for key in sorted(child_tables):
             if key in new_tables:
                 assert self.new_table(cmm, key)
@@ -505,7 +724,7 @@ class _Machine:
             child.counters["fork_tables_copied"] = len(pinned_tables)
         else:
             child.counters["fork_ptes_copied"] = len(to_copy)
-            child.counters["fork_tables_copied"] = len(cmm.tables)
+            child.counters["fork_tables_copied"] = len(child_tables)
         child.mm = cmm
         child.state = "running"
 
@@ -552,7 +771,8 @@ class _Machine:
                     self.committed += region.npages
                 mm.vmas[op.region] = VMA(region.prot, region.on_fork == "dontfork",
                                          region.on_fork == "wipeonfork", anon_vma=False,
-                                         accounted=charged and not region.shared)
+                                         accounted=charged and not region.shared,
+                                         hugepage=bool(getattr(region, "thp", False)))
                 self.region_maps[op.region] = 1
                 if region.shared:
                     self.page_cache[op.region] = {}
@@ -588,6 +808,12 @@ class _Machine:
                         pte.w = False
                     elif shared or pte.e:   # shmem: no write notification needed
                         pte.w = True
+                for (r, t), huge in mm.huge.items():   # a huge PMD: as its PTEs would be
+                    if r == op.region:
+                        if "w" not in op.arg:
+                            huge.w = False
+                        elif huge.e:
+                            huge.w = True
             elif op.code == MADVISE:
                 vma = mm.vmas.get(op.region)
                 if vma is None:
@@ -601,6 +827,10 @@ class _Machine:
                         vma.wipeonfork = True
                     elif op.arg == "keeponfork":
                         vma.wipeonfork = False
+                    elif op.arg == "hugepage":
+                        vma.hugepage = True
+                    elif op.arg == "nohugepage":
+                        vma.hugepage = False
                     else:
                         raise NotImplementedError(f"reference: advice {op.arg!r} is not modelled")
             elif op.code in (READ, WRITE):
@@ -656,7 +886,22 @@ class _Machine:
         count: dict[int, int] = {}
         committed = 0
         for mm in mms.values():
-            assert {(r, p // PTES_PER_TABLE) for (r, p) in mm.ptes} == set(mm.tables), "tables != PTEs' tables"
+            pte_tables = {(r, p // PTES_PER_TABLE) for (r, p) in mm.ptes}
+            assert not pte_tables & set(mm.huge), "a huge PMD over a PTE table"
+            assert pte_tables | set(mm.huge) == set(mm.tables), "tables != PTEs' tables and huge PMDs"
+            for (r, t), huge in mm.huge.items():
+                assert r in mm.vmas and not self.sc.regions[r].shared, "a huge PMD outside a private VMA"
+                assert (t + 1) * HUGE_PAGES <= self.sc.regions[r].npages, "a huge PMD past the region's end"
+                assert mm.vmas[r].anon_vma, "a huge PMD in a region without anon_vma"
+                assert mm.tables[(r, t)].sharers == 1, "a huge PMD's table is shared"
+                assert not huge.w or huge.e, "a writable huge PMD that is not exclusive"
+                if huge.folio is None:
+                    assert not huge.w and not huge.e, "a writable huge zero page"
+                    continue
+                assert len(huge.folio.frames) == HUGE_PAGES
+                for f in huge.folio.frames:
+                    assert f in self.frames and self.frames[f].folio is huge.folio, "a huge PMD maps a freed frame"
+                    count[f] = count.get(f, 0) + 1
             assert mm.users == sum(1 for q in live if q.mm is mm)
             for r, vma in mm.vmas.items():
                 committed += self.sc.regions[r].npages if vma.accounted else 0
@@ -697,9 +942,9 @@ class _Machine:
 
 
 def simulate(sc, policy: str = "cow", oom: str = "largest", zero_page: bool = True,
-             overcommit: int = 0, overcommit_ratio: int = 50) -> Reference:
+             overcommit: int = 0, overcommit_ratio: int = 50, thp_cow: str = "split") -> Reference:
     """Run scenario `sc` through the reference rules of docs/semantics.md."""
-    m = _Machine(sc, policy, oom, zero_page, overcommit, overcommit_ratio)
+    m = _Machine(sc, policy, oom, zero_page, overcommit, overcommit_ratio, thp_cow)
     m.run()
     df = m.process_rows()
     return Reference(df, m.summary(df), m)

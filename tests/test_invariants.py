@@ -39,11 +39,16 @@ def assert_process_table_consistent(res, sc) -> None:
     assert (df["rss_pages"] == df["uss_pages"] + df["shared_pages"]).all()
     assert (df["pss_pages"] <= df["rss_pages"] + 1e-9).all()
     assert (df["pss_pages"] >= df["uss_pages"] - 1e-9).all()
-    assert (df["minor_faults"] >= df["zero_fills"] + df["cow_copies"] + df["cow_reuses"]).all()
-    assert (df["fork_ptes_copied"] >= df["fork_pages_copied"]).all()
+    assert (df["minor_faults"] >= df["zero_fills"] + df["cow_copies"] + df["cow_reuses"]
+            + df["thp_fault_alloc"] + df["thp_copies"]).all()
+    # a huge PMD copied at fork is one entry, not 512 PTEs, but eager copies its 512 pages
+    assert (df["fork_ptes_copied"] + 512 * df["fork_pmds_copied"] >= df["fork_pages_copied"]).all()
     assert ((df["fork_tables_copied"] > 0) == (df["fork_ptes_copied"] > 0)).all()
+    assert (df["anon_huge_pages"] * 512 <= df["rss_pages"]).all()
+    assert (df["anon_huge_pages"] <= df["pte_pages"]).all()     # each huge PMD has its deposited table
     failed = df[df["state"] == "fork_failed"]
-    for col in ("minor_faults", "rss_pages", "pte_pages", "fork_ptes_copied", "fork_pages_copied"):
+    for col in ("minor_faults", "rss_pages", "pte_pages", "fork_ptes_copied", "fork_pages_copied",
+                "fork_pmds_copied", "anon_huge_pages"):
         assert (failed[col] == 0).all(), col
     s = res.summary
     assert 0 <= int(s["frames_used"]) <= int(s["peak_frames"]) <= sc.frames - 1
@@ -101,8 +106,9 @@ def private_tags(sc) -> dict:
         elif op.code == MADVISE:
             if op.region in v.vmas:
                 flag = {"dontfork": (1, True), "dofork": (1, False), "wipeonfork": (2, True),
-                        "keeponfork": (2, False)}[op.arg]
-                v.vmas[op.region][flag[0]] = flag[1]
+                        "keeponfork": (2, False)}.get(op.arg)   # hugepage/nohugepage: no change to contents
+                if flag is not None:
+                    v.vmas[op.region][flag[0]] = flag[1]
         elif op.code in (READ, WRITE):
             npages = sc.regions[op.region].npages
             pages = op.pages.pages(npages) if isinstance(op.pages, Pattern) else op.pages

@@ -17,7 +17,7 @@ import reference
 from conftest import examples
 
 PAGE = 4096
-SUMMARY_KEYS = ("frames_used", "peak_frames", "minor_faults", "cow_copies", "cow_reuses", "zero_fills")
+SUMMARY_KEYS = ("frames_used", "peak_frames", "pte_frames", "minor_faults", "cow_copies", "cow_reuses", "zero_fills")
 
 
 # --- a random scenario, built through the public API ---------------------------
@@ -72,12 +72,13 @@ class Built:
         self.code.append(f"p{p.pid} = sc.spawn()")
         return p.pid
 
-    def mmap(self, pid, size, shared, prot, on_fork) -> None:
-        r = self.procs[pid].mmap(f"r{len(self.sc.regions)}", size, shared=shared, prot=prot, on_fork=on_fork)
+    def mmap(self, pid, size, shared, prot, on_fork, thp=False) -> None:
+        r = self.procs[pid].mmap(f"r{len(self.sc.regions)}", size, shared=shared, prot=prot, on_fork=on_fork,
+                                 **({"thp": True} if thp else {}))
         self.mapped[self.mm[pid]].add(r.index)
         self.vmas[self.mm[pid]][r.index] = [prot, on_fork == "dontfork"]
         self.code.append(f"r{r.index} = p{pid}.mmap({r.name!r}, {size!r}, shared={shared}, prot={prot!r}, "
-                         f"on_fork={on_fork!r})")
+                         f"on_fork={on_fork!r}{', thp=True' if thp else ''})")
 
     def munmap(self, pid, r) -> None:
         self.procs[pid].munmap(self.sc.regions[r])
@@ -152,7 +153,8 @@ class Built:
 ACTIONS = (["write"] * 8 + ["read"] * 3 + ["mmap"] * 2 + ["fork"] * 3 + ["vfork", "exec", "exit", "munmap",
            "mprotect", "madvise", "spawn", "pin", "unpin", "concurrently", "fork_then_write", "fork_then_write"])
 PROTS = ["rw"] * 8 + ["r", "rwx", "rx", "none"]
-ADVICE = ["dontfork", "dofork", "wipeonfork", "keeponfork"]
+ADVICE = ["dontfork", "dofork", "wipeonfork", "keeponfork", "hugepage", "nohugepage"]
+PRIVATE_ONLY_ADVICE = ("wipeonfork", "hugepage")     # the builder refuses them on shared regions
 
 
 @st.composite
@@ -206,11 +208,17 @@ def page_sets(draw, n: int, patterns: bool = True):
 def scenarios(draw, max_steps: int = 36) -> Built:
     """A random valid scenario: only legal calls, tracked as the builder does."""
     tight = draw(st.booleans())
-    frames = draw(st.integers(3, 40)) if tight else 1 << 14
+    if tight:
+        frames = draw(st.integers(3, 40))
+    elif draw(st.integers(0, 3)) == 0:   # room for a few huge pages (512 frames each), not many
+        frames = draw(st.integers(515, 1800))
+    else:
+        frames = 1 << 14
     b = Built(frames)
     b.spawn()
     if draw(st.booleans()):   # a prelude: a written private heap, so forks have something to share
-        b.mmap(1, draw(st.sampled_from([4, 8, 600])) * PAGE, False, "rw", "copy")
+        npages = draw(st.sampled_from([4, 8, 600, 1024]))
+        b.mmap(1, npages * PAGE, False, "rw", "copy", thp=npages >= 512 and draw(st.booleans()))
         b.touch(1, True, 0, None, "None", None)
     for _ in range(draw(st.integers(1, max_steps))):
         actors = b.active()
@@ -229,14 +237,16 @@ def scenarios(draw, max_steps: int = 36) -> Built:
         if action in ("read", "write") and not b.touchable(pid, action == "write") and draw(st.integers(0, 3)):
             action = "mmap"
         if action == "mmap":
-            npages = draw(st.sampled_from([1, 2, 3, 4, 5, 8, 8, 16, 513, 1030]))
+            npages = draw(st.sampled_from([1, 2, 3, 4, 5, 8, 8, 16, 512, 513, 1024, 1030]))
             size = npages * PAGE - draw(st.sampled_from([0, 0, 1, PAGE - 1]))
             if draw(st.booleans()):
                 size = f"{size}"
             shared = draw(st.sampled_from([False, False, True]))
             prot = draw(st.sampled_from(PROTS))
             on_fork = draw(st.sampled_from(["copy"] * 5 + ["dontfork"] + ([] if shared else ["wipeonfork"])))
-            b.mmap(pid, size, shared, prot, on_fork)
+            # transparent huge pages: private regions only; mostly where a whole 2 MiB range fits
+            thp = not shared and draw(st.integers(0, 3 if npages >= 512 else 7)) < 2
+            b.mmap(pid, size, shared, prot, on_fork, thp)
         elif action in ("read", "write"):
             ok = b.touchable(pid, action == "write")
             if not ok or draw(st.integers(0, 19)) == 0:   # sometimes a SIGSEGV on purpose
@@ -276,7 +286,8 @@ def scenarios(draw, max_steps: int = 36) -> Built:
             b.mprotect(pid, draw(st.sampled_from(mine)), draw(st.sampled_from(PROTS)))
         elif action == "madvise":
             r = draw(st.sampled_from(mine))
-            advice = draw(st.sampled_from(ADVICE[:2] + ADVICE[3:] if b.sc.regions[r].shared else ADVICE))
+            advice = draw(st.sampled_from([a for a in ADVICE if a not in PRIVATE_ONLY_ADVICE]
+                                          if b.sc.regions[r].shared else ADVICE))
             b.madvise(pid, r, advice)
         elif action == "fork":
             b.fork(pid)
@@ -307,6 +318,7 @@ run_kwargs = st.fixed_dictionaries({
     # mostly 1 (never refuse), so that small machines meet the OOM killer rather than ENOMEM
     "overcommit": st.sampled_from([1, 1, 0, 2]),
     "overcommit_ratio": st.sampled_from([50, 100, 300]),
+    "thp_cow": st.sampled_from(["split", "copy"]),
 })
 
 
