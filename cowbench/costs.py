@@ -23,7 +23,10 @@ fork_base_ns   fixed cost of one fork(): copy_process() with everything but the
                NumPy process: about 3,400 anonymous pages of its own).
 fork_pte_ns    per present PTE copied at a COW fork: copy_present_pte(), i.e.
                write-protect parent and child PTE, raise the folio's
-               refcount/mapcount (folio_try_dup_anon_rmap_pte).
+               refcount/mapcount (folio_try_dup_anon_rmap_pte). A PTE the
+               parent wrote since its last fork costs ~30-45 % more than one an
+               earlier fork already write-protected; calibrate stores the mean
+               of the two.
 fork_table_ns  per last-level PTE table (512 PTEs) the child gets:
                copy_pte_range() allocating and filling one page-table page.
 fork_page_ns   per 4 KiB page copied by an eager fork (xv6 uvmcopy: allocate +
@@ -84,39 +87,53 @@ class CostModel:
 
     @classmethod
     def default(cls) -> "CostModel":
-        """The built-in model: `cowbench calibrate` on the lead's development host.
+        """The built-in model: `cowbench calibrate` on the project's development host.
 
-        Measured by the helper working on issue "Time and truth", on 2025-11-28
-        (UTC), Linux 6.18.44-fc-v509 (uname -r), x86_64, AMD EPYC, 2 vCPUs in a
+        Our own measurements, not literature values: four full `cowbench calibrate`
+        runs on 2026-11-28 between 02:01 and 02:06 UTC (the host clock's date), on
+        Linux 6.18.44-fc-v509 (uname -r), x86_64, AMD EPYC, 2 vCPUs of a
         Firecracker/KVM guest, THP "madvise" (calibration memory madvised
-        MADV_NOHUGEPAGE, so every number is per 4 KiB page). Medians of three
-        full `cowbench calibrate` runs (each a median over 7 repetitions per
-        size; dense regions of 16, 64, 256 and 1024 MiB). Faults are expensive
-        in this guest (a VM exit-free but mitigation-heavy fault path): on bare
-        metal expect roughly 2-4x smaller fault costs.
+        MADV_NOHUGEPAGE: every number is per 4 KiB page). Each run is a CPU-time
+        median over 9 rounds; each value below is the median of the four runs
+        (their range in the comment). Other jobs shared the machine at times,
+        and the host itself drifts: in a slow spell fork and COW costs rise by up
+        to ~25 %. Faults are slow in this guest (on bare metal expect several
+        times less): calibrate your own machine for real numbers.
         """
         return cls(
-            # intercept of fork latency vs dirty pages (0-1024 MiB), mean of the two
-            # parent PTE states (writable / already write-protected by an earlier fork)
-            fork_base_ns=_DEFAULTS["fork_base_ns"],
-            # slope of that fit, after taking out fork_table_ns / 512 (see calibrate.py)
-            fork_pte_ns=_DEFAULTS["fork_pte_ns"],
-            # from forks of sparse memory, one dirty page per 2 MiB (one PTE table each)
-            fork_table_ns=_DEFAULTS["fork_table_ns"],
-            # estimate: MADV_POPULATE_WRITE per page (allocate + zero + map, no trap)
-            # + a 4 KiB memcpy measured in a 64 MiB copy
-            fork_page_ns=_DEFAULTS["fork_page_ns"],
-            # first write to fresh MAP_PRIVATE|MAP_ANONYMOUS memory, per page
-            zero_fill_ns=_DEFAULTS["zero_fill_ns"],
-            # child writing every page of its parent's dirty region, per page
-            cow_copy_ns=_DEFAULTS["cow_copy_ns"],
-            # parent writing its write-protected pages again after the child exited
-            reuse_ns=_DEFAULTS["reuse_ns"],
-            # first read of fresh anonymous memory (maps the zero page), per page
-            map_ns=_DEFAULTS["map_ns"],
-            # munmap of a dirty private region, per page
-            exit_page_ns=_DEFAULTS["exit_page_ns"],
-            source=_DEFAULT_SOURCE,
+            # intercept of fork latency vs dirty pages (0, 16, 64, 256 MiB, 1 GiB), mean of
+            # the two parent PTE states; the forking process is a minimal Python + NumPy
+            # one (~3,400 anonymous pages of its own). Runs: 396,000-418,000 ns.
+            fork_base_ns=409_000.0,
+            # slope of that fit less fork_table_ns/512. Runs: 77-83 ns. By state: 95-101 ns
+            # per page when the parent's PTEs are writable (it wrote since its last fork),
+            # 65-72 ns when an earlier fork already write-protected them.
+            fork_pte_ns=79.0,
+            # forks of sparse memory (one dirty page per 2 MiB, i.e. one PTE table each;
+            # 1 and 2 GiB regions) against the dense ones. Runs: 1,526-1,595 ns.
+            fork_table_ns=1_570.0,
+            # estimate (Linux has no eager fork): MADV_POPULATE_WRITE per page (allocate,
+            # zero, map: 1,088-1,117 ns) + a 4 KiB memcpy (191-242 ns). Runs: 1,287-1,340 ns.
+            fork_page_ns=1_300.0,
+            # first write to fresh private anonymous memory, per page. Runs: 1,229-1,260 ns.
+            zero_fill_ns=1_235.0,
+            # a child writing every page of its parent's dirty region, per page, median
+            # over 16 MiB-1 GiB (1.8-2.0 us; 1 GiB children sometimes 2.4 us: this VM hands
+            # freed memory back to its host, and the host faults it in again on first
+            # touch). Runs: 1,834-1,924 ns.
+            cow_copy_ns=1_880.0,
+            # the parent writing its pages again after its children exited (pgreuse).
+            # Runs: 711-722 ns.
+            reuse_ns=712.0,
+            # first read of fresh anonymous memory (maps the zero page). Runs: 623-646 ns.
+            # (A child's first touch of a MAP_SHARED page in the page cache: 358-386 ns.)
+            map_ns=636.0,
+            # munmap of a dirty private region, per page. Runs: 228-231 ns.
+            exit_page_ns=230.0,
+            source=("built-in default: cowbench calibrate on the development host, 2026-11-28, "
+                    "Linux 6.18.44-fc-v509, x86_64 AMD EPYC, 2 vCPUs (Firecracker/KVM guest), "
+                    "THP madvise, measured per 4 KiB page (MADV_NOHUGEPAGE); median of 4 runs; "
+                    "fork_page_ns is an estimate (MADV_POPULATE_WRITE + 4 KiB memcpy): Linux has no eager fork"),
         )
 
     @classmethod
@@ -199,22 +216,6 @@ class CostModel:
     def exit_ns(self, pages):
         """Estimated time to unmap `pages` pages at exit."""
         return self.exit_page_ns * pages
-
-
-# --- the built-in defaults (see CostModel.default for where they come from) --------------------
-
-_DEFAULTS = {
-    "fork_base_ns": 500_000.0,
-    "fork_pte_ns": 85.0,
-    "fork_table_ns": 2_000.0,
-    "fork_page_ns": 1_000.0,
-    "zero_fill_ns": 1_400.0,
-    "cow_copy_ns": 2_000.0,
-    "reuse_ns": 750.0,
-    "map_ns": 700.0,
-    "exit_page_ns": 300.0,
-}
-_DEFAULT_SOURCE = "built-in default (placeholder)"
 
 
 # --- helpers -----------------------------------------------------------------------------------
