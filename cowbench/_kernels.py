@@ -213,18 +213,33 @@ def count_event(m, pid, c):
 
 # --- frames (kalloc) ---------------------------------------------------------
 
+# Frames, tables, directory rows, odf groups and folios all get their ids the
+# same way: from a stack of freed ids, else the next id never used (the
+# high-water mark). g[top] and g[hwm] index the two counters in Machine.g.
+
+@njit(cache=True, inline="always")
+def id_alloc(free, g, top, hwm):
+    if g[top] > 0:
+        g[top] -= 1
+        return free[g[top]]
+    i = g[hwm]
+    g[hwm] = i + 1
+    return i
+
+
+@njit(cache=True, inline="always")
+def id_release(free, g, top, i):
+    free[g[top]] = i
+    g[top] += 1
+
+
 @njit(cache=True)
 def frame_alloc(m):
     """A free frame with mapcount 0 and tag 0, or -1 when physical memory is full."""
     g = m.g
     if g[G_FRAMES_USED] >= g[G_FRAME_MAX] - 1:
         return -1
-    if g[G_FREE_TOP] > 0:
-        g[G_FREE_TOP] -= 1
-        f = m.frame_free[g[G_FREE_TOP]]
-    else:
-        f = g[G_FRAME_HWM]
-        g[G_FRAME_HWM] = f + 1
+    f = id_alloc(m.frame_free, g, G_FREE_TOP, G_FRAME_HWM)
     g[G_FRAMES_USED] += 1
     if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
         g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
@@ -260,10 +275,8 @@ def frame_release(m, f):
         m.frame_folio[f] = -1
         m.folio_live[fo] -= 1
         if m.folio_live[fo] == 0:
-            m.folio_free[m.g[G_FOLIO_TOP]] = fo
-            m.g[G_FOLIO_TOP] += 1
-    m.frame_free[m.g[G_FREE_TOP]] = f
-    m.g[G_FREE_TOP] += 1
+            id_release(m.folio_free, m.g, G_FOLIO_TOP, fo)
+    id_release(m.frame_free, m.g, G_FREE_TOP, f)
     m.g[G_FRAMES_USED] -= 1
 
 
@@ -281,13 +294,7 @@ def frame_unmap(m, f, anon):
 
 @njit(cache=True)
 def table_alloc(m):
-    g = m.g
-    if g[G_TAB_TOP] > 0:
-        g[G_TAB_TOP] -= 1
-        t = m.tab_free[g[G_TAB_TOP]]
-    else:
-        t = g[G_TAB_HWM]
-        g[G_TAB_HWM] = t + 1
+    t = id_alloc(m.tab_free, m.g, G_TAB_TOP, G_TAB_HWM)
     m.pt[t, :] = 0
     m.tab_count[t] = 0
     m.tab_group[t] = -1
@@ -297,8 +304,7 @@ def table_alloc(m):
 
 @njit(cache=True)
 def table_free(m, t):
-    m.tab_free[m.g[G_TAB_TOP]] = t
-    m.g[G_TAB_TOP] += 1
+    id_release(m.tab_free, m.g, G_TAB_TOP, t)
 
 
 @njit(cache=True)
@@ -321,13 +327,7 @@ def group_join(m, t, nt):
     """Table nt (the child's) shares t's table in the simulated kernel."""
     grp = m.tab_group[t]
     if grp < 0:
-        g = m.g
-        if g[G_GROUP_TOP] > 0:
-            g[G_GROUP_TOP] -= 1
-            grp = m.group_free[g[G_GROUP_TOP]]
-        else:
-            grp = g[G_GROUP_HWM]
-            g[G_GROUP_HWM] = grp + 1
+        grp = id_alloc(m.group_free, m.g, G_GROUP_TOP, G_GROUP_HWM)
         m.tab_group[t] = grp
         m.group_ref[grp] = 1
     m.tab_group[nt] = grp
@@ -344,8 +344,7 @@ def group_leave(m, t):
     m.tab_group[t] = -1
     m.group_ref[grp] -= 1
     if m.group_ref[grp] == 0:
-        m.group_free[m.g[G_GROUP_TOP]] = grp
-        m.g[G_GROUP_TOP] += 1
+        id_release(m.group_free, m.g, G_GROUP_TOP, grp)
         return True
     return False
 
@@ -366,13 +365,7 @@ def table_unshare(m, pid, t):
 @njit(cache=True)
 def mm_create(m, mm):
     """Give mm an empty directory row and one user."""
-    g = m.g
-    if g[G_ROW_TOP] > 0:
-        g[G_ROW_TOP] -= 1
-        row = m.row_free[g[G_ROW_TOP]]
-    else:
-        row = g[G_ROW_HWM]
-        g[G_ROW_HWM] = row + 1
+    row = id_alloc(m.row_free, m.g, G_ROW_TOP, G_ROW_HWM)
     m.pmd[row, :] = -1
     m.mm_row[mm] = row
     m.mm_users[mm] = 1
@@ -498,8 +491,7 @@ def mm_put(m, mm):
     for r in range(m.vma.shape[1]):
         if (m.vma[mm, r] & VM_MAPPED) != 0:
             unmap_vma(m, mm, r)
-    m.row_free[m.g[G_ROW_TOP]] = m.mm_row[mm]
-    m.g[G_ROW_TOP] += 1
+    id_release(m.row_free, m.g, G_ROW_TOP, m.mm_row[mm])
     m.mm_row[mm] = -1
 
 
@@ -748,13 +740,7 @@ def huge_frames_free(m, tables):
 def map_new_huge_page(m, mm, t, src, flags):
     """Fill huge table t with a new folio of 512 exclusive frames mapped with
     flags, copying the tags of table src's subpages (src < 0: zero-filled)."""
-    g = m.g
-    if g[G_FOLIO_TOP] > 0:
-        g[G_FOLIO_TOP] -= 1
-        fo = m.folio_free[g[G_FOLIO_TOP]]
-    else:
-        fo = g[G_FOLIO_HWM]
-        g[G_FOLIO_HWM] = fo + 1
+    fo = id_alloc(m.folio_free, m.g, G_FOLIO_TOP, G_FOLIO_HWM)
     m.folio_live[fo] = PTRS_PER_TABLE
     m.folio_pins[fo] = 0
     for slot in range(PTRS_PER_TABLE):
