@@ -1059,7 +1059,7 @@ def copy_pte_table(m, child, cmm, t, nt, eager, writable):
         elif eager or folio_pinned(m, f):
             if folio_pinned(m, f):
                 pinned += 1
-            nf = frame_alloc(m)          # cannot fail: fork_pages_needed checked
+            nf = frame_alloc(m)          # cannot fail: fork_frames_needed checked
             m.frame_tag[nf] = m.frame_tag[f]
             m.frame_map[nf] = 1
             m.pt[nt, slot] = pte_make(nf, (PTE_W | PTE_E) if writable else PTE_E)
