@@ -203,6 +203,12 @@ def pte_frame(e):
     return (e >> 2) - 1
 
 
+@njit(cache=True, inline="always")
+def region_tables(m, r):
+    """PTE tables (2 MiB ranges) region r spans, from its first one reg_pmd0[r]."""
+    return (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
+
+
 # --- counters ----------------------------------------------------------------
 
 @njit(cache=True, inline="always")
@@ -403,9 +409,7 @@ def zap_region(m, mm, r):
     """Remove every PTE and table of region r from mm (zap_pte_range + free_pgtables)."""
     row = m.mm_row[mm]
     anon = m.reg_shared[r] == 0
-    first = m.reg_pmd0[r]
-    ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
-    for k in range(first, first + ntab):
+    for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
         t = m.pmd[row, k]
         if t < 0:
             continue
@@ -508,9 +512,7 @@ def mm_smaps(m, mm):
     for r in range(m.vma.shape[1]):
         if (m.vma[mm, r] & VM_MAPPED) == 0:
             continue
-        first = m.reg_pmd0[r]
-        ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
-        for k in range(first, first + ntab):
+        for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
             t = m.pmd[row, k]
             if t < 0 or m.tab_count[t] == 0:
                 continue
@@ -1021,9 +1023,7 @@ def fork_frames_needed(m, mm, eager, odf):
         fl = m.vma[mm, r]
         if (fl & VM_ANON_VMA) == 0 or (fl & (VM_DONTFORK | VM_WIPEONFORK)) != 0 or m.reg_shared[r] != 0:
             continue
-        first = m.reg_pmd0[r]
-        ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
-        for k in range(first, first + ntab):
+        for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
             t = m.pmd[row, k]
             if t < 0:
                 continue
@@ -1118,9 +1118,7 @@ def dup_mmap(m, parent, child, cmm):
         m.vma[cmm, r] = fl
         if m.reg_shared[r] != 0 or (fl & VM_ANON_VMA) == 0:
             continue                                 # vma_needs_copy() is false
-        first = m.reg_pmd0[r]
-        ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
-        for k in range(first, first + ntab):
+        for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
             t = m.pmd[prow, k]
             if t < 0:
                 continue
@@ -1169,9 +1167,7 @@ def change_protection(m, pid, mm, r, prot):
         fl |= VM_ACCOUNT
     m.vma[mm, r] = fl | prot
     row = m.mm_row[mm]
-    first = m.reg_pmd0[r]
-    ntab = (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
-    for k in range(first, first + ntab):
+    for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
         t = m.pmd[row, k]
         if t < 0:
             continue
@@ -1215,7 +1211,7 @@ def op_needs(m, op, ps):
     if code == READ or code == WRITE or code == PIN:
         r = op[2]
         n = min(ps[op[5], 1] * PTRS_PER_TABLE, m.reg_npages[r])   # a huge page fault takes 512
-        return n, min(n, (m.reg_npages[r] + PTRS_PER_TABLE - 1) >> TABLE_SHIFT) + 1, 0
+        return n, min(n, region_tables(m, r)) + 1, 0
     if code == FORK:
         pmm = m.proc_mm[op[1]]
         if m.mm_row[pmm] < 0:
