@@ -1,18 +1,44 @@
 """The jitted engine: frames, PTE tables, address spaces, and the fault path.
 
 Private. Every function here takes a `MachineRef` (a StructRef over the
-arrays of a `Machine`: passing it costs one pointer, where a tuple of 27
-arrays would cost 27 reference-count updates per call) and plain integers, trusts its arguments completely (the Python layer in
-engine.py validated them), and follows docs/semantics.md rule by rule. Names
-follow Linux mm/ where the code does the same job: do_anonymous_page,
-do_wp_page, wp_page_reuse, wp_page_copy, copy_page_range, zap_pte_range,
-exit_mmap, out_of_memory.
+arrays of a `Machine`: passing it costs one pointer, where a tuple of arrays
+would cost one reference-count update per array and call) and plain integers,
+trusts its arguments completely (the Python layer in engine.py validated
+them), and follows docs/semantics.md rule by rule. Names follow Linux mm/
+where the code does the same job: do_anonymous_page, do_wp_page,
+wp_page_reuse, wp_page_copy, copy_page_range, zap_pte_range, exit_mmap,
+out_of_memory.
+
+How state stays proportional to what is written
+-----------------------------------------------
+A fork does not copy the parent's PTE tables here, whatever the policy
+simulates: the child's directory points at the parent's tables, which count
+their users (tab_ref). A write into a shared table does not copy it either:
+the writer records its own PTE for that slot in a small per-(mm, table)
+overlay (a few bytes a slot: up to 64 slots in a sparse list, past that a
+dense 512-slot array). Reading a PTE looks in the overlay first, then in the
+table. What the simulated kernel would have copied is counted, not done.
+
+A page mapped by only one PTE and written only by its owner needs no frame
+id: its PTE is "inline" and holds the page's value tag itself. A frame id is
+given when a page becomes shared (a fork shares its table), pinned, cached or
+part of a huge page. The mapcount of a frame with an id is then
+
+    frame_map[f]                          PTEs in overlays and unshared tables
+  + tab_ref[t] - tab_ovr[t, s]            if f is "homed" at slot s of table t:
+                                          the table's users that did not
+                                          override that slot map it there
+
+so that sharing a table with one more process is O(1) per table. A table
+slot every user overrides is dead: its page is unmapped then and there.
 
 Layout of a PTE (int32): 0 means absent; otherwise
-    bits 31..2  frame + 1
-    bit 1       E, anon-exclusive (PageAnonExclusive)
     bit 0       W, writable
+    bit 1       E, anon-exclusive (PageAnonExclusive)
+    bit 2       I, inline: an exclusive anonymous page without a frame id
+    bits 30..3  frame + 1, or for an inline page its value tag
 Frame 0 is the zero page. A frame's mapcount counts PTEs, never the zero page's.
+Value tags are small ids (engine.py maps them to the values written).
 """
 from __future__ import annotations
 
@@ -31,6 +57,10 @@ TABLE_SHIFT = 9
 # PTE bits
 PTE_W = np.int32(1)
 PTE_E = np.int32(2)
+PTE_I = np.int32(4)
+PTE_FLAGS = np.int32(7)
+PTE_SHIFT = 3
+MAX_PTE_VALUE = (1 << 28) - 1    # frame + 1 and value tags must fit in bits 30..3
 
 # VMA flags, one uint8 per (mm, region)
 # VM_ANON_VMA: the region has an anon_vma, which the kernel creates at the first
@@ -62,13 +92,17 @@ ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK, ADV_HUGEPAGE, ADV_NOHU
 N_CTR = 18
 N_TOTALS = 14     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
 
+# overlay size classes: 0..5 hold up to 2, 4, ..., 64 (slot, PTE) pairs; OV_DENSE all 512 PTEs
+OV_DENSE = 6
+OV_CLASSES = 7
+
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
  G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
  G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW, G_PTE_FRAMES,
- G_FOLIO_HWM, G_FOLIO_TOP) = range(25)
-N_G = 25
+ G_FOLIO_HWM, G_FOLIO_TOP, G_EPOCH, G_OV_HWM, G_OV_FREE) = range(28)
+N_G = G_OV_FREE + OV_CLASSES      # G_OV_FREE + c: first free overlay chunk of class c, -1 none
 
 # timeline columns: the run totals, then these
 T_FRAMES_USED, T_RUNNING, T_FORKS, T_PTE_FRAMES = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2, N_TOTALS + 3
@@ -82,9 +116,10 @@ TOUCH_CHUNK = 4096
 class Machine(NamedTuple):
     g: np.ndarray            # int64[N_G] scalars
     totals: np.ndarray       # int64[N_TOTALS] run totals of the first counters
-    frame_map: np.ndarray    # int32[frame cap] mapcount
-    frame_tag: np.ndarray    # int64[frame cap] last value written
-    frame_free: np.ndarray   # int32[frame cap] stack of freed frames
+    frame_map: np.ndarray    # int32[frame cap] PTEs mapping the frame, but for its home slot (see above)
+    frame_home: np.ndarray   # int64[frame cap] table * 512 + slot the frame is homed at, -1 none
+    frame_tag: np.ndarray    # int64[frame cap] value tag last written
+    frame_free: np.ndarray   # int32[frame cap] stack of freed frame ids
     frame_pins: np.ndarray   # int32[frame cap] DMA-style pins (FOLL_PIN) held on the frame
     frame_folio: np.ndarray  # int32[frame cap] the huge folio the frame is a subpage of, -1 none
     folio_frames: np.ndarray  # int32[folio cap, 512] a huge folio's subpages
@@ -94,16 +129,29 @@ class Machine(NamedTuple):
     pt: np.ndarray           # int32[table cap, 512] PTE tables
     tab_count: np.ndarray    # int32[table cap] present PTEs per table
     tab_free: np.ndarray     # int32[table cap] stack of freed tables
-    tab_group: np.ndarray    # int32[table cap] odf share group of the table, -1 none
     tab_huge: np.ndarray     # uint8[table cap] 1: a PMD-mapped huge page, its 512 subpages in the entries
-    group_ref: np.ndarray    # int32[table cap] tables still sharing one table of the simulated kernel
-    group_free: np.ndarray   # int32[table cap] stack of freed groups
+    tab_ref: np.ndarray      # int32[table cap] directory entries pointing at the table
+    tab_ovr: np.ndarray      # int32[table cap, 512] users of the table that override the slot
+    tab_maxovr: np.ndarray   # int32[table cap] an upper bound on the table's tab_ovr
+    tab_epoch: np.ndarray    # int64[table cap] G_EPOCH when tab_rss/uss/pss were computed
+    tab_rss: np.ndarray      # int32[table cap] smaps of the table's own entries, cached
+    tab_uss: np.ndarray      # int32[table cap]
+    tab_pss: np.ndarray      # float64[table cap]
+    group_ref: np.ndarray    # int32[group cap] address spaces sharing one table of the simulated odf kernel
+    group_free: np.ndarray   # int32[group cap] stack of freed groups
     pmd: np.ndarray          # int32[row cap, n_pmd] table of each 2 MiB range, -1 none
+    ovl: np.ndarray          # int32[row cap, n_pmd] offset of the range's overlay in ov_key/ov_val
+    ovc: np.ndarray          # int8[row cap, n_pmd] its size class, -1 no overlay
+    ovn: np.ndarray          # int16[row cap, n_pmd] its entries
+    odfg: np.ndarray         # int32[row cap, n_pmd] (odf only) simulated-kernel share group, -1 none
     row_free: np.ndarray     # int32[row cap] stack of freed directory rows
+    ov_key: np.ndarray       # uint16[pool] overlay slots (sparse classes)
+    ov_val: np.ndarray       # int32[pool] overlay PTEs; 0 is an empty dense slot (or a free-list link)
     mm_row: np.ndarray       # int32[n_mm] directory row of a live mm, -1 none
     mm_users: np.ndarray     # int32[n_mm] processes using the mm
-    mm_rss: np.ndarray       # int64[n_mm] PTEs mapping a frame other than the zero page
     mm_tables: np.ndarray    # int64[n_mm] PTE tables
+    mm_ptes: np.ndarray      # int64[n_mm, n_reg] present PTEs of the mm in the region
+    mm_rss: np.ndarray       # int64[n_mm, n_reg] of them, those mapping a page other than the zero page
     vma: np.ndarray          # uint8[n_mm, n_reg] VM_* flags
     reg_pmd0: np.ndarray     # int64[n_reg] first 2 MiB range of the region
     reg_npages: np.ndarray   # int64[n_reg]
@@ -123,22 +171,27 @@ class Machine(NamedTuple):
     pin_frame: np.ndarray    # int32[pins]
 
 
-
 # Kernel-side view of a Machine. The arrays are shared, not copied: the Python
 # side keeps the NamedTuple (for reading results) and rebuilds the reference
-# after growing an array.
+# after growing an array. The overlay pool is the one thing kernels grow
+# themselves (a write op can add any number of entries); overlay_pool() hands
+# the current arrays back.
 _FIELD_TYPES = {
     "g": types.int64[::1], "totals": types.int64[::1],
-    "frame_map": types.int32[::1], "frame_tag": types.int64[::1], "frame_free": types.int32[::1],
-    "frame_pins": types.int32[::1], "frame_folio": types.int32[::1],
+    "frame_map": types.int32[::1], "frame_home": types.int64[::1], "frame_tag": types.int64[::1],
+    "frame_free": types.int32[::1], "frame_pins": types.int32[::1], "frame_folio": types.int32[::1],
     "folio_frames": types.int32[:, ::1], "folio_live": types.int32[::1], "folio_pins": types.int32[::1],
     "folio_free": types.int32[::1],
     "pt": types.int32[:, ::1], "tab_count": types.int32[::1], "tab_free": types.int32[::1],
-    "tab_group": types.int32[::1], "tab_huge": types.uint8[::1], "group_ref": types.int32[::1],
-    "group_free": types.int32[::1],
-    "pmd": types.int32[:, ::1], "row_free": types.int32[::1],
-    "mm_row": types.int32[::1], "mm_users": types.int32[::1], "mm_rss": types.int64[::1],
-    "mm_tables": types.int64[::1], "vma": types.uint8[:, ::1],
+    "tab_huge": types.uint8[::1], "tab_ref": types.int32[::1], "tab_ovr": types.int32[:, ::1],
+    "tab_maxovr": types.int32[::1], "tab_epoch": types.int64[::1], "tab_rss": types.int32[::1],
+    "tab_uss": types.int32[::1], "tab_pss": types.float64[::1],
+    "group_ref": types.int32[::1], "group_free": types.int32[::1],
+    "pmd": types.int32[:, ::1], "ovl": types.int32[:, ::1], "ovc": types.int8[:, ::1],
+    "ovn": types.int16[:, ::1], "odfg": types.int32[:, ::1], "row_free": types.int32[::1],
+    "ov_key": types.uint16[::1], "ov_val": types.int32[::1],
+    "mm_row": types.int32[::1], "mm_users": types.int32[::1], "mm_tables": types.int64[::1],
+    "mm_ptes": types.int64[:, ::1], "mm_rss": types.int64[:, ::1], "vma": types.uint8[:, ::1],
     "reg_pmd0": types.int64[::1], "reg_npages": types.int64[::1], "reg_shared": types.uint8[::1],
     "reg_shm0": types.int64[::1], "reg_maps": types.int32[::1], "shm_frame": types.int32[::1],
     "proc_mm": types.int32[::1], "proc_state": types.int8[::1], "proc_reason": types.int8[::1],
@@ -161,28 +214,29 @@ class MachineRef(structref.StructRefProxy):
 structref.define_boxing(MachineRefType, MachineRef)
 MACHINE_REF = MachineRefType(list(_FIELD_TYPES.items()))
 
-
 @njit(cache=True)
-def _machine_ref(g, totals, frame_map, frame_tag, frame_free, frame_pins, frame_folio, folio_frames,
-                 folio_live, folio_pins, folio_free, pt, tab_count, tab_free,
-                 tab_group, tab_huge, group_ref, group_free, pmd, row_free,
-                 mm_row, mm_users, mm_rss, mm_tables, vma, reg_pmd0, reg_npages, reg_shared, reg_shm0,
-                 reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr, proc_pss,
-                 pin_pid, pin_region, pin_page, pin_frame):
+def _machine_ref(g, totals, frame_map, frame_home, frame_tag, frame_free, frame_pins, frame_folio,
+                 folio_frames, folio_live, folio_pins, folio_free, pt, tab_count, tab_free,
+                 tab_huge, tab_ref, tab_ovr, tab_maxovr, tab_epoch, tab_rss, tab_uss, tab_pss,
+                 group_ref, group_free, pmd, ovl, ovc, ovn, odfg, row_free, ov_key, ov_val, mm_row,
+                 mm_users, mm_tables, mm_ptes, mm_rss, vma, reg_pmd0, reg_npages, reg_shared,
+                 reg_shm0, reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr,
+                 proc_pss, pin_pid, pin_region, pin_page, pin_frame):
     m = structref.new(MACHINE_REF)
-    m.g, m.totals = g, totals
-    m.frame_map, m.frame_tag, m.frame_free, m.frame_pins = frame_map, frame_tag, frame_free, frame_pins
-    m.frame_folio, m.folio_frames, m.folio_live = frame_folio, folio_frames, folio_live
-    m.folio_pins, m.folio_free = folio_pins, folio_free
-    m.pt, m.tab_count, m.tab_free = pt, tab_count, tab_free
-    m.tab_group, m.tab_huge, m.group_ref, m.group_free = tab_group, tab_huge, group_ref, group_free
-    m.pmd, m.row_free = pmd, row_free
-    m.mm_row, m.mm_users, m.mm_rss, m.mm_tables, m.vma = mm_row, mm_users, mm_rss, mm_tables, vma
-    m.reg_pmd0, m.reg_npages, m.reg_shared, m.reg_shm0 = reg_pmd0, reg_npages, reg_shared, reg_shm0
-    m.reg_maps, m.shm_frame = reg_maps, shm_frame
-    m.proc_mm, m.proc_state, m.proc_reason, m.proc_vparent = proc_mm, proc_state, proc_reason, proc_vparent
-    m.ctr, m.proc_pss = ctr, proc_pss
-    m.pin_pid, m.pin_region, m.pin_page, m.pin_frame = pin_pid, pin_region, pin_page, pin_frame
+    m.g, m.totals, m.frame_map, m.frame_home = g, totals, frame_map, frame_home
+    m.frame_tag, m.frame_free, m.frame_pins, m.frame_folio = frame_tag, frame_free, frame_pins, frame_folio
+    m.folio_frames, m.folio_live, m.folio_pins, m.folio_free = folio_frames, folio_live, folio_pins, folio_free
+    m.pt, m.tab_count, m.tab_free, m.tab_huge = pt, tab_count, tab_free, tab_huge
+    m.tab_ref, m.tab_ovr, m.tab_maxovr, m.tab_epoch = tab_ref, tab_ovr, tab_maxovr, tab_epoch
+    m.tab_rss, m.tab_uss, m.tab_pss, m.group_ref = tab_rss, tab_uss, tab_pss, group_ref
+    m.group_free, m.pmd, m.ovl, m.ovc = group_free, pmd, ovl, ovc
+    m.ovn, m.odfg, m.row_free, m.ov_key = ovn, odfg, row_free, ov_key
+    m.ov_val, m.mm_row, m.mm_users, m.mm_tables = ov_val, mm_row, mm_users, mm_tables
+    m.mm_ptes, m.mm_rss, m.vma, m.reg_pmd0 = mm_ptes, mm_rss, vma, reg_pmd0
+    m.reg_npages, m.reg_shared, m.reg_shm0, m.reg_maps = reg_npages, reg_shared, reg_shm0, reg_maps
+    m.shm_frame, m.proc_mm, m.proc_state, m.proc_reason = shm_frame, proc_mm, proc_state, proc_reason
+    m.proc_vparent, m.ctr, m.proc_pss, m.pin_pid = proc_vparent, ctr, proc_pss, pin_pid
+    m.pin_region, m.pin_page, m.pin_frame = pin_region, pin_page, pin_frame
     return m
 
 
@@ -191,16 +245,60 @@ def machine_ref(m: Machine) -> MachineRef:
     return _machine_ref(*m)
 
 
+@njit(cache=True)
+def overlay_pool(m):
+    """The overlay arrays as they are now (kernels may have grown them)."""
+    return m.ov_key, m.ov_val
+
+
 # --- PTE encoding ------------------------------------------------------------
 
 @njit(cache=True, inline="always")
 def pte_make(frame, flags):
-    return np.int32(((frame + 1) << 2) | flags)
+    return np.int32(((frame + 1) << PTE_SHIFT) | flags)
+
+
+@njit(cache=True, inline="always")
+def pte_inline(tag, flags):
+    """An exclusive anonymous page without a frame id, holding value tag `tag`."""
+    return np.int32((tag << PTE_SHIFT) | PTE_I | flags)
+
+
+@njit(cache=True, inline="always")
+def pte_is_inline(e):
+    return (e & PTE_I) != 0
 
 
 @njit(cache=True, inline="always")
 def pte_frame(e):
-    return (e >> 2) - 1
+    """The frame of a present PTE that is not inline (0: the zero page)."""
+    return (e >> PTE_SHIFT) - 1
+
+
+@njit(cache=True, inline="always")
+def pte_id(e):
+    """The frame id e maps, or -1 for none, an inline page or the zero page."""
+    if e == 0 or (e & PTE_I) != 0:
+        return -1
+    f = (e >> PTE_SHIFT) - 1
+    return f if f > 0 else -1
+
+
+@njit(cache=True, inline="always")
+def pte_page(e):
+    """1 if e maps a page other than the zero page (it counts in RSS)."""
+    return 1 if e != 0 and ((e & PTE_I) != 0 or (e >> PTE_SHIFT) > 1) else 0
+
+
+@njit(cache=True, inline="always")
+def pte_with_tag(e, tag):
+    """e after a write of value tag `tag` through it (an inline page keeps the tag in the PTE)."""
+    return np.int32((tag << PTE_SHIFT) | (e & PTE_FLAGS))
+
+
+@njit(cache=True, inline="always")
+def home_of(t, slot):
+    return np.int64(t) * PTRS_PER_TABLE + slot
 
 
 @njit(cache=True, inline="always")
@@ -217,7 +315,19 @@ def count_event(m, pid, c):
     m.totals[c] += 1
 
 
-# --- frames (kalloc) ---------------------------------------------------------
+@njit(cache=True, inline="always")
+def count_ptes(m, mm, r, ptes, pages):
+    """mm maps `ptes` more PTEs in region r, `pages` of them to pages other than the zero page."""
+    m.mm_ptes[mm, r] += ptes
+    m.mm_rss[mm, r] += pages
+
+
+@njit(cache=True)
+def mm_rss_total(m, mm):
+    return m.mm_rss[mm].sum()
+
+
+# --- ids (kalloc) ---------------------------------------------------------------
 
 # Frames, tables, directory rows, odf groups and folios all get their ids the
 # same way: from a stack of freed ids, else the next id never used (the
@@ -239,31 +349,51 @@ def id_release(free, g, top, i):
     g[top] += 1
 
 
+# --- frames ---------------------------------------------------------------------
+# Physical memory (G_FRAMES_USED) counts every page: inline pages, pages with
+# a frame id, and page-table pages. Frame ids are bookkeeping and cost nothing.
+
 @njit(cache=True)
-def frame_alloc(m):
-    """A free frame with mapcount 0 and tag 0, or -1 when physical memory is full."""
+def frame_charge(m):
+    """Take one page of physical memory; False when it is full."""
     g = m.g
     if g[G_FRAMES_USED] >= g[G_FRAME_MAX] - 1:
-        return -1
-    f = id_alloc(m.frame_free, g, G_FREE_TOP, G_FRAME_HWM)
+        return False
     g[G_FRAMES_USED] += 1
     if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
         g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
+    return True
+
+
+@njit(cache=True, inline="always")
+def frame_uncharge(m):
+    m.g[G_FRAMES_USED] -= 1
+
+
+@njit(cache=True)
+def frame_id(m, tag):
+    """A frame id for a page already charged (one that was inline): unmapped, unhomed, holding tag."""
+    f = id_alloc(m.frame_free, m.g, G_FREE_TOP, G_FRAME_HWM)
     m.frame_map[f] = 0
-    m.frame_tag[f] = 0
+    m.frame_home[f] = -1
+    m.frame_tag[f] = tag
     return f
+
+
+@njit(cache=True)
+def frame_alloc(m):
+    """A new page with a frame id, mapcount 0 and tag 0, or -1 when physical memory is full."""
+    if not frame_charge(m):
+        return -1
+    return frame_id(m, 0)
 
 
 @njit(cache=True)
 def pte_charge(m):
     """Take one page-table page from physical memory (pte_alloc_one); False if none is free."""
-    g = m.g
-    if g[G_FRAMES_USED] >= g[G_FRAME_MAX] - 1:
+    if not frame_charge(m):
         return False
-    g[G_FRAMES_USED] += 1
-    g[G_PTE_FRAMES] += 1
-    if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
-        g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
+    m.g[G_PTE_FRAMES] += 1
     return True
 
 
@@ -275,7 +405,7 @@ def pte_uncharge(m):
 
 @njit(cache=True)
 def frame_release(m, f):
-    """Return frame f to the free list (the last subpage of a folio frees its id)."""
+    """Free frame f (the last subpage of a folio frees its folio id)."""
     fo = m.frame_folio[f]
     if fo >= 0:
         m.frame_folio[f] = -1
@@ -283,28 +413,72 @@ def frame_release(m, f):
         if m.folio_live[fo] == 0:
             id_release(m.folio_free, m.g, G_FOLIO_TOP, fo)
     id_release(m.frame_free, m.g, G_FREE_TOP, f)
-    m.g[G_FRAMES_USED] -= 1
+    frame_uncharge(m)
+
+
+@njit(cache=True)
+def frame_mapcount(m, f):
+    """PTEs mapping frame f (page_mapcount)."""
+    n = m.frame_map[f]
+    h = m.frame_home[f]
+    if h >= 0:
+        t = h >> TABLE_SHIFT
+        n += m.tab_ref[t] - m.tab_ovr[t, h & (PTRS_PER_TABLE - 1)]
+    return n
+
+
+@njit(cache=True)
+def frame_put(m, f):
+    """Free anonymous frame f if nothing maps or pins it any more."""
+    if m.frame_pins[f] == 0 and frame_mapcount(m, f) == 0:
+        frame_release(m, f)
 
 
 @njit(cache=True)
 def frame_unmap(m, f, anon):
-    """Drop one PTE mapping of f; an anonymous frame nobody maps is freed."""
-    if f == 0:
-        return
+    """Drop one counted PTE mapping of frame id f; an anonymous frame nobody maps is freed."""
     m.frame_map[f] -= 1
-    if anon and m.frame_map[f] == 0 and m.frame_pins[f] == 0:
-        frame_release(m, f)
+    if anon:
+        frame_put(m, f)
 
 
-# --- PTE tables and address spaces -------------------------------------------
+@njit(cache=True)
+def pte_drop(m, e, anon):
+    """A PTE counted in frame_map (an overlay's, an unshared table's) goes away."""
+    if e == 0:
+        return
+    if pte_is_inline(e):
+        frame_uncharge(m)
+        return
+    f = pte_frame(e)
+    if f != 0:
+        frame_unmap(m, f, anon)
+
+
+@njit(cache=True)
+def base_drop(m, t, slot, e, anon):
+    """Entry e of table t at slot goes away for the table's last users."""
+    f = pte_id(e)
+    if f > 0 and m.frame_home[f] == home_of(t, slot):
+        m.frame_home[f] = -1
+        frame_put(m, f)
+    else:
+        pte_drop(m, e, anon)
+
+
+# --- PTE tables ------------------------------------------------------------------
 
 @njit(cache=True)
 def table_alloc(m):
+    """An empty table with one user."""
     t = id_alloc(m.tab_free, m.g, G_TAB_TOP, G_TAB_HWM)
     m.pt[t, :] = 0
+    m.tab_ovr[t, :] = 0
     m.tab_count[t] = 0
-    m.tab_group[t] = -1
     m.tab_huge[t] = 0
+    m.tab_ref[t] = 1
+    m.tab_maxovr[t] = 0
+    m.tab_epoch[t] = -1
     return t
 
 
@@ -314,40 +488,276 @@ def table_free(m, t):
 
 
 @njit(cache=True)
-def table_release(m, t):
-    """Free table t; its page-table page goes back unless odf peers still share it."""
-    if group_leave(m, t):
-        pte_uncharge(m)
-    table_free(m, t)
+def base_kill(m, t, slot):
+    """Every user of t overrides slot: the table's own entry there maps nothing any more."""
+    e = m.pt[t, slot]
+    if e == 0:
+        return
+    m.pt[t, slot] = 0
+    m.tab_count[t] -= 1
+    base_drop(m, t, slot, e, True)
+
+
+@njit(cache=True)
+def ovr_add(m, t, slot):
+    """One more user of t overrides slot."""
+    n = m.tab_ovr[t, slot] + 1
+    m.tab_ovr[t, slot] = n
+    if n > m.tab_maxovr[t]:
+        m.tab_maxovr[t] = n
+    if n == m.tab_ref[t]:
+        base_kill(m, t, slot)
+
+
+@njit(cache=True)
+def table_put(m, t):
+    """One user fewer of t. Slots every remaining user overrides die; the
+    last user frees the table and everything only it mapped."""
+    m.tab_ref[t] -= 1
+    n = m.tab_ref[t]
+    if n == 0:
+        if m.tab_count[t] > 0:
+            for slot in range(PTRS_PER_TABLE):
+                e = m.pt[t, slot]
+                if e != 0:
+                    base_drop(m, t, slot, e, True)
+        table_free(m, t)
+    elif m.tab_maxovr[t] >= n and m.tab_count[t] > 0:
+        for slot in range(PTRS_PER_TABLE):
+            if m.tab_ovr[t, slot] == n:
+                base_kill(m, t, slot)
+
+
+# --- overlays: an address space's own PTEs in a table it shares ------------------
+
+@njit(cache=True, inline="always")
+def ov_cap(c):
+    return PTRS_PER_TABLE if c == OV_DENSE else 2 << c
+
+
+@njit(cache=True)
+def ov_grow(m, need):
+    """Grow the overlay pool to hold `need` entries (amortised doubling)."""
+    n = max(need, 2 * m.ov_val.shape[0], 1 << 16)
+    key = np.zeros(n, dtype=np.uint16)
+    val = np.zeros(n, dtype=np.int32)
+    used = m.g[G_OV_HWM]
+    key[:used] = m.ov_key[:used]
+    val[:used] = m.ov_val[:used]
+    m.ov_key = key
+    m.ov_val = val
+
+
+@njit(cache=True)
+def ov_alloc(m, c):
+    """Offset of a free chunk of class c (dense chunks come zeroed)."""
+    head = G_OV_FREE + c
+    off = m.g[head]
+    if off >= 0:
+        m.g[head] = m.ov_val[off]
+    else:
+        off = m.g[G_OV_HWM]
+        if off + ov_cap(c) > m.ov_val.shape[0]:
+            ov_grow(m, off + ov_cap(c))
+        m.g[G_OV_HWM] = off + ov_cap(c)
+    if c == OV_DENSE:
+        m.ov_val[off: off + PTRS_PER_TABLE] = 0
+    return off
+
+
+@njit(cache=True)
+def ov_release(m, c, off):
+    m.ov_val[off] = np.int32(m.g[G_OV_FREE + c])
+    m.g[G_OV_FREE + c] = off
+
+
+@njit(cache=True, inline="always")
+def ov_find(m, row, k, slot):
+    """Pool index of the overlay entry of (row, k) for slot, -1 none."""
+    c = m.ovc[row, k]
+    if c < 0:
+        return -1
+    off = m.ovl[row, k]
+    if c == OV_DENSE:
+        return off + slot if m.ov_val[off + slot] != 0 else -1
+    for i in range(off, off + m.ovn[row, k]):
+        if m.ov_key[i] == slot:
+            return i
+    return -1
+
+
+@njit(cache=True, inline="always")
+def ov_len(m, row, k):
+    """Positions to visit with ov_at (a dense overlay has 512, some empty)."""
+    c = m.ovc[row, k]
+    if c < 0:
+        return 0
+    return PTRS_PER_TABLE if c == OV_DENSE else m.ovn[row, k]
+
+
+@njit(cache=True, inline="always")
+def ov_at(m, row, k, i):
+    """(slot, pool index) of position i; the entry is empty where ov_val is 0."""
+    off = m.ovl[row, k]
+    if m.ovc[row, k] == OV_DENSE:
+        return i, off + i
+    return np.int64(m.ov_key[off + i]), off + i
+
+
+@njit(cache=True)
+def ov_add(m, row, k, slot, e):
+    """Record e as the PTE of (row, k) at slot, which has no entry yet; returns its pool index."""
+    c = m.ovc[row, k]
+    n = m.ovn[row, k]
+    if c < 0:
+        m.ovl[row, k] = ov_alloc(m, 0)
+        m.ovc[row, k] = 0
+        c = 0
+    elif c != OV_DENSE and n == ov_cap(c):
+        old = m.ovl[row, k]
+        new = ov_alloc(m, c + 1)
+        if c + 1 == OV_DENSE:
+            for i in range(n):
+                m.ov_val[new + m.ov_key[old + i]] = m.ov_val[old + i]
+        else:
+            m.ov_key[new: new + n] = m.ov_key[old: old + n]
+            m.ov_val[new: new + n] = m.ov_val[old: old + n]
+        ov_release(m, c, old)
+        c += 1
+        m.ovl[row, k] = new
+        m.ovc[row, k] = c
+    off = m.ovl[row, k]
+    if c == OV_DENSE:
+        i = off + slot
+    else:
+        i = off + n
+        m.ov_key[i] = slot
+    m.ov_val[i] = e
+    m.ovn[row, k] = n + 1
+    return i
+
+
+@njit(cache=True)
+def ov_clone(m, src, dst, k):
+    """Give (dst, k) a copy of the overlay of (src, k)."""
+    c = m.ovc[src, k]
+    off = ov_alloc(m, c)
+    old = m.ovl[src, k]
+    n = ov_cap(c)
+    m.ov_key[off: off + n] = m.ov_key[old: old + n]
+    m.ov_val[off: off + n] = m.ov_val[old: old + n]
+    m.ovl[dst, k] = off
+    m.ovc[dst, k] = c
+    m.ovn[dst, k] = m.ovn[src, k]
+
+
+@njit(cache=True)
+def ov_drop(m, row, k):
+    c = m.ovc[row, k]
+    if c >= 0:
+        ov_release(m, c, m.ovl[row, k])
+        m.ovc[row, k] = -1
+        m.ovn[row, k] = 0
+
+
+# --- reading and writing one address space's PTEs ------------------------------------
+
+@njit(cache=True, inline="always")
+def pte_peek(m, row, k, t, slot):
+    """The PTE the address space with directory row `row` sees at slot of table t."""
+    i = ov_find(m, row, k, slot)
+    return m.ov_val[i] if i >= 0 else m.pt[t, slot]
+
+
+@njit(cache=True)
+def pte_write(m, row, k, t, slot, oi, e):
+    """Make e (present) the PTE of (row, k) at slot of its table t; oi is its
+    overlay entry there, -1 none. Mapcounts move from the old PTE to e. In a
+    table others share, e becomes an override. Returns e's overlay index, -1
+    when e is in the table itself."""
+    fn = pte_id(e)
+    if oi >= 0:
+        fo = pte_id(m.ov_val[oi])
+        m.ov_val[oi] = e
+        if fo != fn:
+            if fn > 0:
+                m.frame_map[fn] += 1
+            if fo > 0:
+                frame_unmap(m, fo, True)
+        return oi
+    if m.tab_ref[t] == 1:
+        old = m.pt[t, slot]
+        m.pt[t, slot] = e
+        if old == 0:
+            m.tab_count[t] += 1
+        fo = pte_id(old)
+        if fo != fn:
+            if fn > 0:
+                m.frame_map[fn] += 1
+            if fo > 0:
+                base_drop(m, t, slot, old, True)
+        return -1
+    if fn > 0:
+        m.frame_map[fn] += 1             # before the table's own entry can die
+    oi = ov_add(m, row, k, slot, e)
+    ovr_add(m, t, slot)
+    return oi
+
+
+@njit(cache=True)
+def store_tag(m, row, k, slot, tag):
+    """The page (row, k, slot) maps now holds value tag `tag`."""
+    t = m.pmd[row, k]
+    i = ov_find(m, row, k, slot)
+    e = m.ov_val[i] if i >= 0 else m.pt[t, slot]
+    if pte_is_inline(e):
+        if i >= 0:
+            m.ov_val[i] = pte_with_tag(e, tag)
+        else:
+            m.pt[t, slot] = pte_with_tag(e, tag)
+    else:
+        m.frame_tag[pte_frame(e)] = tag
+
+
+@njit(cache=True)
+def pte_tag_of(m, e):
+    """Value tag of the page e maps (0: never written)."""
+    if e == 0:
+        return 0
+    if pte_is_inline(e):
+        return e >> PTE_SHIFT
+    return m.frame_tag[pte_frame(e)]
 
 
 # --- on-demand-fork share groups -----------------------------------------------
 # Under odf the simulated kernel shares a PTE table between parent and child at
-# fork and copies it on the first fault that changes a PTE in it. Here every
-# process still has its own copy of the table (so page-level behaviour is cow's
-# exactly); a share group records which copies the simulated kernel would still
-# hold as one table, so that the copies it would make are counted when they happen.
+# fork and copies it on the first fault that changes a PTE in it. A share
+# group records which address spaces the simulated kernel would still have
+# sharing one table for a 2 MiB range, so the copies it would make are counted
+# when they happen. (The tables here are shared the same way under every policy.)
 
 @njit(cache=True)
-def group_join(m, t, nt):
-    """Table nt (the child's) shares t's table in the simulated kernel."""
-    grp = m.tab_group[t]
+def odf_share(m, prow, crow, k):
+    """The child (crow) shares the parent's (prow) table for range k in the simulated kernel."""
+    grp = m.odfg[prow, k]
     if grp < 0:
         grp = id_alloc(m.group_free, m.g, G_GROUP_TOP, G_GROUP_HWM)
-        m.tab_group[t] = grp
+        m.odfg[prow, k] = grp
         m.group_ref[grp] = 1
-    m.tab_group[nt] = grp
+    m.odfg[crow, k] = grp
     m.group_ref[grp] += 1
 
 
 @njit(cache=True)
-def group_leave(m, t):
-    """Table t stops sharing; the last member frees the group. True if t held
-    the group's page-table page alone (or was in no group)."""
-    grp = m.tab_group[t]
+def odf_leave(m, row, k):
+    """(row, k) stops sharing; True if it held its simulated table alone (or
+    was in no group), so that table's page is freed."""
+    if m.g[G_POLICY] != POLICY_ODF:
+        return True
+    grp = m.odfg[row, k]
     if grp < 0:
         return True
-    m.tab_group[t] = -1
+    m.odfg[row, k] = -1
     m.group_ref[grp] -= 1
     if m.group_ref[grp] == 0:
         id_release(m.group_free, m.g, G_GROUP_TOP, grp)
@@ -356,74 +766,97 @@ def group_leave(m, t):
 
 
 @njit(cache=True)
-def table_unshare(m, pid, t):
-    """Before pid changes a PTE in t: the simulated kernel copies a still-shared
-    table. False if there is no page for the copy."""
-    grp = m.tab_group[t]
+def table_unshare(m, pid, row, k):
+    """Before pid changes a PTE in range k: the simulated odf kernel copies a
+    still-shared table. False if there is no page for the copy."""
+    if m.g[G_POLICY] != POLICY_ODF:
+        return True
+    grp = m.odfg[row, k]
     if grp >= 0 and m.group_ref[grp] > 1:
         if not pte_charge(m):
             return False
         count_event(m, pid, C_FAULT_TABLES)
-    group_leave(m, t)
+    odf_leave(m, row, k)
     return True
 
+
+# --- address spaces ---------------------------------------------------------------
 
 @njit(cache=True)
 def mm_create(m, mm):
     """Give mm an empty directory row and one user."""
     row = id_alloc(m.row_free, m.g, G_ROW_TOP, G_ROW_HWM)
     m.pmd[row, :] = -1
+    m.ovc[row, :] = -1
+    m.ovn[row, :] = 0
+    if m.g[G_POLICY] == POLICY_ODF:
+        m.odfg[row, :] = -1
     m.mm_row[mm] = row
     m.mm_users[mm] = 1
-    m.mm_rss[mm] = 0
     m.mm_tables[mm] = 0
+    m.mm_ptes[mm, :] = 0
+    m.mm_rss[mm, :] = 0
     m.vma[mm, :] = 0
 
 
 @njit(cache=True)
-def table_for(m, mm, pmd_index):
-    """The PTE table of mm covering pmd_index, allocated on first use
+def table_for(m, mm, row, k):
+    """The PTE table of mm covering range k, allocated on first use
     (__pte_alloc); -1 if there is no page for it."""
-    row = m.mm_row[mm]
-    t = m.pmd[row, pmd_index]
+    t = m.pmd[row, k]
     if t < 0:
         if not pte_charge(m):
             return -1
         t = table_alloc(m)
-        m.pmd[row, pmd_index] = t
+        m.pmd[row, k] = t
         m.mm_tables[mm] += 1
     return t
 
 
 @njit(cache=True)
-def set_pte(m, mm, t, slot, e):
-    """Install e in an empty slot."""
+def set_pte(m, mm, r, t, slot, e):
+    """Install e in an empty slot of an unshared table."""
     m.pt[t, slot] = e
     m.tab_count[t] += 1
-    if pte_frame(e) != 0:
-        m.mm_rss[mm] += 1
+    count_ptes(m, mm, r, 1, pte_page(e))
+
+
+@njit(cache=True)
+def zap_table(m, mm, row, k, anon):
+    """Remove mm's PTEs in range k and its use of the table (zap_pte_range + free_pgtables)."""
+    t = m.pmd[row, k]
+    for i in range(ov_len(m, row, k)):
+        slot, j = ov_at(m, row, k, i)
+        e = m.ov_val[j]
+        if e != 0:
+            m.tab_ovr[t, slot] -= 1
+            pte_drop(m, e, anon)
+    ov_drop(m, row, k)
+    if not anon:
+        for slot in range(PTRS_PER_TABLE):     # a shared region's table: its frames are counted
+            e = m.pt[t, slot]
+            if e != 0:
+                pte_drop(m, e, False)
+        m.tab_ref[t] = 0
+        table_free(m, t)
+    else:
+        table_put(m, t)
+    m.pmd[row, k] = -1
+    m.mm_tables[mm] -= 1
+    if odf_leave(m, row, k):
+        pte_uncharge(m)
 
 
 @njit(cache=True)
 def zap_region(m, mm, r):
-    """Remove every PTE and table of region r from mm (zap_pte_range + free_pgtables)."""
+    """Remove every PTE and table of region r from mm."""
     row = m.mm_row[mm]
     anon = m.reg_shared[r] == 0
     for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
-        t = m.pmd[row, k]
-        if t < 0:
-            continue
-        if m.tab_count[t] > 0:
-            for slot in range(PTRS_PER_TABLE):
-                e = m.pt[t, slot]
-                if e != 0:
-                    f = pte_frame(e)
-                    if f != 0:
-                        m.mm_rss[mm] -= 1
-                    frame_unmap(m, f, anon)
-        m.mm_tables[mm] -= 1
-        table_release(m, t)
-        m.pmd[row, k] = -1
+        if m.pmd[row, k] >= 0:
+            zap_table(m, mm, row, k, anon)
+    m.mm_ptes[mm, r] = 0
+    m.mm_rss[mm, r] = 0
 
 
 @njit(cache=True)
@@ -502,8 +935,42 @@ def mm_put(m, mm):
 # --- smaps ------------------------------------------------------------------
 
 @njit(cache=True)
+def pte_weight(m, e):
+    """(rss, pss, uss) one PTE contributes to its address space."""
+    if e == 0:
+        return 0, 0.0, 0
+    if pte_is_inline(e):
+        return 1, 1.0, 1
+    f = pte_frame(e)
+    if f == 0:
+        return 0, 0.0, 0
+    n = frame_mapcount(m, f)
+    return 1, 1.0 / n, 1 if n == 1 else 0
+
+
+@njit(cache=True)
+def table_weights(m, t):
+    """smaps of table t's own entries, summed once per G_EPOCH: a table a
+    thousand address spaces share is added up once, not a thousand times."""
+    if m.tab_epoch[t] == m.g[G_EPOCH]:
+        return
+    rss = 0
+    uss = 0
+    pss = 0.0
+    if m.tab_count[t] > 0:
+        for slot in range(PTRS_PER_TABLE):
+            a, p, u = pte_weight(m, m.pt[t, slot])
+            rss += a
+            pss += p
+            uss += u
+    m.tab_rss[t], m.tab_uss[t], m.tab_pss[t] = rss, uss, pss
+    m.tab_epoch[t] = m.g[G_EPOCH]
+
+
+@njit(cache=True)
 def mm_smaps(m, mm):
-    """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report them."""
+    """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report
+    them. Callers bump G_EPOCH once before a batch of these."""
     row = m.mm_row[mm]
     rss = 0
     uss = 0
@@ -514,22 +981,24 @@ def mm_smaps(m, mm):
             continue
         for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
             t = m.pmd[row, k]
-            if t < 0 or m.tab_count[t] == 0:
+            if t < 0:
                 continue
             if m.tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
                 huge += 1
-            for slot in range(PTRS_PER_TABLE):
-                e = m.pt[t, slot]
+            table_weights(m, t)
+            rss += m.tab_rss[t]
+            pss += m.tab_pss[t]
+            uss += m.tab_uss[t]
+            for i in range(ov_len(m, row, k)):       # this mm's own PTEs replace the table's
+                slot, j = ov_at(m, row, k, i)
+                e = m.ov_val[j]
                 if e == 0:
                     continue
-                f = pte_frame(e)
-                if f == 0:
-                    continue
-                n = m.frame_map[f]
-                rss += 1
-                pss += 1.0 / n
-                if n == 1:
-                    uss += 1
+                a, p, u = pte_weight(m, m.pt[t, slot])
+                b, q, v = pte_weight(m, e)
+                rss += b - a
+                pss += q - p
+                uss += v - u
     return rss, pss, uss, huge
 
 
@@ -545,11 +1014,23 @@ def snapshot(m, pid):
     m.proc_pss[pid] = pss
 
 
+@njit(cache=True)
+def mm_tags(m, mm, r, out):
+    """Value tag of every page of region r in mm (0: never written, or absent)."""
+    row = m.mm_row[mm]
+    for p in range(m.reg_npages[r]):
+        k = m.reg_pmd0[r] + (p >> TABLE_SHIFT)
+        t = m.pmd[row, k]
+        if t >= 0:
+            out[p] = pte_tag_of(m, pte_peek(m, row, k, t, p & (PTRS_PER_TABLE - 1)))
+
+
 # --- process life ------------------------------------------------------------
 
 @njit(cache=True)
 def proc_end(m, pid, state, reason):
     """exit, SIGSEGV or OOM: freeze pid's values, wake a vfork parent, release the mm."""
+    m.g[G_EPOCH] += 1
     snapshot(m, pid)
     m.proc_state[pid] = state
     m.proc_reason[pid] = reason
@@ -577,7 +1058,7 @@ def oom_kill(m, pid):
         for q in range(1, m.proc_state.shape[0]):
             s = m.proc_state[q]
             if s == P_RUNNING or s == P_SUSPENDED:
-                rss = m.mm_rss[m.proc_mm[q]] + m.mm_tables[m.proc_mm[q]]   # oom_badness
+                rss = mm_rss_total(m, m.proc_mm[q]) + m.mm_tables[m.proc_mm[q]]   # oom_badness
                 if rss > best:
                     best = rss
                     victim = q
@@ -601,7 +1082,7 @@ FAULT_OK, FAULT_OOM = 0, 1
 def map_cached_page(m, mm, r, t, slot, f):
     m.frame_map[f] += 1
     writable = (m.vma[mm, r] & VM_WRITE) != 0
-    set_pte(m, mm, t, slot, pte_make(f, PTE_W if writable else 0))
+    set_pte(m, mm, r, t, slot, pte_make(f, PTE_W if writable else 0))
 
 
 @njit(cache=True)
@@ -619,7 +1100,7 @@ def do_fault_around(m, mm, r, t, page):
 
 
 @njit(cache=True)
-def do_shared_fault(m, pid, mm, r, t, slot, page, write, tag):
+def do_shared_fault(m, pid, mm, r, t, slot, page, write):
     """First touch of a MAP_SHARED page in mm: a read first maps its cached
     neighbours (and itself, if cached); then find or create it in the page cache."""
     if not write:
@@ -641,18 +1122,18 @@ def do_shared_fault(m, pid, mm, r, t, slot, page, write, tag):
 
 
 @njit(cache=True)
-def do_anonymous_page(m, pid, mm, r, t, slot, write, tag):
-    """First touch of a private page: a read maps the zero page, a write a new frame."""
+def do_anonymous_page(m, pid, mm, r, row, k, t, slot, write):
+    """First touch of a private page: a read maps the zero page, a write a new page."""
     if not write and m.g[G_ZERO_PAGE] != 0:
-        set_pte(m, mm, t, slot, pte_make(0, 0))
+        pte_write(m, row, k, t, slot, -1, pte_make(0, 0))
+        count_ptes(m, mm, r, 1, 0)
         count_event(m, pid, C_MINOR_FAULTS)
         return FAULT_OK
-    f = frame_alloc(m)
-    if f < 0:
+    if not frame_charge(m):
         return FAULT_OOM
-    m.frame_map[f] = 1
     m.vma[mm, r] |= VM_ANON_VMA
-    set_pte(m, mm, t, slot, pte_make(f, PTE_W | PTE_E))
+    pte_write(m, row, k, t, slot, -1, pte_inline(0, PTE_W | PTE_E))
+    count_ptes(m, mm, r, 1, 1)
     count_event(m, pid, C_MINOR_FAULTS)
     count_event(m, pid, C_ZERO_FILLS)
     return FAULT_OK
@@ -666,52 +1147,48 @@ def folio_pinned(m, f):
 
 
 @njit(cache=True)
-def can_reuse_anon_page(m, t, f):
+def can_reuse_anon_page(m, row, k, t, f):
     """wp_can_reuse_anon_folio for a page that is not AnonExclusive. A small
     page: nobody else maps or pins it. A subpage of a huge folio: the folio is
-    mapped by this address space only (all its mappings are in table t, the
-    folio's 2 MiB range), more than once, and nothing pins it."""
+    mapped by this address space only (all its mappings are in its 2 MiB
+    range k, in table t), more than once, and nothing pins it."""
     fo = m.frame_folio[f]
     if fo < 0:
-        return m.frame_map[f] == 1 and m.frame_pins[f] == 0
+        return m.frame_pins[f] == 0 and frame_mapcount(m, f) == 1
     if m.folio_pins[fo] > 0:
         return False
     total = 0
     for s in range(PTRS_PER_TABLE):
         g = m.folio_frames[fo, s]
         if m.frame_folio[g] == fo:
-            total += m.frame_map[g]
+            total += frame_mapcount(m, g)
     mine = 0
     for s in range(PTRS_PER_TABLE):
-        e = m.pt[t, s]
-        if e != 0 and m.frame_folio[pte_frame(e)] == fo:
+        g = pte_id(pte_peek(m, row, k, t, s))
+        if g > 0 and m.frame_folio[g] == fo:
             mine += 1
     return total > 1 and mine == total
 
 
 @njit(cache=True)
-def do_wp_page(m, pid, mm, r, t, slot, tag):
+def do_wp_page(m, pid, mm, r, row, k, t, slot, oi):
     """Write to a present, write-protected private page: reuse it or copy it."""
-    e = m.pt[t, slot]
-    f = pte_frame(e)
-    if f != 0 and ((e & PTE_E) != 0 or can_reuse_anon_page(m, t, f)):
-        m.pt[t, slot] = e | PTE_W | PTE_E            # wp_page_reuse
+    e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
+    f = -1 if pte_is_inline(e) else pte_frame(e)
+    if f < 0 or (e & PTE_E) != 0 or (f != 0 and can_reuse_anon_page(m, row, k, t, f)):
+        pte_write(m, row, k, t, slot, oi, e | PTE_W | PTE_E)      # wp_page_reuse
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
-    nf = frame_alloc(m)                            # wp_page_copy
-    if nf < 0:
+    if not frame_charge(m):                                   # wp_page_copy
         return FAULT_OOM
     m.vma[mm, r] |= VM_ANON_VMA
-    m.frame_tag[nf] = m.frame_tag[f]
-    m.frame_map[nf] = 1
-    m.pt[t, slot] = pte_make(nf, PTE_W | PTE_E)
+    pte_write(m, row, k, t, slot, oi, pte_inline(m.frame_tag[f] if f != 0 else 0, PTE_W | PTE_E))
     count_event(m, pid, C_MINOR_FAULTS)
     if f == 0:
-        m.mm_rss[mm] += 1                          # the zero page was not in RSS
+        count_ptes(m, mm, r, 0, 1)                 # the zero page was not in RSS
         count_event(m, pid, C_ZERO_FILLS)
     else:
-        frame_unmap(m, f, True)
         count_event(m, pid, C_COW_COPIES)
     return FAULT_OK
 
@@ -719,7 +1196,8 @@ def do_wp_page(m, pid, mm, r, t, slot, tag):
 # --- transparent huge pages (mm/huge_memory.c) ------------------------------------
 # A PMD-mapped huge page is a table flagged tab_huge whose 512 entries map its
 # subpages: fork copies it as one PMD, and a split turns it into an ordinary
-# PTE table without moving a frame.
+# PTE table without moving a frame. Huge tables are never shared, so their
+# entries are the owner's PTEs and every mapping of a subpage is in frame_map.
 FAULT_FALLBACK = 2
 
 
@@ -739,7 +1217,7 @@ def huge_frames_free(m, tables):
 
 
 @njit(cache=True)
-def map_new_huge_page(m, mm, t, src, flags):
+def map_new_huge_page(m, t, src, flags):
     """Fill huge table t with a new folio of 512 exclusive frames mapped with
     flags, copying the tags of table src's subpages (src < 0: zero-filled)."""
     fo = id_alloc(m.folio_free, m.g, G_FOLIO_TOP, G_FOLIO_HWM)
@@ -751,13 +1229,12 @@ def map_new_huge_page(m, mm, t, src, flags):
         m.frame_folio[f] = fo
         m.folio_frames[fo, slot] = f
         if src >= 0:
-            old = pte_frame(m.pt[src, slot])
-            m.frame_tag[f] = m.frame_tag[old]
+            m.frame_tag[f] = m.frame_tag[pte_frame(m.pt[src, slot])]
         m.pt[t, slot] = pte_make(f, flags)
 
 
 @njit(cache=True)
-def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
+def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write):
     """First touch of an empty 2 MiB range: a read maps the huge zero page,
     a write a new huge page; FAULT_FALLBACK when 512 frames are not free."""
     zero = not write and m.g[G_ZERO_PAGE] != 0
@@ -772,9 +1249,10 @@ def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
     m.vma[mm, r] |= VM_ANON_VMA                   # even for the huge zero page
     if zero:
         m.pt[t, :] = pte_make(0, 0)
+        count_ptes(m, mm, r, PTRS_PER_TABLE, 0)
     else:
-        map_new_huge_page(m, mm, t, -1, PTE_W | PTE_E)
-        m.mm_rss[mm] += PTRS_PER_TABLE
+        map_new_huge_page(m, t, -1, PTE_W | PTE_E)
+        count_ptes(m, mm, r, PTRS_PER_TABLE, PTRS_PER_TABLE)
         count_event(m, pid, C_THP_FAULT_ALLOC)
     m.tab_count[t] = PTRS_PER_TABLE
     count_event(m, pid, C_MINOR_FAULTS)
@@ -782,7 +1260,7 @@ def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag):
 
 
 @njit(cache=True)
-def split_huge_pmd(m, pid, mm, t):
+def split_huge_pmd(m, pid, t):
     """__split_huge_pmd: the huge mapping becomes a PTE table of its subpages
     (the table deposited at fault time, so no new page)."""
     m.tab_huge[t] = 0
@@ -797,7 +1275,7 @@ def huge_exclusive(m, t):
     if folio_pinned(m, pte_frame(m.pt[t, 0])):
         return False
     for slot in range(PTRS_PER_TABLE):
-        if m.frame_map[pte_frame(m.pt[t, slot])] != 1:
+        if frame_mapcount(m, pte_frame(m.pt[t, slot])) != 1:
             return False
     return True
 
@@ -809,7 +1287,7 @@ def huge_pinned(m, t):
 
 
 @njit(cache=True)
-def do_huge_pmd_wp_page(m, pid, mm, r, t, tag):
+def do_huge_pmd_wp_page(m, pid, mm, r, t):
     """Write to a write-protected huge page. The huge zero page is replaced by
     a new huge page (do_huge_zero_wp_pmd, Linux >= 6.12). A huge page is reused
     whole if exclusive; else under thp_cow="copy" all 2 MiB are copied, and
@@ -823,22 +1301,22 @@ def do_huge_pmd_wp_page(m, pid, mm, r, t, tag):
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
     if zero and huge_frames_free(m, 0):
-        map_new_huge_page(m, mm, t, -1, PTE_W | PTE_E)
-        m.mm_rss[mm] += PTRS_PER_TABLE
+        map_new_huge_page(m, t, -1, PTE_W | PTE_E)
+        count_ptes(m, mm, r, 0, PTRS_PER_TABLE)
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_THP_FAULT_ALLOC)
         return FAULT_OK
     if not zero and m.g[G_THP_COW] == THP_COPY and huge_frames_free(m, 0):
         old = table_alloc(m)                       # scratch copy of the old subpages
         m.pt[old, :] = m.pt[t, :]
-        map_new_huge_page(m, mm, t, old, PTE_W | PTE_E)
+        map_new_huge_page(m, t, old, PTE_W | PTE_E)
         for slot in range(PTRS_PER_TABLE):
             frame_unmap(m, pte_frame(m.pt[old, slot]), True)
         table_free(m, old)
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_THP_COPIES)
         return FAULT_OK
-    split_huge_pmd(m, pid, mm, t)
+    split_huge_pmd(m, pid, t)
     return FAULT_FALLBACK
 
 
@@ -846,42 +1324,47 @@ def do_huge_pmd_wp_page(m, pid, mm, r, t, tag):
 def fault_once(m, pid, mm, r, page, write, tag):
     """One touch of page of region r by pid: FAULT_OK or FAULT_OOM. A write
     stores tag (> 0) in the page; tag -1 is a pin's write-intent fault."""
+    row = m.mm_row[mm]
     k = m.reg_pmd0[r] + (page >> TABLE_SHIFT)
     slot = page & (PTRS_PER_TABLE - 1)
-    t = m.pmd[m.mm_row[mm], k]
-    e = m.pt[t, slot] if t >= 0 else np.int32(0)
+    t = m.pmd[row, k]
+    oi = -1
+    e = np.int32(0)
+    if t >= 0:
+        oi = ov_find(m, row, k, slot)
+        e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
     if not write:
         if e != 0:
             return FAULT_OK
     elif (e & PTE_W) != 0:
         if tag > 0:
-            m.frame_tag[pte_frame(e)] = tag
+            store_tag(m, row, k, slot, tag)
         return FAULT_OK
     if t < 0:
         if thp_eligible(m, mm, r, page):
-            st = do_huge_pmd_anonymous_page(m, pid, mm, r, k, write, tag)
+            st = do_huge_pmd_anonymous_page(m, pid, mm, r, k, write)
             if st != FAULT_FALLBACK:
                 if st == FAULT_OK and write and tag > 0:
-                    m.frame_tag[pte_frame(m.pt[m.pmd[m.mm_row[mm], k], slot])] = tag
+                    store_tag(m, row, k, slot, tag)
                 return st
-        t = table_for(m, mm, k)
+        t = table_for(m, mm, row, k)
         if t < 0:
             return FAULT_OOM
-    elif not table_unshare(m, pid, t):
+    elif not table_unshare(m, pid, row, k):
         return FAULT_OOM
     if e == 0:
         if m.reg_shared[r] != 0:
-            st = do_shared_fault(m, pid, mm, r, t, slot, page, write, tag)
+            st = do_shared_fault(m, pid, mm, r, t, slot, page, write)
         else:
-            st = do_anonymous_page(m, pid, mm, r, t, slot, write, tag)
+            st = do_anonymous_page(m, pid, mm, r, row, k, t, slot, write)
     else:                                           # shared PTEs are never write-protected
         st = FAULT_FALLBACK
         if m.tab_huge[t] != 0:
-            st = do_huge_pmd_wp_page(m, pid, mm, r, t, tag)
+            st = do_huge_pmd_wp_page(m, pid, mm, r, t)
         if st == FAULT_FALLBACK:
-            st = do_wp_page(m, pid, mm, r, t, slot, tag)
+            st = do_wp_page(m, pid, mm, r, row, k, t, slot, oi)
     if st == FAULT_OK and write and tag > 0:
-        m.frame_tag[pte_frame(m.pt[t, slot])] = tag
+        store_tag(m, row, k, slot, tag)
     return st
 
 
@@ -900,20 +1383,40 @@ def touch_run(m, pid, mm, r, pages, write, tag):
 
     Most touches find a PTE that already allows them; that check is done here,
     without a call, and only real faults go to handle_mm_fault."""
-    pmd_row = m.pmd[m.mm_row[mm]]
+    row = m.mm_row[mm]
+    pmd_row = m.pmd[row]
+    ovc_row = m.ovc[row]
     pt = m.pt
     frame_tag = m.frame_tag
     first = m.reg_pmd0[r]
     for page in pages:
-        t = pmd_row[first + (page >> TABLE_SHIFT)]
+        k = first + (page >> TABLE_SHIFT)
+        slot = page & (PTRS_PER_TABLE - 1)
+        t = pmd_row[k]
         if t >= 0:
-            e = pt[t, page & (PTRS_PER_TABLE - 1)]
-            if write:
-                if (e & PTE_W) != 0:
-                    frame_tag[pte_frame(e)] = tag
+            oi = ov_find(m, row, k, slot) if ovc_row[k] >= 0 else -1
+            if oi >= 0:
+                ov_val = m.ov_val                  # read afresh: a fault may have grown the pool
+                e = ov_val[oi]
+                if not write:
                     continue
-            elif e != 0:
-                continue
+                if (e & PTE_W) != 0:
+                    if (e & PTE_I) != 0:
+                        ov_val[oi] = pte_with_tag(e, tag)
+                    else:
+                        frame_tag[pte_frame(e)] = tag
+                    continue
+            else:
+                e = pt[t, slot]
+                if write:
+                    if (e & PTE_W) != 0:
+                        if (e & PTE_I) != 0:
+                            pt[t, slot] = pte_with_tag(e, tag)
+                        else:
+                            frame_tag[pte_frame(e)] = tag
+                        continue
+                elif e != 0:
+                    continue
         if not handle_mm_fault(m, pid, mm, r, page, write, tag):
             return False
     return True
@@ -945,16 +1448,11 @@ def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
 # --- pins (pin_user_pages with FOLL_WRITE | FOLL_LONGTERM) ---------------------------
 
 @njit(cache=True)
-def pte_of(m, mm, r, page):
-    t = m.pmd[m.mm_row[mm], m.reg_pmd0[r] + (page >> TABLE_SHIFT)]
-    return m.pt[t, page & (PTRS_PER_TABLE - 1)] if t >= 0 else np.int32(0)
-
-
-@njit(cache=True)
 def pin_pages(m, pid, r, pages):
     """Pin each page for DMA: fault it in writable and exclusive, as GUP does
-    (those faults are the task's minor faults too), then hold a pin on its frame. A page the
-    process cannot write pins nothing (the kernel answers EFAULT)."""
+    (those faults are the task's minor faults too), then hold a pin on its frame,
+    giving an inline page a frame id. A page the process cannot write pins
+    nothing (the kernel answers EFAULT)."""
     mm = m.proc_mm[pid]
     flags = m.vma[mm, r]
     if (flags & VM_MAPPED) == 0 or (flags & VM_WRITE) == 0:
@@ -962,7 +1460,22 @@ def pin_pages(m, pid, r, pages):
     for page in pages:
         if not handle_mm_fault(m, pid, mm, r, page, True, -1):
             return
-        f = pte_frame(pte_of(m, mm, r, page))
+        row = m.mm_row[mm]
+        k = m.reg_pmd0[r] + (page >> TABLE_SHIFT)
+        slot = page & (PTRS_PER_TABLE - 1)
+        t = m.pmd[row, k]
+        oi = ov_find(m, row, k, slot)
+        e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
+        if pte_is_inline(e):
+            f = frame_id(m, e >> PTE_SHIFT)
+            e = pte_make(f, e & (PTE_W | PTE_E))
+            if oi >= 0:
+                m.frame_map[f] = 1
+                m.ov_val[oi] = e
+            else:
+                m.frame_home[f] = home_of(t, slot)
+                m.pt[t, slot] = e
+        f = pte_frame(e)
         m.frame_pins[f] += 1
         if m.frame_folio[f] >= 0:
             m.folio_pins[m.frame_folio[f]] += 1
@@ -979,7 +1492,7 @@ def pin_release(m, i):
     m.frame_pins[f] -= 1
     if m.frame_folio[f] >= 0:
         m.folio_pins[m.frame_folio[f]] -= 1
-    if m.frame_pins[f] > 0 or m.frame_map[f] > 0:
+    if m.frame_pins[f] > 0 or frame_mapcount(m, f) > 0:
         return
     r = m.pin_region[i]
     if m.reg_shared[r] != 0 and m.shm_frame[m.reg_shm0[r] + m.pin_page[i]] == f:
@@ -1013,6 +1526,17 @@ def unpin_all(m, pid):
 # --- fork ----------------------------------------------------------------------
 
 @njit(cache=True)
+def table_pinned_pages(m, row, k, t):
+    """Pages of range k that mm (directory row) maps and something pins."""
+    n = 0
+    for slot in range(PTRS_PER_TABLE):
+        f = pte_id(pte_peek(m, row, k, t, slot))
+        if f > 0 and folio_pinned(m, f):
+            n += 1
+    return n
+
+
+@njit(cache=True)
 def fork_frames_needed(m, mm, eager, odf):
     """Frames a fork of mm must allocate: every present private page it copies
     under eager, only the pinned ones otherwise (page_needs_cow_for_dma), and a
@@ -1023,55 +1547,151 @@ def fork_frames_needed(m, mm, eager, odf):
         fl = m.vma[mm, r]
         if (fl & VM_ANON_VMA) == 0 or (fl & (VM_DONTFORK | VM_WIPEONFORK)) != 0 or m.reg_shared[r] != 0:
             continue
+        if eager:
+            need += m.mm_rss[mm, r]
         for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
             t = m.pmd[row, k]
             if t < 0:
                 continue
             pinned = 0
-            for slot in range(PTRS_PER_TABLE):
-                e = m.pt[t, slot]
-                if e == 0 or pte_frame(e) == 0:
-                    continue
-                if folio_pinned(m, pte_frame(e)):
-                    pinned += 1
-                if eager or folio_pinned(m, pte_frame(e)):
-                    need += 1
-            if not odf or m.tab_huge[t] != 0 or pinned > 0:
+            if m.g[G_PINS] > 0:
+                pinned = table_pinned_pages(m, row, k, t)
+            if not eager:
+                need += pinned
+            if not odf or eager or m.tab_huge[t] != 0 or pinned > 0:
                 need += 1
     return need
 
 
 @njit(cache=True)
-def copy_pte_table(m, child, cmm, t, nt, eager, writable):
-    """copy_pte_range for one table: COW-share or eagerly copy every present PTE;
-    a pinned page is copied for the child at once and stays writable in the
-    parent (copy_present_page). Returns (PTEs copied, pinned pages copied)."""
+def copy_huge_pmd(m, child, crow, k, t, eager, writable):
+    """fork of a PMD-mapped huge page: one PMD entry and its deposited table;
+    eager copies the 2 MiB, otherwise both sides map the folio read-only."""
+    nt = table_alloc(m)
+    m.pmd[crow, k] = nt
+    pte_charge(m)                                # fork_frames_needed checked
+    m.tab_huge[nt] = 1
+    if eager and pte_frame(m.pt[t, 0]) != 0:
+        map_new_huge_page(m, nt, t, (PTE_W | PTE_E) if writable else PTE_E)
+        m.ctr[child, C_FORK_PAGES] += PTRS_PER_TABLE
+        m.totals[C_FORK_PAGES] += PTRS_PER_TABLE
+    else:
+        for slot in range(PTRS_PER_TABLE):
+            e = m.pt[t, slot]
+            f = pte_frame(e)
+            if f != 0:
+                e &= ~(PTE_W | PTE_E)
+                m.pt[t, slot] = e
+                m.frame_map[f] += 1
+            m.pt[nt, slot] = e
+    m.tab_count[nt] = PTRS_PER_TABLE
+    count_event(m, child, C_FORK_PMDS)
+
+
+@njit(cache=True)
+def copy_pte_table(m, child, prow, crow, k, t, writable):
+    """Eager copy_pte_range for one table: the child gets a table of its own
+    and a copy of every present page. Returns the PTEs copied."""
+    nt = table_alloc(m)
+    m.pmd[crow, k] = nt
     ptes = 0
-    pinned = 0
+    for slot in range(PTRS_PER_TABLE):
+        e = pte_peek(m, prow, k, t, slot)
+        if e == 0:
+            continue
+        ptes += 1
+        if pte_page(e) != 0:
+            frame_charge(m)                      # fork_frames_needed checked
+            e = pte_inline(pte_tag_of(m, e), (PTE_W | PTE_E) if writable else PTE_E)
+            count_event(m, child, C_FORK_PAGES)
+        m.pt[nt, slot] = e
+    m.tab_count[nt] = ptes
+    return ptes
+
+
+@njit(cache=True)
+def share_base(m, prow, k, t):
+    """The parent's unshared table t is about to get a second user: write-protect
+    its entries, give inline pages a frame id homed here, and move to the
+    parent's overlay what must stay its own (a pinned page, which stays
+    writable, and a page homed in another table)."""
     for slot in range(PTRS_PER_TABLE):
         e = m.pt[t, slot]
         if e == 0:
             continue
-        ptes += 1
+        here = home_of(t, slot)
+        if pte_is_inline(e):
+            f = frame_id(m, e >> PTE_SHIFT)
+            m.frame_home[f] = here
+            m.pt[t, slot] = pte_make(f, 0)
+            continue
         f = pte_frame(e)
         if f == 0:
-            m.pt[nt, slot] = e
-        elif eager or folio_pinned(m, f):
-            if folio_pinned(m, f):
-                pinned += 1
-            nf = frame_alloc(m)          # cannot fail: fork_frames_needed checked
-            m.frame_tag[nf] = m.frame_tag[f]
-            m.frame_map[nf] = 1
-            m.pt[nt, slot] = pte_make(nf, (PTE_W | PTE_E) if writable else PTE_E)
-            count_event(m, child, C_FORK_PAGES)
+            continue
+        h = m.frame_home[f]
+        if folio_pinned(m, f) or (h >= 0 and h != here):
+            m.pt[t, slot] = 0
+            m.tab_count[t] -= 1
+            if h == here:
+                m.frame_home[f] = -1
+                m.frame_map[f] += 1
+            ov_add(m, prow, k, slot, e)
+            m.tab_ovr[t, slot] = 1
+            m.tab_maxovr[t] = max(m.tab_maxovr[t], 1)
+            continue
+        if h < 0:                                # counted in frame_map until now (a split huge page)
+            m.frame_map[f] -= 1
+            m.frame_home[f] = here
+        m.pt[t, slot] = e & ~(PTE_W | PTE_E)
+
+
+@njit(cache=True)
+def share_pte_table(m, child, prow, crow, k, writable):
+    """copy_pte_range under cow and odf, by reference: the child uses the
+    parent's table and a copy of the parent's overlay, both write-protected;
+    a pinned page is copied for the child at once and stays writable in the
+    parent (copy_present_page). Returns (PTEs the kernel copies, pinned pages)."""
+    t = m.pmd[prow, k]
+    if m.tab_ref[t] == 1 and m.tab_count[t] > 0:
+        share_base(m, prow, k, t)
+    ptes = m.tab_count[t]
+    pinned = 0
+    n = ov_len(m, prow, k)
+    for i in range(n):
+        slot, j = ov_at(m, prow, k, i)
+        e = m.ov_val[j]
+        if e == 0:
+            continue
+        if m.pt[t, slot] == 0:
+            ptes += 1
+        if pte_is_inline(e):
+            f = frame_id(m, e >> PTE_SHIFT)
+            m.frame_map[f] = 1
+            e = pte_make(f, e & (PTE_W | PTE_E))
+            m.ov_val[j] = e
+        f = pte_frame(e)
+        if f != 0 and folio_pinned(m, f):
+            pinned += 1
         else:
-            e = e & ~(PTE_W | PTE_E)
-            m.pt[t, slot] = e
-            m.pt[nt, slot] = e
-            m.frame_map[f] += 1
-        if f != 0:
-            m.mm_rss[cmm] += 1
-    m.tab_count[nt] = ptes
+            m.ov_val[j] = e & ~(PTE_W | PTE_E)
+    if n > 0:
+        ov_clone(m, prow, crow, k)
+        for i in range(n):
+            slot, j = ov_at(m, crow, k, i)
+            e = m.ov_val[j]
+            if e == 0:
+                continue
+            f = pte_frame(e)
+            if f != 0 and folio_pinned(m, f):
+                frame_charge(m)                  # fork_frames_needed checked
+                m.ov_val[j] = pte_inline(m.frame_tag[f], (PTE_W | PTE_E) if writable else PTE_E)
+                count_event(m, child, C_FORK_PAGES)
+            elif f != 0:
+                m.frame_map[f] += 1
+            m.tab_ovr[t, slot] += 1
+            m.tab_maxovr[t] = max(m.tab_maxovr[t], m.tab_ovr[t, slot])
+    m.tab_ref[t] += 1
+    m.pmd[crow, k] = t
     return ptes, pinned
 
 
@@ -1118,31 +1738,26 @@ def dup_mmap(m, parent, child, cmm):
         m.vma[cmm, r] = fl
         if m.reg_shared[r] != 0 or (fl & VM_ANON_VMA) == 0:
             continue                                 # vma_needs_copy() is false
+        writable = (fl & VM_WRITE) != 0
+        m.mm_ptes[cmm, r] = m.mm_ptes[pmm, r]
+        m.mm_rss[cmm, r] = m.mm_rss[pmm, r]
         for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
             t = m.pmd[prow, k]
             if t < 0:
                 continue
-            if m.tab_huge[t] != 0 and huge_pinned(m, t):
-                split_huge_pmd(m, parent, pmm, t)    # copy_huge_pmd leaves pinned THPs to the PTE path
-            nt = table_alloc(m)
-            m.pmd[crow, k] = nt
             m.mm_tables[cmm] += 1
-            if m.tab_huge[t] != 0:                   # copy_huge_pmd: one PMD entry
-                pte_charge(m)                        # its deposited table; fork_frames_needed checked
-                m.tab_huge[nt] = 1
-                if eager and pte_frame(m.pt[t, 0]) != 0:
-                    map_new_huge_page(m, cmm, nt, t, (PTE_W | PTE_E) if (fl & VM_WRITE) != 0 else PTE_E)
-                    m.tab_count[nt] = PTRS_PER_TABLE
-                    m.mm_rss[cmm] += PTRS_PER_TABLE
-                    m.ctr[child, C_FORK_PAGES] += PTRS_PER_TABLE
-                    m.totals[C_FORK_PAGES] += PTRS_PER_TABLE
-                else:
-                    copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
-                count_event(m, child, C_FORK_PMDS)
+            if m.tab_huge[t] != 0 and huge_pinned(m, t):
+                split_huge_pmd(m, parent, t)         # copy_huge_pmd leaves pinned THPs to the PTE path
+            if m.tab_huge[t] != 0:
+                copy_huge_pmd(m, child, crow, k, t, eager, writable)
                 continue
-            ptes, pinned = copy_pte_table(m, child, cmm, t, nt, eager, (fl & VM_WRITE) != 0)
+            if eager:
+                ptes = copy_pte_table(m, child, prow, crow, k, t, writable)
+                pinned = 1
+            else:
+                ptes, pinned = share_pte_table(m, child, prow, crow, k, writable)
             if odf and pinned == 0:
-                group_join(m, t, nt)         # shared, not copied
+                odf_share(m, prow, crow, k)         # shared, not copied
                 count_event(m, child, C_FORK_TABLES_SHARED)
             else:
                 pte_charge(m)
@@ -1153,11 +1768,24 @@ def dup_mmap(m, parent, child, cmm):
 
 # --- mprotect / madvise ------------------------------------------------------------
 
+@njit(cache=True, inline="always")
+def pte_protect(e, prot, shared):
+    """e under new protection prot: drop W, or restore it where no write fault
+    is needed: on anon-exclusive private pages (can_change_pte_writable) and
+    on every page of a shared region (shmem does no write tracking)."""
+    if e == 0:
+        return e
+    if (prot & VM_WRITE) == 0:
+        return e & ~PTE_W
+    if shared or (e & PTE_E) != 0:
+        return e | PTE_W
+    return e
+
+
 @njit(cache=True)
 def change_protection(m, pid, mm, r, prot):
-    """mprotect(): new VMA prot; drop W from PTEs, or restore it where no write
-    fault is needed: on anon-exclusive private pages (can_change_pte_writable)
-    and on every page of a shared region (shmem does no write tracking)."""
+    """mprotect(): new VMA prot, applied to every PTE of mm in the region
+    (a table others share holds no writable or exclusive PTE: nothing to do there)."""
     fl = m.vma[mm, r] & ~(VM_READ | VM_WRITE)
     shared = m.reg_shared[r] != 0
     if (prot & VM_WRITE) != 0 and not shared and (fl & VM_ACCOUNT) == 0:
@@ -1171,17 +1799,15 @@ def change_protection(m, pid, mm, r, prot):
         t = m.pmd[row, k]
         if t < 0:
             continue
-        if not table_unshare(m, pid, t):
+        if not table_unshare(m, pid, row, k):
             count_event(m, pid, C_ENOMEM)            # no page for the table copy: mprotect stops here
             return
-        for slot in range(PTRS_PER_TABLE):
-            e = m.pt[t, slot]
-            if e == 0:
-                continue
-            if (prot & VM_WRITE) == 0:
-                m.pt[t, slot] = e & ~PTE_W
-            elif shared or (e & PTE_E) != 0:
-                m.pt[t, slot] = e | PTE_W
+        if m.tab_ref[t] == 1:
+            for slot in range(PTRS_PER_TABLE):
+                m.pt[t, slot] = pte_protect(m.pt[t, slot], prot, shared)
+        for i in range(ov_len(m, row, k)):
+            slot, j = ov_at(m, row, k, i)
+            m.ov_val[j] = pte_protect(m.ov_val[j], prot, shared)
 
 
 @njit(cache=True)
@@ -1206,7 +1832,8 @@ def madvise(m, mm, r, advice):
 
 @njit(cache=True)
 def op_needs(m, op, ps):
-    """Upper bounds on (frames, tables, rows) op may allocate, for growing arrays first."""
+    """Upper bounds on (frame ids, tables, rows) op may take, for growing arrays
+    first. (An odf fork takes at most one share group per table too.)"""
     code = op[0]
     if code == READ or code == WRITE or code == PIN:
         r = op[2]
@@ -1216,8 +1843,7 @@ def op_needs(m, op, ps):
         pmm = m.proc_mm[op[1]]
         if m.mm_row[pmm] < 0:
             return 0, 0, 1
-        frames = m.mm_rss[pmm] if m.g[G_POLICY] == POLICY_EAGER or m.g[G_PINS] > 0 else 0
-        return frames, m.mm_tables[pmm], 1
+        return mm_rss_total(m, pmm), m.mm_tables[pmm], 1     # inline pages get frame ids when shared
     if code == SPAWN or code == EXEC:
         return 0, 0, 1
     return 0, 0, 0
@@ -1232,6 +1858,8 @@ def has_room(m, frames, tables, rows):
     if tables > m.pt.shape[0] - g[G_TAB_HWM] + g[G_TAB_TOP]:
         return False
     if tables > m.folio_live.shape[0] - g[G_FOLIO_HWM] + g[G_FOLIO_TOP]:
+        return False
+    if tables > m.group_ref.shape[0] - g[G_GROUP_HWM] + g[G_GROUP_TOP]:
         return False
     return rows <= m.pmd.shape[0] - g[G_ROW_HWM] + g[G_ROW_TOP]
 
@@ -1317,6 +1945,7 @@ def run(m, ops, ps, psf, pool, tl, start, stop):
 @njit(cache=True)
 def snapshot_live(m):
     """Values of every process still running or suspended, as they stand at the end."""
+    m.g[G_EPOCH] += 1
     for pid in range(1, m.proc_state.shape[0]):
         s = m.proc_state[pid]
         if s == P_RUNNING or s == P_SUSPENDED:

@@ -32,7 +32,7 @@ _ON_FORK_BITS = {"copy": 0, "dontfork": K.VM_DONTFORK, "wipeonfork": K.VM_WIPEON
 _ADVICE = {"dontfork": K.ADV_DONTFORK, "dofork": K.ADV_DOFORK, "wipeonfork": K.ADV_WIPEONFORK,
            "keeponfork": K.ADV_KEEPONFORK, "hugepage": K.ADV_HUGEPAGE, "nohugepage": K.ADV_NOHUGEPAGE}
 THP_COW = ("split", "copy")
-_MAX_FRAMES_IN_USE = (1 << 29) - 1      # frame + 1 must fit in 30 bits of a PTE
+_MAX_FRAMES_IN_USE = K.MAX_PTE_VALUE - 1    # frame + 1 must fit in the 28 bits a PTE has for it
 _BATCH_TOUCHES = 1 << 24                # touches per kernel call between progress updates
 
 
@@ -53,6 +53,7 @@ class Program(NamedTuple):
     n_proc: int
     work: np.ndarray      # int64[n]: touches per op, for progress and batching
     n_pins: int           # pages pinned by all pin ops: room for pin records
+    tag_values: np.ndarray  # int64: the value each value tag stands for (tag 0: never written)
 
 
 def compile_scenario(sc: Scenario) -> Program:
@@ -71,9 +72,15 @@ def compile_scenario(sc: Scenario) -> Program:
     ops = np.zeros((n, 6), dtype=np.int64)
     work = np.zeros(n, dtype=np.int64)
     ps_rows, psf_rows, pool_parts, pool_len = [], [], [], 0
+    tag_values = [0]
     for i, op in enumerate(sc.ops):
         arg = op.arg
-        if op.code == MMAP:
+        if op.code == WRITE:
+            arg = len(tag_values)          # kernels store small tags; inline PTEs have 28 bits for one
+            tag_values.append(op.arg)
+            if arg > K.MAX_PTE_VALUE:
+                raise ScenarioError(f"simulate: at most {K.MAX_PTE_VALUE} write ops are supported; got {arg}")
+        elif op.code == MMAP:
             reg = sc.regions[op.region]
             arg = K.VM_MAPPED | _PROT_BITS[reg.prot] | _ON_FORK_BITS[reg.on_fork] | (K.VM_HUGEPAGE if reg.thp else 0)
         elif op.code == MPROTECT:
@@ -102,7 +109,8 @@ def compile_scenario(sc: Scenario) -> Program:
     pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
     n_pins = int(sum(work[i] for i, op in enumerate(sc.ops) if op.code == PIN))
     return Program(ops, ps, psf, pool, reg_pmd0, reg_npages, reg_shared, reg_shm0,
-                   int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins)
+                   int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
+                   np.array(tag_values, dtype=np.int64))
 
 
 def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page: bool,
@@ -114,23 +122,27 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
     g[K.G_OVERCOMMIT] = overcommit
     g[K.G_THP_COW] = thp_cow
     g[K.G_COMMIT_LIMIT] = frame_max * overcommit_ratio // 100     # no swap is modelled
+    g[K.G_OV_FREE: K.G_OV_FREE + K.OV_CLASSES] = -1
     nf = min(frame_max, 1 << 12)
-    nt, nrow, nreg, nproc = 64, 4, len(prog.reg_npages), prog.n_proc + 1
+    nt, nrow, nreg, nproc, nmm = 64, 4, len(prog.reg_npages), prog.n_proc + 1, max(prog.n_mm, 1)
+    npmd = max(prog.n_pmd, 1)
+    odf = policy == K.POLICY_ODF
     return K.Machine(
         g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
-        frame_map=np.zeros(nf, dtype=np.int32), frame_tag=np.zeros(nf, dtype=np.int64),
+        frame_map=np.zeros(nf, dtype=np.int32), frame_home=np.full(nf, -1, dtype=np.int64),
+        frame_tag=np.zeros(nf, dtype=np.int64),
         frame_free=np.zeros(nf, dtype=np.int32), frame_pins=np.zeros(nf, dtype=np.int32),
         frame_folio=np.full(nf, -1, dtype=np.int32), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
         folio_live=np.zeros(nt, dtype=np.int32), folio_pins=np.zeros(nt, dtype=np.int32),
         folio_free=np.zeros(nt, dtype=np.int32),
-        pt=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(nt, dtype=np.int32),
-        tab_free=np.zeros(nt, dtype=np.int32), tab_group=np.full(nt, -1, dtype=np.int32),
-        tab_huge=np.zeros(nt, dtype=np.uint8),
+        **_table_arrays(nt),
         group_ref=np.zeros(nt, dtype=np.int32), group_free=np.zeros(nt, dtype=np.int32),
-        pmd=np.full((nrow, max(prog.n_pmd, 1)), -1, dtype=np.int32), row_free=np.zeros(nrow, dtype=np.int32),
-        mm_row=np.full(max(prog.n_mm, 1), -1, dtype=np.int32), mm_users=np.zeros(max(prog.n_mm, 1), dtype=np.int32),
-        mm_rss=np.zeros(max(prog.n_mm, 1), dtype=np.int64), mm_tables=np.zeros(max(prog.n_mm, 1), dtype=np.int64),
-        vma=np.zeros((max(prog.n_mm, 1), max(nreg, 1)), dtype=np.uint8),
+        **_row_arrays(nrow, npmd, odf),
+        ov_key=np.zeros(1 << 12, dtype=np.uint16), ov_val=np.zeros(1 << 12, dtype=np.int32),
+        mm_row=np.full(nmm, -1, dtype=np.int32), mm_users=np.zeros(nmm, dtype=np.int32),
+        mm_tables=np.zeros(nmm, dtype=np.int64),
+        mm_ptes=np.zeros((nmm, max(nreg, 1)), dtype=np.int64), mm_rss=np.zeros((nmm, max(nreg, 1)), dtype=np.int64),
+        vma=np.zeros((nmm, max(nreg, 1)), dtype=np.uint8),
         reg_pmd0=prog.reg_pmd0, reg_npages=prog.reg_npages, reg_shared=prog.reg_shared, reg_shm0=prog.reg_shm0,
         reg_maps=np.zeros(nreg, dtype=np.int32),
         shm_frame=np.full(int((prog.reg_npages * prog.reg_shared).sum()), -1, dtype=np.int32),
@@ -140,6 +152,22 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         pin_pid=np.zeros(prog.n_pins, dtype=np.int32), pin_region=np.zeros(prog.n_pins, dtype=np.int32),
         pin_page=np.zeros(prog.n_pins, dtype=np.int64), pin_frame=np.zeros(prog.n_pins, dtype=np.int32),
     )
+
+
+def _table_arrays(n: int) -> dict:
+    return dict(pt=np.zeros((n, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(n, dtype=np.int32),
+                tab_free=np.zeros(n, dtype=np.int32), tab_huge=np.zeros(n, dtype=np.uint8),
+                tab_ref=np.zeros(n, dtype=np.int32), tab_ovr=np.zeros((n, K.PTRS_PER_TABLE), dtype=np.int32),
+                tab_maxovr=np.zeros(n, dtype=np.int32), tab_epoch=np.full(n, -1, dtype=np.int64),
+                tab_rss=np.zeros(n, dtype=np.int32), tab_uss=np.zeros(n, dtype=np.int32),
+                tab_pss=np.zeros(n, dtype=np.float64))
+
+
+def _row_arrays(n: int, npmd: int, odf: bool) -> dict:
+    """Directory rows; the odf share-group column exists only under odf."""
+    return dict(pmd=np.full((n, npmd), -1, dtype=np.int32), ovl=np.zeros((n, npmd), dtype=np.int32),
+                ovc=np.full((n, npmd), -1, dtype=np.int8), ovn=np.zeros((n, npmd), dtype=np.int16),
+                odfg=np.full((n, npmd) if odf else (1, 1), -1, dtype=np.int32), row_free=np.zeros(n, dtype=np.int32))
 
 
 def _grown(a: np.ndarray, n: int, fill=0) -> np.ndarray:
@@ -157,26 +185,38 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
         want = min(int(g[K.G_FRAME_MAX]), max(2 * nf, int(g[K.G_FRAME_HWM] + frames)), _MAX_FRAMES_IN_USE + 1)
         if want <= nf:
             raise ScenarioError(f"simulate: more than {_MAX_FRAMES_IN_USE} frames in use at once is not supported")
-        m = m._replace(frame_map=_grown(m.frame_map, want), frame_tag=_grown(m.frame_tag, want),
+        m = m._replace(frame_map=_grown(m.frame_map, want), frame_home=_grown(m.frame_home, want, -1),
+                       frame_tag=_grown(m.frame_tag, want),
                        frame_free=_grown(m.frame_free, want), frame_pins=_grown(m.frame_pins, want),
                        frame_folio=_grown(m.frame_folio, want, -1))
     nt = m.pt.shape[0]
     if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
         want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
-        m = m._replace(pt=_grown(m.pt, want), tab_count=_grown(m.tab_count, want), tab_free=_grown(m.tab_free, want),
-                       tab_group=_grown(m.tab_group, want, -1), tab_huge=_grown(m.tab_huge, want),
-                       group_ref=_grown(m.group_ref, want),
-                       group_free=_grown(m.group_free, want))
+        fresh = _table_arrays(want)
+        m = m._replace(**{name: _grown(getattr(m, name), want, fresh[name].flat[0]) for name in fresh})
     nfo = m.folio_live.shape[0]
     if tables > nfo - g[K.G_FOLIO_HWM] + g[K.G_FOLIO_TOP]:
         want = max(2 * nfo, int(g[K.G_FOLIO_HWM] + tables))
         m = m._replace(folio_frames=_grown(m.folio_frames, want), folio_live=_grown(m.folio_live, want),
                        folio_pins=_grown(m.folio_pins, want), folio_free=_grown(m.folio_free, want))
+    ng = m.group_ref.shape[0]
+    if tables > ng - g[K.G_GROUP_HWM] + g[K.G_GROUP_TOP]:
+        want = max(2 * ng, int(g[K.G_GROUP_HWM] + tables))
+        m = m._replace(group_ref=_grown(m.group_ref, want), group_free=_grown(m.group_free, want))
     nr = m.pmd.shape[0]
     if rows > nr - g[K.G_ROW_HWM] + g[K.G_ROW_TOP]:
         want = max(2 * nr, int(g[K.G_ROW_HWM] + rows))
-        m = m._replace(pmd=_grown(m.pmd, want, -1), row_free=_grown(m.row_free, want))
+        odf = g[K.G_POLICY] == K.POLICY_ODF
+        fresh = _row_arrays(1, m.pmd.shape[1], odf)
+        m = m._replace(**{name: _grown(getattr(m, name), want, fresh[name].flat[0])
+                          for name in fresh if odf or name != "odfg"})
     return m
+
+
+def _with_pool(m: K.Machine, ref: K.MachineRef) -> K.Machine:
+    """m with the overlay pool the kernels behind ref may have grown."""
+    ov_key, ov_val = K.overlay_pool(ref)
+    return m._replace(ov_key=ov_key, ov_val=ov_val)
 
 
 def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = None, oom: str = "largest",
@@ -236,10 +276,11 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
             i = start
             while K.run(ref, prog.ops, prog.ps, prog.psf, prog.pool, tl, i, stop) == K.RUN_GROW:
                 i = int(m.g[K.G_RESUME])
-                m = _grow(m, prog, i)
+                m = _grow(_with_pool(m, ref), prog, i)
                 ref = K.machine_ref(m)
             bar.update(int(prog.work[start:stop].sum()))
     K.snapshot_live(ref)
+    m = _with_pool(m, ref)
     wall = time.perf_counter() - t0
     return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl, policy, costs, wall)
 

@@ -193,21 +193,12 @@ class Result:
         r = region.index if isinstance(region, Region) else int(region)
         if not 0 <= r < len(self.scenario.regions):
             raise ScenarioError(f"memory: unknown region {region!r}")
-        npages = int(m.reg_npages[r])
-        out = np.zeros(npages, dtype=np.int64)
+        out = np.zeros(int(m.reg_npages[r]), dtype=np.int64)
         mm = m.proc_mm[pid]
         if mm < 0 or m.mm_row[mm] < 0 or not (m.vma[mm, r] & K.VM_MAPPED):
             return out
-        row = m.mm_row[mm]
-        for k in range((npages + K.PTRS_PER_TABLE - 1) >> K.TABLE_SHIFT):
-            t = m.pmd[row, m.reg_pmd0[r] + k]
-            if t < 0:
-                continue
-            e = m.pt[t, : min(K.PTRS_PER_TABLE, npages - k * K.PTRS_PER_TABLE)]
-            frames = (e >> 2) - 1
-            tags = np.where(e != 0, m.frame_tag[np.maximum(frames, 0)], 0)
-            out[k * K.PTRS_PER_TABLE: k * K.PTRS_PER_TABLE + len(e)] = tags
-        return out
+        K.mm_tags(K.machine_ref(m), mm, r, out)
+        return self._prog.tag_values[out]
 
     def check_invariants(self) -> None:
         """Recount the machine from its page tables and compare with what the
@@ -215,52 +206,117 @@ class Result:
         check_machine(self._machine("check_invariants"))
 
 
+def _effective_ptes(m: K.Machine, row: int, k: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 512 PTEs an address space sees in range k (its overlay over table t),
+    and a mask of the slots its overlay overrides."""
+    e = m.pt[t].copy()
+    mine = np.zeros(K.PTRS_PER_TABLE, dtype=bool)
+    c, off, n = int(m.ovc[row, k]), int(m.ovl[row, k]), int(m.ovn[row, k])
+    if c == K.OV_DENSE:
+        vals = m.ov_val[off: off + K.PTRS_PER_TABLE]
+        mine = vals != 0
+        assert mine.sum() == n, f"check_invariants: dense overlay ({row}, {k}) holds {mine.sum()} != {n} entries"
+        e[mine] = vals[mine]
+    elif c >= 0:
+        slots = m.ov_key[off: off + n].astype(np.int64)
+        assert len(np.unique(slots)) == n, f"check_invariants: overlay ({row}, {k}) lists a slot twice"
+        assert (m.ov_val[off: off + n] != 0).all(), f"check_invariants: overlay ({row}, {k}) has an empty entry"
+        mine[slots] = True
+        e[slots] = m.ov_val[off: off + n]
+    return e, mine
+
+
 def check_machine(m: K.Machine) -> None:
-    """mapcount = PTEs mapping the frame; allocated frames = mapped or in a page
-    cache; no table in two places; a writable private PTE maps an unshared frame."""
+    """Recount everything from the address spaces' views: mapcount = PTEs mapping
+    the frame (a homed frame's table slot counts once per user that does not
+    override it); table users and overrides; RSS and PTEs per region; physical
+    memory = inline pages + frames with an id + page-table pages; a writable
+    private PTE maps an exclusive page."""
     hwm = int(m.g[K.G_FRAME_HWM])
     mapped = np.zeros(hwm, dtype=np.int64)
-    seen_tables: set[int] = set()
+    refs: dict[int, int] = {}
+    overrides: dict[int, np.ndarray] = {}
     writable_private = []
+    inline_pages = 0
+    sim_tables = 0
     for mm in np.flatnonzero(m.mm_row >= 0):
-        row = m.mm_row[mm]
-        rss = tables = 0
-        for r in np.flatnonzero(m.vma[mm] & K.VM_MAPPED):
-            first, npages = m.reg_pmd0[r], m.reg_npages[r]
-            for k in range((npages + K.PTRS_PER_TABLE - 1) >> K.TABLE_SHIFT):
-                t = int(m.pmd[row, first + k])
+        row = int(m.mm_row[mm])
+        tables = 0
+        for r in range(m.vma.shape[1]):
+            if not m.vma[mm, r] & K.VM_MAPPED:
+                assert m.mm_ptes[mm, r] == 0, f"check_invariants: mm {mm} has PTEs in unmapped region {r}"
+                continue
+            first, npages = int(m.reg_pmd0[r]), int(m.reg_npages[r])
+            rss = ptes = 0
+            for k in range(first, first + ((npages + K.PTRS_PER_TABLE - 1) >> K.TABLE_SHIFT)):
+                t = int(m.pmd[row, k])
                 if t < 0:
+                    assert m.ovc[row, k] < 0, f"check_invariants: mm {mm} has an overlay without a table at {k}"
                     continue
-                assert t not in seen_tables, f"check_invariants: table {t} is mapped twice"
-                seen_tables.add(t)
                 tables += 1
+                refs[t] = refs.get(t, 0) + 1
+                e, mine = _effective_ptes(m, row, k, t)
+                overrides.setdefault(t, np.zeros(K.PTRS_PER_TABLE, dtype=np.int64))[mine] += 1
                 if m.tab_huge[t]:
                     assert m.tab_count[t] == K.PTRS_PER_TABLE, f"check_invariants: huge page {t} is not whole"
-                    assert len(set(m.pt[t] & 3)) == 1, f"check_invariants: huge page {t} has mixed PTE bits"
-                e = m.pt[t]
+                    assert len(set(m.pt[t] & K.PTE_FLAGS)) == 1, f"check_invariants: huge page {t} has mixed PTE bits"
+                assert not e[npages - (k - first) * K.PTRS_PER_TABLE:].any(), \
+                    f"check_invariants: PTE past the end of region {r}"
                 present = e[e != 0]
-                assert len(present) == m.tab_count[t], f"check_invariants: table {t} count {m.tab_count[t]} != {len(present)}"
-                assert not e[npages - k * K.PTRS_PER_TABLE:].any(), f"check_invariants: PTE past the end of region {r}"
-                frames = (present >> 2) - 1
+                inline = (present & K.PTE_I) != 0
+                assert ((present[inline] & K.PTE_E) != 0).all(), "check_invariants: an inline page is not exclusive"
+                frames = (present[~inline] >> K.PTE_SHIFT) - 1
                 real = frames[frames != 0]
                 np.add.at(mapped, real, 1)
-                rss += len(real)
+                ptes += len(present)
+                rss += len(real) + int(inline.sum())
+                inline_pages += int(((e & K.PTE_I) != 0)[mine].sum())
                 if not m.reg_shared[r]:
-                    writable_private.append(frames[(present & K.PTE_W) != 0])
-        assert rss == m.mm_rss[mm], f"check_invariants: mm {mm} rss {m.mm_rss[mm]} != {rss}"
+                    w = (present & K.PTE_W) != 0
+                    writable_private.append(frames[w[~inline]])
+            assert ptes == m.mm_ptes[mm, r], f"check_invariants: mm {mm} region {r} PTEs {m.mm_ptes[mm, r]} != {ptes}"
+            assert rss == m.mm_rss[mm, r], f"check_invariants: mm {mm} region {r} rss {m.mm_rss[mm, r]} != {rss}"
         assert tables == m.mm_tables[mm], f"check_invariants: mm {mm} tables {m.mm_tables[mm]} != {tables}"
+        sim_tables += tables
+    for t, n in refs.items():
+        assert m.tab_ref[t] == n, f"check_invariants: table {t} has {n} users, tab_ref says {m.tab_ref[t]}"
+        assert (m.tab_ovr[t] == overrides[t]).all(), f"check_invariants: table {t} override counts are off"
+        assert m.tab_maxovr[t] >= overrides[t].max(), f"check_invariants: table {t} tab_maxovr is too low"
+        base = m.pt[t]
+        assert (base != 0).sum() == m.tab_count[t], f"check_invariants: table {t} count {m.tab_count[t]} is off"
+        assert not (base[overrides[t] == n] != 0).any(), f"check_invariants: table {t} keeps a slot every user overrides"
+        inline_pages += int(((base & K.PTE_I) != 0).sum())
+        if n > 1:
+            assert not (base & K.PTE_FLAGS).any(), f"check_invariants: shared table {t} holds a W, E or inline PTE"
     free = m.frame_free[: m.g[K.G_FREE_TOP]]
     allocated = np.ones(hwm, dtype=bool)
     allocated[0] = False
     allocated[free] = False
     assert len(np.unique(free)) == len(free), "check_invariants: a frame is on the free list twice"
-    real_tables = len(seen_tables) - int(np.maximum(m.group_ref[: int(m.g[K.G_GROUP_HWM])] - 1, 0).sum())
+    groups = m.group_ref[: int(m.g[K.G_GROUP_HWM])]
+    free_groups = m.group_free[: m.g[K.G_GROUP_TOP]]
+    in_use = np.ones(len(groups), dtype=bool)
+    in_use[free_groups] = False
+    if m.g[K.G_POLICY] == K.POLICY_ODF:
+        live_rows = m.mm_row[m.mm_row >= 0]
+        member = m.odfg[live_rows][m.pmd[live_rows] >= 0]
+        members = np.bincount(member[member >= 0], minlength=len(groups))
+        assert (members[in_use] == groups[in_use]).all(), "check_invariants: an odf group's refcount != its members"
+        assert not members[~in_use].any(), "check_invariants: an address space belongs to a freed odf group"
+    real_tables = sim_tables - int(np.maximum(groups[in_use] - 1, 0).sum())
     assert m.g[K.G_PTE_FRAMES] == real_tables, \
         f"check_invariants: pte_frames {m.g[K.G_PTE_FRAMES]} != page tables {real_tables}"
-    assert allocated.sum() == m.g[K.G_FRAMES_USED] - m.g[K.G_PTE_FRAMES], \
-        f"check_invariants: frames_used {m.g[K.G_FRAMES_USED]} != allocated {allocated.sum()} + tables"
-    bad = np.flatnonzero(allocated & (mapped != m.frame_map[:hwm]))
-    assert len(bad) == 0, f"check_invariants: frame {bad[:5]} mapcount {m.frame_map[bad[:5]]} != PTEs {mapped[bad[:5]]}"
+    assert allocated.sum() + inline_pages == m.g[K.G_FRAMES_USED] - m.g[K.G_PTE_FRAMES], \
+        f"check_invariants: frames_used {m.g[K.G_FRAMES_USED]} != {allocated.sum()} frames + {inline_pages} inline + tables"
+    home = m.frame_home[:hwm]
+    counted = m.frame_map[:hwm].astype(np.int64)
+    for f in np.flatnonzero(allocated & (home >= 0)):
+        t, s = divmod(int(home[f]), K.PTRS_PER_TABLE)
+        assert (m.pt[t, s] >> K.PTE_SHIFT) - 1 == f and not m.pt[t, s] & K.PTE_I, \
+            f"check_invariants: frame {f} is homed at ({t}, {s}), which does not map it"
+        counted[f] += m.tab_ref[t] - m.tab_ovr[t, s]
+    bad = np.flatnonzero(allocated & (mapped != counted))
+    assert len(bad) == 0, f"check_invariants: frame {bad[:5]} mapcount {counted[bad[:5]]} != PTEs {mapped[bad[:5]]}"
     assert not mapped[~allocated][1:].any(), "check_invariants: a free frame is still mapped"
     cached = np.zeros(hwm, dtype=bool)
     cached[m.shm_frame[m.shm_frame >= 0]] = True
@@ -270,16 +326,7 @@ def check_machine(m: K.Machine) -> None:
     assert not pins[~allocated].any(), "check_invariants: a free frame is pinned"
     orphans = np.flatnonzero(allocated & (mapped == 0) & ~cached & (pins == 0))
     assert len(orphans) == 0, f"check_invariants: frames {orphans[:5]} are allocated but not mapped, cached or pinned"
-    live = np.array(sorted(seen_tables), dtype=np.int64)
-    groups = m.tab_group[live] if len(live) else np.zeros(0, dtype=np.int32)
-    members = np.bincount(groups[groups >= 0], minlength=int(m.g[K.G_GROUP_HWM]))
-    refs = m.group_ref[: len(members)]
-    free_groups = m.group_free[: m.g[K.G_GROUP_TOP]]
-    in_use = np.ones(len(members), dtype=bool)
-    in_use[free_groups] = False
-    assert (members[in_use] == refs[in_use]).all(), "check_invariants: an odf group's refcount != its member tables"
-    assert not members[~in_use].any(), "check_invariants: a table belongs to a freed odf group"
     if writable_private:
         w = np.concatenate(writable_private)
         assert (w != 0).all(), "check_invariants: the zero page is mapped writable"
-        assert (m.frame_map[w] == 1).all(), "check_invariants: a writable private PTE maps a shared frame"
+        assert (mapped[w] == 1).all(), "check_invariants: a writable private PTE maps a shared frame"

@@ -31,7 +31,7 @@ def test_a_bad_index_in_a_kernel_raises_instead_of_corrupting_memory():
         p.mmap("heap", "64KiB")
         m = _new_machine(compile_scenario(sc), sc.frames, K.POLICY_COW, K.OOM_LARGEST, True)
         try:
-            K.set_pte(K.machine_ref(m), 0, 10**6, 0, np.int32(8))   # table 10**6 does not exist
+            K.set_pte(K.machine_ref(m), 0, 0, 10**6, 0, np.int32(8))   # table 10**6 does not exist
         except IndexError as e:
             print("IndexError", e)
     """)
