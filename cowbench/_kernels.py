@@ -24,7 +24,7 @@ id: its PTE is "inline" and holds the page's value tag itself. A frame id is
 given when a page becomes shared (a fork shares its table), pinned, cached or
 part of a huge page. The mapcount of a frame with an id is then
 
-    frame_map[f]                          PTEs in overlays and unshared tables
+    frame[f, F_MAP]                       PTEs in overlays and unshared tables
   + tab_ref[t] - tab_ovr[t, s]            if f is "homed" at slot s of table t:
                                           the table's users that did not
                                           override that slot map it there
@@ -92,6 +92,16 @@ ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK, ADV_HUGEPAGE, ADV_NOHU
 N_CTR = 18
 N_TOTALS = 14     # C_MINOR_FAULTS .. C_ENOMEM are summed into Machine.totals
 
+# columns of a frame record, Machine.frame[f, F_*]: what one fault reads of a
+# frame is in one cache line
+F_MAP = 0      # PTEs mapping the frame, but for its home slot (see above)
+F_PINS = 1     # DMA-style pins (FOLL_PIN) held on the frame
+F_FOLIO = 2    # the huge folio the frame is a subpage of, -1 none
+F_HOME = 3     # table * 512 + slot the frame is homed at, -1 none
+F_TAG = 4      # value tag last written
+F_WIDTH = 8
+MAX_TABLES = 1 << 22    # F_HOME must fit in an int32
+
 # overlay size classes: 0..5 hold up to 2, 4, ..., 64 (slot, PTE) pairs; OV_DENSE all 512 PTEs
 OV_DENSE = 6
 OV_CLASSES = 7
@@ -101,8 +111,9 @@ OV_CLASSES = 7
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
  G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
  G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW, G_PTE_FRAMES,
- G_FOLIO_HWM, G_FOLIO_TOP, G_EPOCH, G_OV_HWM, G_OV_FREE) = range(28)
+ G_FOLIO_HWM, G_FOLIO_TOP, G_EPOCH, G_SINK, G_OV_HWM, G_OV_FREE) = range(29)
 N_G = G_OV_FREE + OV_CLASSES      # G_OV_FREE + c: first free overlay chunk of class c, -1 none
+# G_SINK only keeps prefetch_run's loads from being optimised away
 
 # timeline columns: the run totals, then these
 T_FRAMES_USED, T_RUNNING, T_FORKS, T_PTE_FRAMES = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2, N_TOTALS + 3
@@ -116,12 +127,8 @@ TOUCH_CHUNK = 4096
 class Machine(NamedTuple):
     g: np.ndarray            # int64[N_G] scalars
     totals: np.ndarray       # int64[N_TOTALS] run totals of the first counters
-    frame_map: np.ndarray    # int32[frame cap] PTEs mapping the frame, but for its home slot (see above)
-    frame_home: np.ndarray   # int64[frame cap] table * 512 + slot the frame is homed at, -1 none
-    frame_tag: np.ndarray    # int64[frame cap] value tag last written
+    frame: np.ndarray        # int32[frame cap, F_WIDTH] one 32-byte record per frame id, columns F_*
     frame_free: np.ndarray   # int32[frame cap] stack of freed frame ids
-    frame_pins: np.ndarray   # int32[frame cap] DMA-style pins (FOLL_PIN) held on the frame
-    frame_folio: np.ndarray  # int32[frame cap] the huge folio the frame is a subpage of, -1 none
     folio_frames: np.ndarray  # int32[folio cap, 512] a huge folio's subpages
     folio_live: np.ndarray   # int32[folio cap] subpages not yet freed
     folio_pins: np.ndarray   # int32[folio cap] pins on any subpage
@@ -137,6 +144,7 @@ class Machine(NamedTuple):
     tab_rss: np.ndarray      # int32[table cap] smaps of the table's own entries, cached
     tab_uss: np.ndarray      # int32[table cap]
     tab_pss: np.ndarray      # float64[table cap]
+    tab_w: np.ndarray        # float64[table cap, 512] each entry's pss share, -1 where no page, cached too
     group_ref: np.ndarray    # int32[group cap] address spaces sharing one table of the simulated odf kernel
     group_free: np.ndarray   # int32[group cap] stack of freed groups
     pmd: np.ndarray          # int32[row cap, n_pmd] table of each 2 MiB range, -1 none
@@ -178,14 +186,13 @@ class Machine(NamedTuple):
 # the current arrays back.
 _FIELD_TYPES = {
     "g": types.int64[::1], "totals": types.int64[::1],
-    "frame_map": types.int32[::1], "frame_home": types.int64[::1], "frame_tag": types.int64[::1],
-    "frame_free": types.int32[::1], "frame_pins": types.int32[::1], "frame_folio": types.int32[::1],
+    "frame": types.int32[:, ::1], "frame_free": types.int32[::1],
     "folio_frames": types.int32[:, ::1], "folio_live": types.int32[::1], "folio_pins": types.int32[::1],
     "folio_free": types.int32[::1],
     "pt": types.int32[:, ::1], "tab_count": types.int32[::1], "tab_free": types.int32[::1],
     "tab_huge": types.uint8[::1], "tab_ref": types.int32[::1], "tab_ovr": types.int32[:, ::1],
     "tab_maxovr": types.int32[::1], "tab_epoch": types.int64[::1], "tab_rss": types.int32[::1],
-    "tab_uss": types.int32[::1], "tab_pss": types.float64[::1],
+    "tab_uss": types.int32[::1], "tab_pss": types.float64[::1], "tab_w": types.float64[:, ::1],
     "group_ref": types.int32[::1], "group_free": types.int32[::1],
     "pmd": types.int32[:, ::1], "ovl": types.int32[:, ::1], "ovc": types.int8[:, ::1],
     "ovn": types.int16[:, ::1], "odfg": types.int32[:, ::1], "row_free": types.int32[::1],
@@ -215,20 +222,20 @@ structref.define_boxing(MachineRefType, MachineRef)
 MACHINE_REF = MachineRefType(list(_FIELD_TYPES.items()))
 
 @njit(cache=True)
-def _machine_ref(g, totals, frame_map, frame_home, frame_tag, frame_free, frame_pins, frame_folio,
+def _machine_ref(g, totals, frame, frame_free,
                  folio_frames, folio_live, folio_pins, folio_free, pt, tab_count, tab_free,
                  tab_huge, tab_ref, tab_ovr, tab_maxovr, tab_epoch, tab_rss, tab_uss, tab_pss,
-                 group_ref, group_free, pmd, ovl, ovc, ovn, odfg, row_free, ov_key, ov_val, mm_row,
+                 tab_w, group_ref, group_free, pmd, ovl, ovc, ovn, odfg, row_free, ov_key, ov_val, mm_row,
                  mm_users, mm_tables, mm_ptes, mm_rss, vma, reg_pmd0, reg_npages, reg_shared,
                  reg_shm0, reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr,
                  proc_pss, pin_pid, pin_region, pin_page, pin_frame):
     m = structref.new(MACHINE_REF)
-    m.g, m.totals, m.frame_map, m.frame_home = g, totals, frame_map, frame_home
-    m.frame_tag, m.frame_free, m.frame_pins, m.frame_folio = frame_tag, frame_free, frame_pins, frame_folio
+    m.g, m.totals, m.frame, m.frame_free = g, totals, frame, frame_free
     m.folio_frames, m.folio_live, m.folio_pins, m.folio_free = folio_frames, folio_live, folio_pins, folio_free
     m.pt, m.tab_count, m.tab_free, m.tab_huge = pt, tab_count, tab_free, tab_huge
     m.tab_ref, m.tab_ovr, m.tab_maxovr, m.tab_epoch = tab_ref, tab_ovr, tab_maxovr, tab_epoch
-    m.tab_rss, m.tab_uss, m.tab_pss, m.group_ref = tab_rss, tab_uss, tab_pss, group_ref
+    m.tab_rss, m.tab_uss, m.tab_pss, m.tab_w = tab_rss, tab_uss, tab_pss, tab_w
+    m.group_ref = group_ref
     m.group_free, m.pmd, m.ovl, m.ovc = group_free, pmd, ovl, ovc
     m.ovn, m.odfg, m.row_free, m.ov_key = ovn, odfg, row_free, ov_key
     m.ov_val, m.mm_row, m.mm_users, m.mm_tables = ov_val, mm_row, mm_users, mm_tables
@@ -298,7 +305,7 @@ def pte_with_tag(e, tag):
 
 @njit(cache=True, inline="always")
 def home_of(t, slot):
-    return np.int64(t) * PTRS_PER_TABLE + slot
+    return np.int32(t * PTRS_PER_TABLE + slot)
 
 
 @njit(cache=True, inline="always")
@@ -374,9 +381,9 @@ def frame_uncharge(m):
 def frame_id(m, tag):
     """A frame id for a page already charged (one that was inline): unmapped, unhomed, holding tag."""
     f = id_alloc(m.frame_free, m.g, G_FREE_TOP, G_FRAME_HWM)
-    m.frame_map[f] = 0
-    m.frame_home[f] = -1
-    m.frame_tag[f] = tag
+    m.frame[f, F_MAP] = 0
+    m.frame[f, F_HOME] = -1
+    m.frame[f, F_TAG] = tag
     return f
 
 
@@ -406,9 +413,9 @@ def pte_uncharge(m):
 @njit(cache=True)
 def frame_release(m, f):
     """Free frame f (the last subpage of a folio frees its folio id)."""
-    fo = m.frame_folio[f]
+    fo = m.frame[f, F_FOLIO]
     if fo >= 0:
-        m.frame_folio[f] = -1
+        m.frame[f, F_FOLIO] = -1
         m.folio_live[fo] -= 1
         if m.folio_live[fo] == 0:
             id_release(m.folio_free, m.g, G_FOLIO_TOP, fo)
@@ -419,8 +426,8 @@ def frame_release(m, f):
 @njit(cache=True)
 def frame_mapcount(m, f):
     """PTEs mapping frame f (page_mapcount)."""
-    n = m.frame_map[f]
-    h = m.frame_home[f]
+    n = m.frame[f, F_MAP]
+    h = m.frame[f, F_HOME]
     if h >= 0:
         t = h >> TABLE_SHIFT
         n += m.tab_ref[t] - m.tab_ovr[t, h & (PTRS_PER_TABLE - 1)]
@@ -430,21 +437,21 @@ def frame_mapcount(m, f):
 @njit(cache=True)
 def frame_put(m, f):
     """Free anonymous frame f if nothing maps or pins it any more."""
-    if m.frame_pins[f] == 0 and frame_mapcount(m, f) == 0:
+    if m.frame[f, F_PINS] == 0 and frame_mapcount(m, f) == 0:
         frame_release(m, f)
 
 
 @njit(cache=True)
 def frame_unmap(m, f, anon):
     """Drop one counted PTE mapping of frame id f; an anonymous frame nobody maps is freed."""
-    m.frame_map[f] -= 1
+    m.frame[f, F_MAP] -= 1
     if anon:
         frame_put(m, f)
 
 
 @njit(cache=True)
 def pte_drop(m, e, anon):
-    """A PTE counted in frame_map (an overlay's, an unshared table's) goes away."""
+    """A PTE counted in F_MAP (an overlay's, an unshared table's) goes away."""
     if e == 0:
         return
     if pte_is_inline(e):
@@ -459,8 +466,8 @@ def pte_drop(m, e, anon):
 def base_drop(m, t, slot, e, anon):
     """Entry e of table t at slot goes away for the table's last users."""
     f = pte_id(e)
-    if f > 0 and m.frame_home[f] == home_of(t, slot):
-        m.frame_home[f] = -1
+    if f > 0 and m.frame[f, F_HOME] == home_of(t, slot):
+        m.frame[f, F_HOME] = -1
         frame_put(m, f)
     else:
         pte_drop(m, e, anon)
@@ -551,15 +558,16 @@ def ov_grow(m, need):
 @njit(cache=True)
 def ov_alloc(m, c):
     """Offset of a free chunk of class c (dense chunks come zeroed)."""
+    g = m.g
     head = G_OV_FREE + c
-    off = m.g[head]
+    off = g[head]
     if off >= 0:
-        m.g[head] = m.ov_val[off]
+        g[head] = m.ov_val[off]
     else:
-        off = m.g[G_OV_HWM]
+        off = g[G_OV_HWM]
         if off + ov_cap(c) > m.ov_val.shape[0]:
             ov_grow(m, off + ov_cap(c))
-        m.g[G_OV_HWM] = off + ov_cap(c)
+        g[G_OV_HWM] = off + ov_cap(c)
     if c == OV_DENSE:
         m.ov_val[off: off + PTRS_PER_TABLE] = 0
     return off
@@ -580,8 +588,9 @@ def ov_find(m, row, k, slot):
     off = m.ovl[row, k]
     if c == OV_DENSE:
         return off + slot if m.ov_val[off + slot] != 0 else -1
+    key = m.ov_key
     for i in range(off, off + m.ovn[row, k]):
-        if m.ov_key[i] == slot:
+        if key[i] == slot:
             return i
     return -1
 
@@ -607,32 +616,37 @@ def ov_at(m, row, k, i):
 @njit(cache=True)
 def ov_add(m, row, k, slot, e):
     """Record e as the PTE of (row, k) at slot, which has no entry yet; returns its pool index."""
-    c = m.ovc[row, k]
+    ovc = m.ovc
+    ovl = m.ovl
+    c = ovc[row, k]
     n = m.ovn[row, k]
     if c < 0:
-        m.ovl[row, k] = ov_alloc(m, 0)
-        m.ovc[row, k] = 0
+        ovl[row, k] = ov_alloc(m, 0)
+        ovc[row, k] = 0
         c = 0
     elif c != OV_DENSE and n == ov_cap(c):
-        old = m.ovl[row, k]
+        old = ovl[row, k]
         new = ov_alloc(m, c + 1)
+        key = m.ov_key
+        val = m.ov_val
         if c + 1 == OV_DENSE:
             for i in range(n):
-                m.ov_val[new + m.ov_key[old + i]] = m.ov_val[old + i]
+                val[new + key[old + i]] = val[old + i]
         else:
-            m.ov_key[new: new + n] = m.ov_key[old: old + n]
-            m.ov_val[new: new + n] = m.ov_val[old: old + n]
+            key[new: new + n] = key[old: old + n]
+            val[new: new + n] = val[old: old + n]
         ov_release(m, c, old)
         c += 1
-        m.ovl[row, k] = new
-        m.ovc[row, k] = c
-    off = m.ovl[row, k]
+        ovl[row, k] = new
+        ovc[row, k] = c
+    off = ovl[row, k]
+    val = m.ov_val
     if c == OV_DENSE:
         i = off + slot
     else:
         i = off + n
         m.ov_key[i] = slot
-    m.ov_val[i] = e
+    val[i] = e
     m.ovn[row, k] = n + 1
     return i
 
@@ -644,8 +658,10 @@ def ov_clone(m, src, dst, k):
     off = ov_alloc(m, c)
     old = m.ovl[src, k]
     n = ov_cap(c)
-    m.ov_key[off: off + n] = m.ov_key[old: old + n]
-    m.ov_val[off: off + n] = m.ov_val[old: old + n]
+    key = m.ov_key
+    val = m.ov_val
+    key[off: off + n] = key[old: old + n]
+    val[off: off + n] = val[old: old + n]
     m.ovl[dst, k] = off
     m.ovc[dst, k] = c
     m.ovn[dst, k] = m.ovn[src, k]
@@ -681,7 +697,7 @@ def pte_write(m, row, k, t, slot, oi, e):
         m.ov_val[oi] = e
         if fo != fn:
             if fn > 0:
-                m.frame_map[fn] += 1
+                m.frame[fn, F_MAP] += 1
             if fo > 0:
                 frame_unmap(m, fo, True)
         return oi
@@ -693,12 +709,12 @@ def pte_write(m, row, k, t, slot, oi, e):
         fo = pte_id(old)
         if fo != fn:
             if fn > 0:
-                m.frame_map[fn] += 1
+                m.frame[fn, F_MAP] += 1
             if fo > 0:
                 base_drop(m, t, slot, old, True)
         return -1
     if fn > 0:
-        m.frame_map[fn] += 1             # before the table's own entry can die
+        m.frame[fn, F_MAP] += 1             # before the table's own entry can die
     oi = ov_add(m, row, k, slot, e)
     ovr_add(m, t, slot)
     return oi
@@ -716,7 +732,7 @@ def store_tag(m, row, k, slot, tag):
         else:
             m.pt[t, slot] = pte_with_tag(e, tag)
     else:
-        m.frame_tag[pte_frame(e)] = tag
+        m.frame[pte_frame(e), F_TAG] = tag
 
 
 @njit(cache=True)
@@ -726,7 +742,7 @@ def pte_tag_of(m, e):
         return 0
     if pte_is_inline(e):
         return e >> PTE_SHIFT
-    return m.frame_tag[pte_frame(e)]
+    return m.frame[pte_frame(e), F_TAG]
 
 
 # --- on-demand-fork share groups -----------------------------------------------
@@ -868,7 +884,7 @@ def region_put(m, r):
         for k in range(base, base + m.reg_npages[r]):
             f = m.shm_frame[k]
             if f >= 0:
-                if m.frame_pins[f] == 0:
+                if m.frame[f, F_PINS] == 0:
                     frame_release(m, f)       # a pinned page outlives the page cache
                 m.shm_frame[k] = -1
         vm_unacct(m, m.reg_npages[r])
@@ -950,16 +966,21 @@ def pte_weight(m, e):
 
 @njit(cache=True)
 def table_weights(m, t):
-    """smaps of table t's own entries, summed once per G_EPOCH: a table a
-    thousand address spaces share is added up once, not a thousand times."""
+    """smaps of table t's own entries, summed once per G_EPOCH (a table a
+    thousand address spaces share is added up once, not a thousand times),
+    and each entry's pss share kept in tab_w for the users that override it."""
     if m.tab_epoch[t] == m.g[G_EPOCH]:
         return
     rss = 0
     uss = 0
     pss = 0.0
+    w = m.tab_w[t]
+    w[:] = -1.0
     if m.tab_count[t] > 0:
         for slot in range(PTRS_PER_TABLE):
             a, p, u = pte_weight(m, m.pt[t, slot])
+            if a != 0:
+                w[slot] = p
             rss += a
             pss += p
             uss += u
@@ -972,6 +993,9 @@ def mm_smaps(m, mm):
     """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report
     them. Callers bump G_EPOCH once before a batch of these."""
     row = m.mm_row[mm]
+    pmd_row = m.pmd[row]
+    tab_w = m.tab_w
+    ov_val = m.ov_val
     rss = 0
     uss = 0
     huge = 0
@@ -980,7 +1004,7 @@ def mm_smaps(m, mm):
         if (m.vma[mm, r] & VM_MAPPED) == 0:
             continue
         for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
-            t = m.pmd[row, k]
+            t = pmd_row[k]
             if t < 0:
                 continue
             if m.tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
@@ -991,14 +1015,23 @@ def mm_smaps(m, mm):
             uss += m.tab_uss[t]
             for i in range(ov_len(m, row, k)):       # this mm's own PTEs replace the table's
                 slot, j = ov_at(m, row, k, i)
-                e = m.ov_val[j]
+                e = ov_val[j]
                 if e == 0:
                     continue
-                a, p, u = pte_weight(m, m.pt[t, slot])
-                b, q, v = pte_weight(m, e)
-                rss += b - a
-                pss += q - p
-                uss += v - u
+                p = tab_w[t, slot]
+                if p >= 0.0:
+                    rss -= 1
+                    pss -= p
+                    uss -= 1 if p == 1.0 else 0
+                if (e & PTE_I) != 0:
+                    rss += 1
+                    pss += 1.0
+                    uss += 1
+                else:
+                    b, q, v = pte_weight(m, e)
+                    rss += b
+                    pss += q
+                    uss += v
     return rss, pss, uss, huge
 
 
@@ -1080,7 +1113,7 @@ FAULT_OK, FAULT_OOM = 0, 1
 
 @njit(cache=True)
 def map_cached_page(m, mm, r, t, slot, f):
-    m.frame_map[f] += 1
+    m.frame[f, F_MAP] += 1
     writable = (m.vma[mm, r] & VM_WRITE) != 0
     set_pte(m, mm, r, t, slot, pte_make(f, PTE_W if writable else 0))
 
@@ -1122,8 +1155,9 @@ def do_shared_fault(m, pid, mm, r, t, slot, page, write):
 
 
 @njit(cache=True)
-def do_anonymous_page(m, pid, mm, r, row, k, t, slot, write):
-    """First touch of a private page: a read maps the zero page, a write a new page."""
+def do_anonymous_page(m, pid, mm, r, row, k, t, slot, write, tag):
+    """First touch of a private page: a read maps the zero page, a write a new
+    page holding tag (when > 0)."""
     if not write and m.g[G_ZERO_PAGE] != 0:
         pte_write(m, row, k, t, slot, -1, pte_make(0, 0))
         count_ptes(m, mm, r, 1, 0)
@@ -1132,7 +1166,7 @@ def do_anonymous_page(m, pid, mm, r, row, k, t, slot, write):
     if not frame_charge(m):
         return FAULT_OOM
     m.vma[mm, r] |= VM_ANON_VMA
-    pte_write(m, row, k, t, slot, -1, pte_inline(0, PTE_W | PTE_E))
+    pte_write(m, row, k, t, slot, -1, pte_inline(max(tag, 0), PTE_W | PTE_E))
     count_ptes(m, mm, r, 1, 1)
     count_event(m, pid, C_MINOR_FAULTS)
     count_event(m, pid, C_ZERO_FILLS)
@@ -1142,8 +1176,8 @@ def do_anonymous_page(m, pid, mm, r, row, k, t, slot, write):
 @njit(cache=True)
 def folio_pinned(m, f):
     """folio_maybe_dma_pinned: a pin on the page, or on any page of its huge folio."""
-    fo = m.frame_folio[f]
-    return m.frame_pins[f] > 0 or (fo >= 0 and m.folio_pins[fo] > 0)
+    fo = m.frame[f, F_FOLIO]
+    return m.frame[f, F_PINS] > 0 or (fo >= 0 and m.folio_pins[fo] > 0)
 
 
 @njit(cache=True)
@@ -1152,38 +1186,45 @@ def can_reuse_anon_page(m, row, k, t, f):
     page: nobody else maps or pins it. A subpage of a huge folio: the folio is
     mapped by this address space only (all its mappings are in its 2 MiB
     range k, in table t), more than once, and nothing pins it."""
-    fo = m.frame_folio[f]
+    fo = m.frame[f, F_FOLIO]
     if fo < 0:
-        return m.frame_pins[f] == 0 and frame_mapcount(m, f) == 1
+        return m.frame[f, F_PINS] == 0 and frame_mapcount(m, f) == 1
     if m.folio_pins[fo] > 0:
         return False
     total = 0
     for s in range(PTRS_PER_TABLE):
         g = m.folio_frames[fo, s]
-        if m.frame_folio[g] == fo:
+        if m.frame[g, F_FOLIO] == fo:
             total += frame_mapcount(m, g)
     mine = 0
     for s in range(PTRS_PER_TABLE):
         g = pte_id(pte_peek(m, row, k, t, s))
-        if g > 0 and m.frame_folio[g] == fo:
+        if g > 0 and m.frame[g, F_FOLIO] == fo:
             mine += 1
     return total > 1 and mine == total
 
 
 @njit(cache=True)
-def do_wp_page(m, pid, mm, r, row, k, t, slot, oi):
-    """Write to a present, write-protected private page: reuse it or copy it."""
+def do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag):
+    """Write to a present, write-protected private page: reuse it or copy it;
+    the page then holds tag (when > 0)."""
     e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
     f = -1 if pte_is_inline(e) else pte_frame(e)
-    if f < 0 or (e & PTE_E) != 0 or (f != 0 and can_reuse_anon_page(m, row, k, t, f)):
-        pte_write(m, row, k, t, slot, oi, e | PTE_W | PTE_E)      # wp_page_reuse
+    # The entry of a table others use too maps a frame homed right there: while
+    # another user maps it, it is shared, and the frame need not be looked at.
+    shared = oi < 0 and f > 0 and m.tab_ref[t] - m.tab_ovr[t, slot] > 1
+    if not shared and (f < 0 or (e & PTE_E) != 0 or (f != 0 and can_reuse_anon_page(m, row, k, t, f))):
+        oi = pte_write(m, row, k, t, slot, oi, e | PTE_W | PTE_E)      # wp_page_reuse
+        if tag > 0:
+            store_tag(m, row, k, slot, tag)
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
     if not frame_charge(m):                                   # wp_page_copy
         return FAULT_OOM
     m.vma[mm, r] |= VM_ANON_VMA
-    pte_write(m, row, k, t, slot, oi, pte_inline(m.frame_tag[f] if f != 0 else 0, PTE_W | PTE_E))
+    data = tag if tag > 0 else (m.frame[f, F_TAG] if f != 0 else 0)
+    pte_write(m, row, k, t, slot, oi, pte_inline(data, PTE_W | PTE_E))
     count_event(m, pid, C_MINOR_FAULTS)
     if f == 0:
         count_ptes(m, mm, r, 0, 1)                 # the zero page was not in RSS
@@ -1197,7 +1238,7 @@ def do_wp_page(m, pid, mm, r, row, k, t, slot, oi):
 # A PMD-mapped huge page is a table flagged tab_huge whose 512 entries map its
 # subpages: fork copies it as one PMD, and a split turns it into an ordinary
 # PTE table without moving a frame. Huge tables are never shared, so their
-# entries are the owner's PTEs and every mapping of a subpage is in frame_map.
+# entries are the owner's PTEs and every mapping of a subpage is in F_MAP.
 FAULT_FALLBACK = 2
 
 
@@ -1225,11 +1266,11 @@ def map_new_huge_page(m, t, src, flags):
     m.folio_pins[fo] = 0
     for slot in range(PTRS_PER_TABLE):
         f = frame_alloc(m)
-        m.frame_map[f] = 1
-        m.frame_folio[f] = fo
+        m.frame[f, F_MAP] = 1
+        m.frame[f, F_FOLIO] = fo
         m.folio_frames[fo, slot] = f
         if src >= 0:
-            m.frame_tag[f] = m.frame_tag[pte_frame(m.pt[src, slot])]
+            m.frame[f, F_TAG] = m.frame[pte_frame(m.pt[src, slot]), F_TAG]
         m.pt[t, slot] = pte_make(f, flags)
 
 
@@ -1352,17 +1393,14 @@ def fault_once(m, pid, mm, r, page, write, tag):
             return FAULT_OOM
     elif not table_unshare(m, pid, row, k):
         return FAULT_OOM
+    if e == 0 and m.reg_shared[r] == 0:
+        return do_anonymous_page(m, pid, mm, r, row, k, t, slot, write, tag)
     if e == 0:
-        if m.reg_shared[r] != 0:
-            st = do_shared_fault(m, pid, mm, r, t, slot, page, write)
-        else:
-            st = do_anonymous_page(m, pid, mm, r, row, k, t, slot, write)
+        st = do_shared_fault(m, pid, mm, r, t, slot, page, write)
     else:                                           # shared PTEs are never write-protected
-        st = FAULT_FALLBACK
-        if m.tab_huge[t] != 0:
-            st = do_huge_pmd_wp_page(m, pid, mm, r, t)
-        if st == FAULT_FALLBACK:
-            st = do_wp_page(m, pid, mm, r, row, k, t, slot, oi)
+        if m.tab_huge[t] == 0 or do_huge_pmd_wp_page(m, pid, mm, r, t) == FAULT_FALLBACK:
+            return do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag)
+        st = FAULT_OK
     if st == FAULT_OK and write and tag > 0:
         store_tag(m, row, k, slot, tag)
     return st
@@ -1377,26 +1415,53 @@ def handle_mm_fault(m, pid, mm, r, page, write, tag):
     return True
 
 
+@njit(cache=True, inline="always")
+def ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot):
+    """ov_find on arrays the caller holds (no reference counting per touch)."""
+    c = ovc_row[k]
+    if c < 0:
+        return -1
+    off = ovl_row[k]
+    if c == OV_DENSE:
+        return off + slot if ov_val[off + slot] != 0 else -1
+    for i in range(off, off + ovn_row[k]):
+        if ov_key[i] == slot:
+            return i
+    return -1
+
+
 @njit(cache=True)
 def touch_run(m, pid, mm, r, pages, write, tag):
     """Touch every page in pages. False if pid died on the way.
 
-    Most touches find a PTE that already allows them; that check is done here,
-    without a call, and only real faults go to handle_mm_fault."""
+    Most touches find a PTE that already allows them, and most faults that
+    remain are a child's first write to a page its parent still maps: both
+    are handled here on arrays held in locals (every m.field read costs a
+    reference count), and the rest go to handle_mm_fault."""
     row = m.mm_row[mm]
     pmd_row = m.pmd[row]
     ovc_row = m.ovc[row]
+    ovl_row = m.ovl[row]
+    ovn_row = m.ovn[row]
     pt = m.pt
-    frame_tag = m.frame_tag
+    frame = m.frame
+    tab_ref = m.tab_ref
+    tab_ovr = m.tab_ovr
+    tab_maxovr = m.tab_maxovr
+    g = m.g
+    ctr = m.ctr
+    totals = m.totals
+    ov_key = m.ov_key
+    ov_val = m.ov_val
     first = m.reg_pmd0[r]
+    quick_copy = write and tag > 0 and g[G_POLICY] != POLICY_ODF
     for page in pages:
         k = first + (page >> TABLE_SHIFT)
         slot = page & (PTRS_PER_TABLE - 1)
         t = pmd_row[k]
         if t >= 0:
-            oi = ov_find(m, row, k, slot) if ovc_row[k] >= 0 else -1
+            oi = ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot)
             if oi >= 0:
-                ov_val = m.ov_val                  # read afresh: a fault may have grown the pool
                 e = ov_val[oi]
                 if not write:
                     continue
@@ -1404,7 +1469,7 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                     if (e & PTE_I) != 0:
                         ov_val[oi] = pte_with_tag(e, tag)
                     else:
-                        frame_tag[pte_frame(e)] = tag
+                        frame[pte_frame(e), F_TAG] = tag
                     continue
             else:
                 e = pt[t, slot]
@@ -1413,19 +1478,69 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                         if (e & PTE_I) != 0:
                             pt[t, slot] = pte_with_tag(e, tag)
                         else:
-                            frame_tag[pte_frame(e)] = tag
+                            frame[pte_frame(e), F_TAG] = tag
                         continue
                 elif e != 0:
                     continue
+                # do_wp_page's copy of a page another user of the table maps too
+                if (quick_copy and e > (1 << PTE_SHIFT) and (e & PTE_I) == 0
+                        and tab_ref[t] - tab_ovr[t, slot] > 1 and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
+                    g[G_FRAMES_USED] += 1
+                    if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
+                        g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
+                    c = ovc_row[k]
+                    n = ovn_row[k]
+                    if c >= 0 and (c == OV_DENSE or n < ov_cap(c)):
+                        i = ovl_row[k] + (slot if c == OV_DENSE else n)
+                        ov_key[i] = slot
+                        ov_val[i] = pte_inline(tag, PTE_W | PTE_E)
+                        ovn_row[k] = n + 1
+                    else:
+                        ov_add(m, row, k, slot, pte_inline(tag, PTE_W | PTE_E))
+                        ov_key = m.ov_key
+                        ov_val = m.ov_val
+                    o = tab_ovr[t, slot] + 1
+                    tab_ovr[t, slot] = o
+                    if o > tab_maxovr[t]:
+                        tab_maxovr[t] = o
+                    ctr[pid, C_MINOR_FAULTS] += 1
+                    ctr[pid, C_COW_COPIES] += 1
+                    totals[C_MINOR_FAULTS] += 1
+                    totals[C_COW_COPIES] += 1
+                    continue
         if not handle_mm_fault(m, pid, mm, r, page, write, tag):
             return False
+        ov_key = m.ov_key                  # the fault may have grown the pool
+        ov_val = m.ov_val
     return True
+
+
+@njit(cache=True)
+def prefetch_run(m, mm, r, pages):
+    """Load what touching pages will read first, every load independent of the
+    others, so that their cache misses overlap (memory-level parallelism)
+    instead of being paid one after another inside the faults."""
+    row = m.mm_row[mm]
+    pmd_row = m.pmd[row]
+    ovc_row = m.ovc[row]
+    ovl_row = m.ovl[row]
+    first = m.reg_pmd0[r]
+    acc = 0
+    for page in pages:
+        k = first + (page >> TABLE_SHIFT)
+        t = pmd_row[k]
+        if t >= 0:
+            slot = page & (PTRS_PER_TABLE - 1)
+            acc += m.pt[t, slot] + m.tab_ovr[t, slot]
+            if ovc_row[k] >= 0:
+                acc += m.ov_key[ovl_row[k]]
+    return acc
 
 
 @njit(cache=True)
 def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
     """Run one read/write op over a page set: pool[off:off+count] when kind < 0,
-    else touches off .. off+count-1 of a generated pattern."""
+    else touches off .. off+count-1 of a generated pattern; TOUCH_CHUNK at a time."""
     mm = m.proc_mm[pid]
     if count == 0:
         return
@@ -1433,14 +1548,16 @@ def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
     if (flags & VM_MAPPED) == 0 or (flags & VM_READ) == 0 or (write and (flags & VM_WRITE) == 0):
         proc_end(m, pid, P_KILLED, R_SIGSEGV)
         return
-    if kind < 0:
-        touch_run(m, pid, mm, r, pool[off: off + count], write, tag)
-        return
     n = m.reg_npages[r]
     buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
     for i0 in range(0, count, TOUCH_CHUNK):
-        chunk = buf[: min(TOUCH_CHUNK, count - i0)]
-        _pattern_fill(kind, seed, a, b, n, off + i0, chunk)
+        size = min(TOUCH_CHUNK, count - i0)
+        if kind < 0:
+            chunk = pool[off + i0: off + i0 + size]
+        else:
+            chunk = buf[:size]
+            _pattern_fill(kind, seed, a, b, n, off + i0, chunk)
+        m.g[G_SINK] += prefetch_run(m, mm, r, chunk)
         if not touch_run(m, pid, mm, r, chunk, write, tag):
             return
 
@@ -1470,15 +1587,15 @@ def pin_pages(m, pid, r, pages):
             f = frame_id(m, e >> PTE_SHIFT)
             e = pte_make(f, e & (PTE_W | PTE_E))
             if oi >= 0:
-                m.frame_map[f] = 1
+                m.frame[f, F_MAP] = 1
                 m.ov_val[oi] = e
             else:
-                m.frame_home[f] = home_of(t, slot)
+                m.frame[f, F_HOME] = home_of(t, slot)
                 m.pt[t, slot] = e
         f = pte_frame(e)
-        m.frame_pins[f] += 1
-        if m.frame_folio[f] >= 0:
-            m.folio_pins[m.frame_folio[f]] += 1
+        m.frame[f, F_PINS] += 1
+        if m.frame[f, F_FOLIO] >= 0:
+            m.folio_pins[m.frame[f, F_FOLIO]] += 1
         i = m.g[G_PINS]
         m.pin_pid[i], m.pin_region[i], m.pin_page[i], m.pin_frame[i] = pid, r, page, f
         m.g[G_PINS] = i + 1
@@ -1489,10 +1606,10 @@ def pin_release(m, i):
     """Drop pin record i; a frame neither mapped, cached nor pinned is freed."""
     f = m.pin_frame[i]
     m.pin_pid[i] = 0
-    m.frame_pins[f] -= 1
-    if m.frame_folio[f] >= 0:
-        m.folio_pins[m.frame_folio[f]] -= 1
-    if m.frame_pins[f] > 0 or frame_mapcount(m, f) > 0:
+    m.frame[f, F_PINS] -= 1
+    if m.frame[f, F_FOLIO] >= 0:
+        m.folio_pins[m.frame[f, F_FOLIO]] -= 1
+    if m.frame[f, F_PINS] > 0 or frame_mapcount(m, f) > 0:
         return
     r = m.pin_region[i]
     if m.reg_shared[r] != 0 and m.shm_frame[m.reg_shm0[r] + m.pin_page[i]] == f:
@@ -1582,7 +1699,7 @@ def copy_huge_pmd(m, child, crow, k, t, eager, writable):
             if f != 0:
                 e &= ~(PTE_W | PTE_E)
                 m.pt[t, slot] = e
-                m.frame_map[f] += 1
+                m.frame[f, F_MAP] += 1
             m.pt[nt, slot] = e
     m.tab_count[nt] = PTRS_PER_TABLE
     count_event(m, child, C_FORK_PMDS)
@@ -1622,26 +1739,26 @@ def share_base(m, prow, k, t):
         here = home_of(t, slot)
         if pte_is_inline(e):
             f = frame_id(m, e >> PTE_SHIFT)
-            m.frame_home[f] = here
+            m.frame[f, F_HOME] = here
             m.pt[t, slot] = pte_make(f, 0)
             continue
         f = pte_frame(e)
         if f == 0:
             continue
-        h = m.frame_home[f]
+        h = m.frame[f, F_HOME]
         if folio_pinned(m, f) or (h >= 0 and h != here):
             m.pt[t, slot] = 0
             m.tab_count[t] -= 1
             if h == here:
-                m.frame_home[f] = -1
-                m.frame_map[f] += 1
+                m.frame[f, F_HOME] = -1
+                m.frame[f, F_MAP] += 1
             ov_add(m, prow, k, slot, e)
             m.tab_ovr[t, slot] = 1
             m.tab_maxovr[t] = max(m.tab_maxovr[t], 1)
             continue
-        if h < 0:                                # counted in frame_map until now (a split huge page)
-            m.frame_map[f] -= 1
-            m.frame_home[f] = here
+        if h < 0:                                # counted in F_MAP until now (a split huge page)
+            m.frame[f, F_MAP] -= 1
+            m.frame[f, F_HOME] = here
         m.pt[t, slot] = e & ~(PTE_W | PTE_E)
 
 
@@ -1666,7 +1783,7 @@ def share_pte_table(m, child, prow, crow, k, writable):
             ptes += 1
         if pte_is_inline(e):
             f = frame_id(m, e >> PTE_SHIFT)
-            m.frame_map[f] = 1
+            m.frame[f, F_MAP] = 1
             e = pte_make(f, e & (PTE_W | PTE_E))
             m.ov_val[j] = e
         f = pte_frame(e)
@@ -1684,10 +1801,10 @@ def share_pte_table(m, child, prow, crow, k, writable):
             f = pte_frame(e)
             if f != 0 and folio_pinned(m, f):
                 frame_charge(m)                  # fork_frames_needed checked
-                m.ov_val[j] = pte_inline(m.frame_tag[f], (PTE_W | PTE_E) if writable else PTE_E)
+                m.ov_val[j] = pte_inline(m.frame[f, F_TAG], (PTE_W | PTE_E) if writable else PTE_E)
                 count_event(m, child, C_FORK_PAGES)
             elif f != 0:
-                m.frame_map[f] += 1
+                m.frame[f, F_MAP] += 1
             m.tab_ovr[t, slot] += 1
             m.tab_maxovr[t] = max(m.tab_maxovr[t], m.tab_ovr[t, slot])
     m.tab_ref[t] += 1
@@ -1852,8 +1969,8 @@ def op_needs(m, op, ps):
 @njit(cache=True)
 def has_room(m, frames, tables, rows):
     g = m.g
-    frame_room = m.frame_map.shape[0] - g[G_FRAME_HWM] + g[G_FREE_TOP]
-    if frames > frame_room and m.frame_map.shape[0] < g[G_FRAME_MAX]:
+    frame_room = m.frame.shape[0] - g[G_FRAME_HWM] + g[G_FREE_TOP]
+    if frames > frame_room and m.frame.shape[0] < g[G_FRAME_MAX]:
         return False
     if tables > m.pt.shape[0] - g[G_TAB_HWM] + g[G_TAB_TOP]:
         return False

@@ -129,10 +129,7 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
     odf = policy == K.POLICY_ODF
     return K.Machine(
         g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
-        frame_map=np.zeros(nf, dtype=np.int32), frame_home=np.full(nf, -1, dtype=np.int64),
-        frame_tag=np.zeros(nf, dtype=np.int64),
-        frame_free=np.zeros(nf, dtype=np.int32), frame_pins=np.zeros(nf, dtype=np.int32),
-        frame_folio=np.full(nf, -1, dtype=np.int32), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
+        frame=_frame_records(nf), frame_free=np.zeros(nf, dtype=np.int32), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
         folio_live=np.zeros(nt, dtype=np.int32), folio_pins=np.zeros(nt, dtype=np.int32),
         folio_free=np.zeros(nt, dtype=np.int32),
         **_table_arrays(nt),
@@ -154,13 +151,19 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
     )
 
 
+def _frame_records(n: int) -> np.ndarray:
+    frame = np.zeros((n, K.F_WIDTH), dtype=np.int32)
+    frame[:, K.F_FOLIO] = frame[:, K.F_HOME] = -1
+    return frame
+
+
 def _table_arrays(n: int) -> dict:
     return dict(pt=np.zeros((n, K.PTRS_PER_TABLE), dtype=np.int32), tab_count=np.zeros(n, dtype=np.int32),
                 tab_free=np.zeros(n, dtype=np.int32), tab_huge=np.zeros(n, dtype=np.uint8),
                 tab_ref=np.zeros(n, dtype=np.int32), tab_ovr=np.zeros((n, K.PTRS_PER_TABLE), dtype=np.int32),
                 tab_maxovr=np.zeros(n, dtype=np.int32), tab_epoch=np.full(n, -1, dtype=np.int64),
                 tab_rss=np.zeros(n, dtype=np.int32), tab_uss=np.zeros(n, dtype=np.int32),
-                tab_pss=np.zeros(n, dtype=np.float64))
+                tab_pss=np.zeros(n, dtype=np.float64), tab_w=np.zeros((n, K.PTRS_PER_TABLE), dtype=np.float64))
 
 
 def _row_arrays(n: int, npmd: int, odf: bool) -> dict:
@@ -180,18 +183,19 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     """Make room for op i: double whatever it could overflow."""
     frames, tables, rows = K.op_needs(K.machine_ref(m), prog.ops[i], prog.ps)
     g = m.g
-    nf = m.frame_map.shape[0]
+    nf = m.frame.shape[0]
     if frames > nf - g[K.G_FRAME_HWM] + g[K.G_FREE_TOP] and nf < g[K.G_FRAME_MAX]:
         want = min(int(g[K.G_FRAME_MAX]), max(2 * nf, int(g[K.G_FRAME_HWM] + frames)), _MAX_FRAMES_IN_USE + 1)
         if want <= nf:
             raise ScenarioError(f"simulate: more than {_MAX_FRAMES_IN_USE} frames in use at once is not supported")
-        m = m._replace(frame_map=_grown(m.frame_map, want), frame_home=_grown(m.frame_home, want, -1),
-                       frame_tag=_grown(m.frame_tag, want),
-                       frame_free=_grown(m.frame_free, want), frame_pins=_grown(m.frame_pins, want),
-                       frame_folio=_grown(m.frame_folio, want, -1))
+        frame = _frame_records(want)
+        frame[:nf] = m.frame
+        m = m._replace(frame=frame, frame_free=_grown(m.frame_free, want))
     nt = m.pt.shape[0]
     if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
         want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
+        if want > K.MAX_TABLES:
+            raise ScenarioError(f"simulate: more than {K.MAX_TABLES} PTE tables at once is not supported")
         fresh = _table_arrays(want)
         m = m._replace(**{name: _grown(getattr(m, name), want, fresh[name].flat[0]) for name in fresh})
     nfo = m.folio_live.shape[0]

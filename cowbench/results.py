@@ -308,8 +308,8 @@ def check_machine(m: K.Machine) -> None:
         f"check_invariants: pte_frames {m.g[K.G_PTE_FRAMES]} != page tables {real_tables}"
     assert allocated.sum() + inline_pages == m.g[K.G_FRAMES_USED] - m.g[K.G_PTE_FRAMES], \
         f"check_invariants: frames_used {m.g[K.G_FRAMES_USED]} != {allocated.sum()} frames + {inline_pages} inline + tables"
-    home = m.frame_home[:hwm]
-    counted = m.frame_map[:hwm].astype(np.int64)
+    home = m.frame[:hwm, K.F_HOME]
+    counted = m.frame[:hwm, K.F_MAP].astype(np.int64)
     for f in np.flatnonzero(allocated & (home >= 0)):
         t, s = divmod(int(home[f]), K.PTRS_PER_TABLE)
         assert (m.pt[t, s] >> K.PTE_SHIFT) - 1 == f and not m.pt[t, s] & K.PTE_I, \
@@ -322,7 +322,7 @@ def check_machine(m: K.Machine) -> None:
     cached[m.shm_frame[m.shm_frame >= 0]] = True
     records = m.pin_pid[: m.g[K.G_PINS]] != 0
     pins = np.bincount(m.pin_frame[: m.g[K.G_PINS]][records], minlength=hwm)[:hwm]
-    assert (pins == m.frame_pins[:hwm]).all(), "check_invariants: frame pins != live pin records"
+    assert (pins == m.frame[:hwm, K.F_PINS]).all(), "check_invariants: frame pins != live pin records"
     assert not pins[~allocated].any(), "check_invariants: a free frame is pinned"
     orphans = np.flatnonzero(allocated & (mapped == 0) & ~cached & (pins == 0))
     assert len(orphans) == 0, f"check_invariants: frames {orphans[:5]} are allocated but not mapped, cached or pinned"

@@ -355,6 +355,7 @@ def test_engine_matches_reference(engine, b, kw):
     ref = reference.simulate(b.sc, **kw)
     res = engine(b.sc, **kw)
     assert_same(ref, res, b.sc)
+    res.check_invariants()          # and the engine's shared tables and overlays add up
     assert len(res.timeline) == len(b.sc.ops)
 
 
