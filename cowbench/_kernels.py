@@ -1538,9 +1538,11 @@ def prefetch_run(m, mm, r, pages):
 
 
 @njit(cache=True)
-def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
-    """Run one read/write op over a page set: pool[off:off+count] when kind < 0,
-    else touches off .. off+count-1 of a generated pattern; TOUCH_CHUNK at a time."""
+def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
+    """Run one read/write op over a page set pset = (kind, count, seed, off,
+    table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
+    of a generated pattern; TOUCH_CHUNK at a time."""
+    kind, count, seed, off, table = pset[0], pset[1], pset[2], pset[3], pset[4]
     mm = m.proc_mm[pid]
     if count == 0:
         return
@@ -1556,7 +1558,7 @@ def touch_pages(m, pid, r, write, tag, kind, count, seed, a, b, pool, off):
             chunk = pool[off + i0: off + i0 + size]
         else:
             chunk = buf[:size]
-            _pattern_fill(kind, seed, a, b, n, off + i0, chunk)
+            _pattern_fill(kind, seed, a, b, n, off + i0, chunk, zprob, zalias, table)
         m.g[G_SINK] += prefetch_run(m, mm, r, chunk)
         if not touch_run(m, pid, mm, r, chunk, write, tag):
             return
@@ -1991,7 +1993,7 @@ def sample(m, tl, i):
 
 
 @njit(cache=True)
-def step(m, op, ps, psf, pool):
+def step(m, op, ps, psf, pool, zprob, zalias):
     """Execute one op. The process acting must be running, else the op is skipped."""
     code, pid, r, arg, mm = op[0], op[1], op[2], op[3], op[4]
     if code == SPAWN:
@@ -2004,8 +2006,7 @@ def step(m, op, ps, psf, pool):
         return
     if code == READ or code == WRITE:
         s = op[5]
-        touch_pages(m, pid, r, code == WRITE, arg, ps[s, 0], ps[s, 1], ps[s, 2],
-                    psf[s, 0], psf[s, 1], pool, ps[s, 3])
+        touch_pages(m, pid, r, code == WRITE, arg, ps[s], psf[s, 0], psf[s, 1], pool, zprob, zalias)
     elif code == FORK:
         dup_mmap(m, pid, arg, mm)
     elif code == VFORK:
@@ -2045,7 +2046,7 @@ def step(m, op, ps, psf, pool):
 
 
 @njit(cache=True)
-def run(m, ops, ps, psf, pool, tl, start, stop):
+def run(m, ops, ps, psf, pool, zprob, zalias, tl, start, stop):
     """Execute ops[start:stop]. Returns RUN_GROW, with g[G_RESUME] = the op to
     resume at, when an op might need more array room than there is."""
     for i in range(start, stop):
@@ -2053,7 +2054,7 @@ def run(m, ops, ps, psf, pool, tl, start, stop):
         if not has_room(m, fr, tb, rw):
             m.g[G_RESUME] = i
             return RUN_GROW
-        step(m, ops[i], ps, psf, pool)
+        step(m, ops[i], ps, psf, pool, zprob, zalias)
         sample(m, tl, i)
     m.g[G_RESUME] = stop
     return RUN_DONE

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import _kernels as K
 from ._params import ScenarioError, check_choice
 from .costs import CostModel
-from .patterns import Pattern
+from .patterns import PAT_ZIPF, Pattern
 from .results import Result
 from .scenario import MADVISE, MMAP, MPROTECT, PIN, READ, UNPIN, WRITE, Scenario
 
@@ -40,10 +40,12 @@ class Program(NamedTuple):
     """A scenario compiled to arrays: what the kernels execute."""
 
     ops: np.ndarray       # int64[n, 6]: code, pid, region, arg, mm, pageset
-    ps: np.ndarray        # int64[n_ps, 4]: pattern kind (-1: explicit pages), count, seed,
-                          #   first touch (pattern) or offset in pool (explicit pages)
+    ps: np.ndarray        # int64[n_ps, 5]: pattern kind (-1: explicit pages), count, seed,
+                          #   first touch (pattern) or offset in pool (explicit pages), zipf table offset
     psf: np.ndarray       # float64[n_ps, 2]: pattern parameters a, b
     pool: np.ndarray      # int64: explicit page lists, concatenated
+    zprob: np.ndarray     # float64: zipf alias tables, concatenated (ps[:, 4] is where a pattern's starts)
+    zalias: np.ndarray    # int32
     reg_pmd0: np.ndarray
     reg_npages: np.ndarray
     reg_shared: np.ndarray
@@ -72,6 +74,8 @@ def compile_scenario(sc: Scenario) -> Program:
     ops = np.zeros((n, 6), dtype=np.int64)
     work = np.zeros(n, dtype=np.int64)
     ps_rows, psf_rows, pool_parts, pool_len = [], [], [], 0
+    tables: dict[tuple, int] = {}                 # (s, npages) -> offset of its alias table
+    prob_parts, alias_parts, table_len = [], [], 0
     tag_values = [0]
     for i, op in enumerate(sc.ops):
         arg = op.arg
@@ -95,20 +99,32 @@ def compile_scenario(sc: Scenario) -> Program:
             ops[i, 5] = len(ps_rows)
             pages = op.pages
             if isinstance(pages, Pattern):
-                ps_rows.append((pages.kind, pages.count, pages.seed, pages.first))
+                toff = -1
+                if pages.kind == PAT_ZIPF:
+                    key = (pages.a, int(reg_npages[op.region]))
+                    if key not in tables:
+                        prob, alias = pages.table(key[1])
+                        tables[key] = table_len
+                        prob_parts.append(prob)
+                        alias_parts.append(alias)
+                        table_len += len(prob)
+                    toff = tables[key]
+                ps_rows.append((pages.kind, pages.count, pages.seed, pages.first, toff))
                 psf_rows.append((pages.a, pages.b))
                 work[i] = pages.count
             else:
-                ps_rows.append((-1, pages.size, 0, pool_len))
+                ps_rows.append((-1, pages.size, 0, pool_len, -1))
                 psf_rows.append((0.0, 0.0))
                 pool_parts.append(pages)
                 pool_len += pages.size
                 work[i] = pages.size
-    ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 4)
+    ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 5)
     psf = np.array(psf_rows, dtype=np.float64).reshape(-1, 2)
     pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
+    zprob = np.concatenate(prob_parts) if prob_parts else np.zeros(0, dtype=np.float64)
+    zalias = np.concatenate(alias_parts) if alias_parts else np.zeros(0, dtype=np.int32)
     n_pins = int(sum(work[i] for i, op in enumerate(sc.ops) if op.code == PIN))
-    return Program(ops, ps, psf, pool, reg_pmd0, reg_npages, reg_shared, reg_shm0,
+    return Program(ops, ps, psf, pool, zprob, zalias, reg_pmd0, reg_npages, reg_shared, reg_shm0,
                    int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
                    np.array(tag_values, dtype=np.int64))
 
@@ -278,7 +294,8 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
         ref = K.machine_ref(m)
         for start, stop in bounds:
             i = start
-            while K.run(ref, prog.ops, prog.ps, prog.psf, prog.pool, tl, i, stop) == K.RUN_GROW:
+            while K.run(ref, prog.ops, prog.ps, prog.psf, prog.pool, prog.zprob, prog.zalias, tl, i,
+                        stop) == K.RUN_GROW:
                 i = int(m.g[K.G_RESUME])
                 m = _grow(_with_pool(m, ref), prog, i)
                 ref = K.machine_ref(m)

@@ -3,13 +3,16 @@
 A billion touches must never become a billion-element array, so a pattern is
 only a recipe: (kind, count, seed, two parameters). The engine asks
 `_pattern_fill` for the pages of touches [i0, i0 + len(out)) into a small
-buffer. Every draw comes from a counter-based generator (splitmix64 of seed and
+buffer. zipf draws its ZIPF_HEAD hottest pages from an alias table (one
+random number and two table reads a touch) and only the rest by
+rejection-inversion. Every draw comes from a counter-based generator (splitmix64 of seed and
 touch index), so page i is the same whichever chunk computes it: results do not
 depend on chunk size, and the same seed gives the same pages on every machine.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numba import njit
@@ -17,6 +20,8 @@ from numba import njit
 from ._params import ScenarioError
 
 __all__ = ["Pattern", "uniform", "zipf", "sequential", "hotset"]
+
+ZIPF_HEAD = 1 << 16     # ranks a zipf alias table covers; the tail beyond is one more outcome
 
 # Pattern kinds as the kernels see them.
 PAT_SEQUENTIAL, PAT_UNIFORM, PAT_ZIPF, PAT_HOTSET = 0, 1, 2, 3
@@ -44,8 +49,15 @@ class Pattern:
     def pages(self, npages: int) -> np.ndarray:
         """All pages of this pattern over a region of `npages` pages (small patterns only)."""
         out = np.empty(self.count, dtype=np.int64)
-        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, self.first, out)
+        prob, alias = self.table(npages)
+        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, self.first, out, prob, alias, 0)
         return out
+
+    def table(self, npages: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (prob, alias) table the kernels draw this pattern with over npages (empty but for zipf)."""
+        if self.kind != PAT_ZIPF:
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int32)
+        return zipf_table(self.a, npages)
 
     def piece(self, start: int, stop: int) -> "Pattern":
         """Touches start .. stop-1 of this pattern, as a pattern."""
@@ -155,25 +167,107 @@ def _h_integral_inverse(x, s):
 
 
 @njit(cache=True)
-def _zipf_page(seed, i, s, n, hx1, hxn, shortcut):
-    """Rejection-inversion sample of rank k in [1, n], returned as page k-1."""
-    j = 0
+def _zipf_tail_page(seed, i, s, a, n, hxa, hxn, shortcut):
+    """Rejection-inversion sample (Hoermann and Derflinger 1996) of rank k in
+    [a, n] with P(k) ~ k**-s, returned as page k-1; hxa, hxn and shortcut come
+    from _zipf_tail_constants. Draws _unit(seed, i, 1), (seed, i, 2), ..."""
+    j = 1
     while True:
-        u = hxn + _unit(seed, i, j) * (hx1 - hxn)
+        u = hxn + _unit(seed, i, j) * (hxa - hxn)
         x = _h_integral_inverse(u, s)
         k = int(x + 0.5)
-        if k < 1:
-            k = 1
+        if k < a:
+            k = a
         elif k > n:
             k = n
+        # k - x <= shortcut accepts at once for every k >= 2 (the bound is the one at k = 2)
         if k - x <= shortcut or u >= _h_integral(k + 0.5, s) - np.exp(-s * np.log(k)):
             return k - 1
         j += 1
 
 
 @njit(cache=True)
-def _pattern_fill(kind, seed, a, b, n, i0, out):
-    """Write the pages of touches i0 .. i0+len(out)-1 of a pattern over n pages into out."""
+def _zipf_tail_constants(s, a, n):
+    hxa = _h_integral(a + 0.5, s) - np.exp(-s * np.log(a))
+    hxn = _h_integral(n + 0.5, s)
+    shortcut = 2.0 - _h_integral_inverse(_h_integral(2.5, s) - np.exp(-s * np.log(2.0)), s)
+    return hxa, hxn, shortcut
+
+
+@njit(cache=True)
+def _alias_build(w):
+    """Walker's alias table (Vose's construction) for weights w: draw j
+    uniformly, keep it with probability prob[j], else take alias[j]."""
+    n = w.shape[0]
+    prob = w * (n / w.sum())
+    alias = np.arange(n).astype(np.int32)
+    small = np.empty(n, dtype=np.int64)
+    large = np.empty(n, dtype=np.int64)
+    ns = nl = 0
+    for j in range(n):
+        if prob[j] < 1.0:
+            small[ns] = j
+            ns += 1
+        else:
+            large[nl] = j
+            nl += 1
+    while ns > 0 and nl > 0:
+        ns -= 1
+        sj = small[ns]
+        lj = large[nl - 1]
+        alias[sj] = lj
+        prob[lj] -= 1.0 - prob[sj]
+        if prob[lj] < 1.0:
+            nl -= 1
+            small[ns] = lj
+            ns += 1
+    prob[small[:ns]] = 1.0
+    prob[large[:nl]] = 1.0
+    return prob, alias
+
+
+def _power_sum(s: float, a: int, b: int) -> float:
+    """sum of k**-s for k in [a, b], by Euler-Maclaurin (a >= ZIPF_HEAD: the
+    first terms left out are below 1e-15 of the sum)."""
+    def f(x):
+        return x ** -s
+
+    integral = np.log(b / a) if s == 1.0 else (b ** (1 - s) - a ** (1 - s)) / (1 - s)
+    d1 = -s * (b ** (-s - 1) - a ** (-s - 1))
+    d3 = -s * (s + 1) * (s + 2) * (b ** (-s - 3) - a ** (-s - 3))
+    return integral + (f(a) + f(b)) / 2 + d1 / 12 - d3 / 720
+
+
+@lru_cache(maxsize=64)
+def zipf_table(s: float, npages: int) -> tuple[np.ndarray, np.ndarray]:
+    """Alias table of zipf(s) over npages: outcomes 0 .. head-1 are pages,
+    outcome ZIPF_HEAD (present when npages > ZIPF_HEAD) is the tail."""
+    head = min(npages, ZIPF_HEAD)
+    w = np.arange(1, head + 1, dtype=np.float64) ** -s
+    if npages > ZIPF_HEAD:
+        w = np.append(w, _power_sum(s, ZIPF_HEAD + 1, npages))
+    prob, alias = _alias_build(w)
+    prob.flags.writeable = alias.flags.writeable = False
+    return prob, alias
+
+
+@njit(cache=True, inline="always")
+def _zipf_draw(seed, i, s, n, prob, alias, off, hxa, hxn, shortcut):
+    """Page of touch i of zipf(s) over n pages, with the alias table at prob[off:]."""
+    m = min(n, ZIPF_HEAD) + (1 if n > ZIPF_HEAD else 0)
+    x = _splitmix64(np.uint64(seed) * _GOLDEN + np.uint64(i) * np.uint64(0xD1B54A32D192ED03))
+    j = int(((x >> np.uint64(32)) * np.uint64(m)) >> np.uint64(32))
+    if float(x & np.uint64(0xFFFFFFFF)) * (1.0 / 4294967296.0) >= prob[off + j]:
+        j = alias[off + j]
+    if j < ZIPF_HEAD:
+        return j
+    return _zipf_tail_page(seed, i, s, ZIPF_HEAD + 1, n, hxa, hxn, shortcut)
+
+
+@njit(cache=True)
+def _pattern_fill(kind, seed, a, b, n, i0, out, prob, alias, off):
+    """Write the pages of touches i0 .. i0+len(out)-1 of a pattern over n pages
+    into out; a zipf pattern's alias table is at prob[off:], alias[off:]."""
     m = out.shape[0]
     if kind == PAT_SEQUENTIAL:
         start = int(a)
@@ -184,12 +278,9 @@ def _pattern_fill(kind, seed, a, b, n, i0, out):
         for t in range(m):
             out[t] = min(int(_unit(seed, i0 + t, 0) * n), n - 1)
     elif kind == PAT_ZIPF:
-        s = a
-        hx1 = _h_integral(1.5, s) - 1.0
-        hxn = _h_integral(n + 0.5, s)
-        shortcut = 2.0 - _h_integral_inverse(_h_integral(2.5, s) - np.exp(-s * np.log(2.0)), s)
+        hxa, hxn, shortcut = _zipf_tail_constants(a, ZIPF_HEAD + 1, n)
         for t in range(m):
-            out[t] = _zipf_page(seed, i0 + t, s, n, hx1, hxn, shortcut)
+            out[t] = _zipf_draw(seed, i0 + t, a, n, prob, alias, off, hxa, hxn, shortcut)
     else:  # PAT_HOTSET
         nhot = max(1, min(n, int(a * n)))
         ncold = n - nhot

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cowbench as cb
-from cowbench.patterns import PAT_HOTSET, PAT_SEQUENTIAL, PAT_UNIFORM, PAT_ZIPF, Pattern, _pattern_fill
+from cowbench.patterns import ZIPF_HEAD, PAT_HOTSET, PAT_SEQUENTIAL, PAT_UNIFORM, PAT_ZIPF, Pattern, _pattern_fill
 
 PATTERNS = [
     cb.uniform(5000, seed=1),
@@ -26,7 +26,8 @@ IDS = [repr(p) for p in PATTERNS]
 
 def fill(p: Pattern, n: int, i0: int, m: int) -> np.ndarray:
     out = np.empty(m, dtype=np.int64)
-    _pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out)
+    prob, alias = p.table(n)
+    _pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out, prob, alias, 0)
     return out
 
 
@@ -131,6 +132,23 @@ def test_zipf_matches_the_bounded_pmf(n, s):
     df = max(len(c) - 1, 1)
     assert chi_square(c, p, total) < df + 13 * np.sqrt(2 * df) + 20
     assert counts.argmax() == 0
+
+
+@pytest.mark.parametrize("s", [0.7, 1.1, 1.6])
+def test_zipf_tail_beyond_the_alias_table_matches_the_pmf(s):
+    """Past ZIPF_HEAD ranks pages come from rejection-inversion, not the
+    table: the mass of the tail and of log-spaced bins inside it match the
+    exact pmf (chi-square well inside its 1e-9 quantile)."""
+    n, total = 300_000, 2_000_000
+    pages = cb.zipf(total, s=s, seed=11).pages(n)
+    pmf = zipf_pmf(n, s)
+    edges = np.unique(np.r_[0, 1, 2, 10, 100, 1000, np.geomspace(ZIPF_HEAD, n, 12).astype(int), ZIPF_HEAD, n])
+    counts = np.add.reduceat(np.bincount(pages, minlength=n), edges[:-1])
+    probs = np.add.reduceat(pmf, edges[:-1])
+    df = len(probs) - 1
+    assert chi_square(counts, probs, total) < df + 13 * np.sqrt(2 * df) + 20
+    tail = (pages >= ZIPF_HEAD).mean()
+    assert abs(tail - pmf[ZIPF_HEAD:].sum()) < 6 * np.sqrt(pmf[ZIPF_HEAD:].sum() / total)
 
 
 def test_zipf_page_zero_is_hottest_and_frequencies_fall():
