@@ -381,9 +381,12 @@ def frame_uncharge(m):
 def frame_id(m, tag):
     """A frame id for a page already charged (one that was inline): unmapped, unhomed, holding tag."""
     f = id_alloc(m.frame_free, m.g, G_FREE_TOP, G_FRAME_HWM)
-    m.frame[f, F_MAP] = 0
-    m.frame[f, F_HOME] = -1
-    m.frame[f, F_TAG] = tag
+    rec = m.frame[f]
+    rec[F_MAP] = 0
+    rec[F_PINS] = 0
+    rec[F_FOLIO] = -1
+    rec[F_HOME] = -1
+    rec[F_TAG] = tag
     return f
 
 
@@ -546,8 +549,8 @@ def ov_cap(c):
 def ov_grow(m, need):
     """Grow the overlay pool to hold `need` entries (amortised doubling)."""
     n = max(need, 2 * m.ov_val.shape[0], 1 << 16)
-    key = np.zeros(n, dtype=np.uint16)
-    val = np.zeros(n, dtype=np.int32)
+    key = np.empty(n, dtype=np.uint16)          # untouched room costs no memory
+    val = np.empty(n, dtype=np.int32)
     used = m.g[G_OV_HWM]
     key[:used] = m.ov_key[:used]
     val[:used] = m.ov_val[:used]
@@ -1491,8 +1494,11 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                     c = ovc_row[k]
                     n = ovn_row[k]
                     if c >= 0 and (c == OV_DENSE or n < ov_cap(c)):
-                        i = ovl_row[k] + (slot if c == OV_DENSE else n)
-                        ov_key[i] = slot
+                        if c == OV_DENSE:
+                            i = ovl_row[k] + slot
+                        else:
+                            i = ovl_row[k] + n
+                            ov_key[i] = slot
                         ov_val[i] = pte_inline(tag, PTE_W | PTE_E)
                         ovn_row[k] = n + 1
                     else:

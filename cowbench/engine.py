@@ -189,8 +189,11 @@ def _row_arrays(n: int, npmd: int, odf: bool) -> dict:
                 odfg=np.full((n, npmd) if odf else (1, 1), -1, dtype=np.int32), row_free=np.zeros(n, dtype=np.int32))
 
 
-def _grown(a: np.ndarray, n: int, fill=0) -> np.ndarray:
-    out = np.full((n,) + a.shape[1:], fill, dtype=a.dtype)
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    """a with room for n rows. The new rows are left uninitialised (the kernels
+    initialise an id when they hand it out), so the operating system gives
+    them memory only once they are used."""
+    out = np.empty((n,) + a.shape[1:], dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
 
@@ -204,16 +207,13 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
         want = min(int(g[K.G_FRAME_MAX]), max(2 * nf, int(g[K.G_FRAME_HWM] + frames)), _MAX_FRAMES_IN_USE + 1)
         if want <= nf:
             raise ScenarioError(f"simulate: more than {_MAX_FRAMES_IN_USE} frames in use at once is not supported")
-        frame = _frame_records(want)
-        frame[:nf] = m.frame
-        m = m._replace(frame=frame, frame_free=_grown(m.frame_free, want))
+        m = m._replace(frame=_grown(m.frame, want), frame_free=_grown(m.frame_free, want))
     nt = m.pt.shape[0]
     if tables > nt - g[K.G_TAB_HWM] + g[K.G_TAB_TOP]:
         want = max(2 * nt, int(g[K.G_TAB_HWM] + tables))
         if want > K.MAX_TABLES:
             raise ScenarioError(f"simulate: more than {K.MAX_TABLES} PTE tables at once is not supported")
-        fresh = _table_arrays(want)
-        m = m._replace(**{name: _grown(getattr(m, name), want, fresh[name].flat[0]) for name in fresh})
+        m = m._replace(**{name: _grown(getattr(m, name), want) for name in _table_arrays(0)})
     nfo = m.folio_live.shape[0]
     if tables > nfo - g[K.G_FOLIO_HWM] + g[K.G_FOLIO_TOP]:
         want = max(2 * nfo, int(g[K.G_FOLIO_HWM] + tables))
@@ -227,9 +227,8 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     if rows > nr - g[K.G_ROW_HWM] + g[K.G_ROW_TOP]:
         want = max(2 * nr, int(g[K.G_ROW_HWM] + rows))
         odf = g[K.G_POLICY] == K.POLICY_ODF
-        fresh = _row_arrays(1, m.pmd.shape[1], odf)
-        m = m._replace(**{name: _grown(getattr(m, name), want, fresh[name].flat[0])
-                          for name in fresh if odf or name != "odfg"})
+        m = m._replace(**{name: _grown(getattr(m, name), want) for name in _row_arrays(0, 1, odf)
+                          if odf or name != "odfg"})
     return m
 
 
