@@ -15,7 +15,7 @@ A fork does not copy the parent's PTE tables here, whatever the policy
 simulates: the child's directory points at the parent's tables, which count
 their users (tab_ref). A write into a shared table does not copy it either:
 the writer records its own PTE for that slot in a small per-(mm, table)
-overlay (a few bytes a slot: up to 64 slots in a sparse list, past that a
+overlay (a few bytes a slot: up to 256 slots in a sparse list, past that a
 dense 512-slot array). Reading a PTE looks in the overlay first, then in the
 table. What the simulated kernel would have copied is counted, not done.
 
@@ -102,9 +102,9 @@ F_TAG = 4      # value tag last written
 F_WIDTH = 8
 MAX_TABLES = 1 << 22    # F_HOME must fit in an int32
 
-# overlay size classes: 0..5 hold up to 2, 4, ..., 64 (slot, PTE) pairs; OV_DENSE all 512 PTEs
-OV_DENSE = 6
-OV_CLASSES = 7
+# overlay size classes: 0..7 hold up to 2, 4, ..., 256 (slot, PTE) pairs; OV_DENSE all 512 PTEs
+OV_DENSE = 8
+OV_CLASSES = 9
 
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
@@ -997,7 +997,14 @@ def mm_smaps(m, mm):
     them. Callers bump G_EPOCH once before a batch of these."""
     row = m.mm_row[mm]
     pmd_row = m.pmd[row]
+    ovc_row = m.ovc[row]
     tab_w = m.tab_w
+    tab_epoch = m.tab_epoch
+    tab_rss = m.tab_rss
+    tab_pss = m.tab_pss
+    tab_uss = m.tab_uss
+    tab_huge = m.tab_huge
+    epoch = m.g[G_EPOCH]
     ov_val = m.ov_val
     rss = 0
     uss = 0
@@ -1010,12 +1017,15 @@ def mm_smaps(m, mm):
             t = pmd_row[k]
             if t < 0:
                 continue
-            if m.tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
+            if tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
                 huge += 1
-            table_weights(m, t)
-            rss += m.tab_rss[t]
-            pss += m.tab_pss[t]
-            uss += m.tab_uss[t]
+            if tab_epoch[t] != epoch:
+                table_weights(m, t)
+            rss += tab_rss[t]
+            pss += tab_pss[t]
+            uss += tab_uss[t]
+            if ovc_row[k] < 0:
+                continue
             for i in range(ov_len(m, row, k)):       # this mm's own PTEs replace the table's
                 slot, j = ov_at(m, row, k, i)
                 e = ov_val[j]
@@ -1852,6 +1862,12 @@ def dup_mmap(m, parent, child, cmm):
     m.g[G_RUNNING] += 1
     prow = m.mm_row[pmm]
     crow = m.mm_row[cmm]
+    pmd_p = m.pmd[prow]
+    pmd_c = m.pmd[crow]
+    ovc_p = m.ovc[prow]
+    tab_ref = m.tab_ref
+    tab_huge = m.tab_huge
+    tab_count = m.tab_count
     for r in range(m.vma.shape[1]):
         fl = m.vma[pmm, r]
         if (fl & VM_MAPPED) == 0 or (fl & VM_DONTFORK) != 0:
@@ -1866,11 +1882,21 @@ def dup_mmap(m, parent, child, cmm):
         writable = (fl & VM_WRITE) != 0
         m.mm_ptes[cmm, r] = m.mm_ptes[pmm, r]
         m.mm_rss[cmm, r] = m.mm_rss[pmm, r]
+        shared = 0          # tables the child just joins: already shared, no PTE of the parent's own
+        shared_ptes = 0
         for k in range(m.reg_pmd0[r], m.reg_pmd0[r] + region_tables(m, r)):
-            t = m.pmd[prow, k]
+            t = pmd_p[k]
             if t < 0:
                 continue
             m.mm_tables[cmm] += 1
+            if not eager and tab_ref[t] > 1 and ovc_p[k] < 0 and tab_huge[t] == 0:
+                tab_ref[t] += 1
+                pmd_c[k] = t
+                shared += 1
+                shared_ptes += tab_count[t]
+                if odf:
+                    odf_share(m, prow, crow, k)
+                continue
             if m.tab_huge[t] != 0 and huge_pinned(m, t):
                 split_huge_pmd(m, parent, t)         # copy_huge_pmd leaves pinned THPs to the PTE path
             if m.tab_huge[t] != 0:
@@ -1889,6 +1915,18 @@ def dup_mmap(m, parent, child, cmm):
                 count_event(m, child, C_FORK_TABLES)
                 m.ctr[child, C_FORK_PTES] += ptes
                 m.totals[C_FORK_PTES] += ptes
+        if odf:
+            m.ctr[child, C_FORK_TABLES_SHARED] += shared
+            m.totals[C_FORK_TABLES_SHARED] += shared
+        else:                                        # cow: each a table copy of the simulated kernel
+            g = m.g                                  # their pages: fork_frames_needed checked
+            g[G_FRAMES_USED] += shared
+            g[G_PTE_FRAMES] += shared
+            g[G_FRAMES_PEAK] = max(g[G_FRAMES_PEAK], g[G_FRAMES_USED])
+            m.ctr[child, C_FORK_TABLES] += shared
+            m.totals[C_FORK_TABLES] += shared
+            m.ctr[child, C_FORK_PTES] += shared_ptes
+            m.totals[C_FORK_PTES] += shared_ptes
 
 
 # --- mprotect / madvise ------------------------------------------------------------
