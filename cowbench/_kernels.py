@@ -753,7 +753,7 @@ def pte_tag_of(m, e):
 # fork and copies it on the first fault that changes a PTE in it. A share
 # group records which address spaces the simulated kernel would still have
 # sharing one table for a 2 MiB range, so the copies it would make are counted
-# when they happen. (The tables here are shared the same way under every policy.)
+# when they happen. (Inside the simulator, cow shares its tables the same way.)
 
 @njit(cache=True)
 def odf_share(m, prow, crow, k):

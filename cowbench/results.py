@@ -200,6 +200,15 @@ class Result:
         K.mm_tags(K.machine_ref(m), mm, r, out)
         return self._prog.tag_values[out]
 
+    def state_nbytes(self) -> pd.Series:
+        """Bytes the simulated machine's arrays hold at the end of the run, by
+        array (capacity included), largest first: where the simulator's own
+        memory went. The overlay pool (ov_key, ov_val) holds the processes'
+        private PTEs in tables they share."""
+        m = self._machine("state_nbytes")
+        nbytes = pd.Series({name: getattr(m, name).nbytes for name in m._fields}, name="bytes")
+        return nbytes.sort_values(ascending=False)
+
     def check_invariants(self) -> None:
         """Recount the machine from its page tables and compare with what the
         engine kept incrementally. Raises AssertionError naming the first broken rule."""

@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
+import cowbench as cb
 import reference
 from conftest import examples
 from cowbench.scenario import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
@@ -186,3 +188,16 @@ def test_reference_reads_its_own_writes(b, kw):
             if not region.shared:
                 np.testing.assert_array_equal(ref.memory(pid, region), expected_private_memory(views[pid], region),
                                               err_msg=f"pid {pid} {region.name}")
+
+
+def test_state_nbytes_names_every_array_and_needs_the_kept_state():
+    sc = cb.Scenario(phys_mem="64MiB")
+    p = sc.spawn("p")
+    heap = p.mmap("heap", "4MiB")
+    p.write(heap)
+    p.fork("kid").write(heap, pages=range(0, 1024, 3))
+    nbytes = cb.simulate(sc, keep_state=True).state_nbytes()
+    assert nbytes["ov_val"] > 0 and nbytes["pt"] >= 2 * 512 * 4
+    assert (nbytes.to_numpy()[:-1] >= nbytes.to_numpy()[1:]).all()
+    with pytest.raises(cb.ScenarioError, match="keep_state=True"):
+        cb.simulate(sc).state_nbytes()
