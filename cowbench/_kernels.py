@@ -1467,7 +1467,9 @@ def touch_run(m, pid, mm, r, pages, write, tag):
     ov_key = m.ov_key
     ov_val = m.ov_val
     first = m.reg_pmd0[r]
-    quick_copy = write and tag > 0 and g[G_POLICY] != POLICY_ODF
+    odf = g[G_POLICY] == POLICY_ODF
+    odfg_row = m.odfg[row if odf else 0]
+    quick_copy = write and tag > 0
     for page in pages:
         k = first + (page >> TABLE_SHIFT)
         slot = page & (PTRS_PER_TABLE - 1)
@@ -1495,9 +1497,12 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                         continue
                 elif e != 0:
                     continue
-                # do_wp_page's copy of a page another user of the table maps too
+                # do_wp_page's copy of a page another user of the table maps too (under odf
+                # once the simulated kernel has copied the table, if it still shares it)
                 if (quick_copy and e > (1 << PTE_SHIFT) and (e & PTE_I) == 0
-                        and tab_ref[t] - tab_ovr[t, slot] > 1 and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
+                        and tab_ref[t] - tab_ovr[t, slot] > 1
+                        and (not odf or odfg_row[k] < 0 or table_unshare(m, pid, row, k))
+                        and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
                     g[G_FRAMES_USED] += 1
                     if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
                         g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
