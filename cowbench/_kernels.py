@@ -15,7 +15,7 @@ A fork does not copy the parent's PTE tables here, whatever the policy
 simulates: the child's directory points at the parent's tables, which count
 their users (tab_ref). A write into a shared table does not copy it either:
 the writer records its own PTE for that slot in a small per-(mm, table)
-overlay (a few bytes a slot: up to 256 slots in a sparse list, past that a
+overlay (a few bytes a slot: up to 128 slots in a sorted list, past that a
 dense 512-slot array). Reading a PTE looks in the overlay first, then in the
 table. What the simulated kernel would have copied is counted, not done.
 
@@ -102,9 +102,9 @@ F_TAG = 4      # value tag last written
 F_WIDTH = 8
 MAX_TABLES = 1 << 22    # F_HOME must fit in an int32
 
-# overlay size classes: 0..7 hold up to 2, 4, ..., 256 (slot, PTE) pairs; OV_DENSE all 512 PTEs
-OV_DENSE = 8
-OV_CLASSES = 9
+# overlay size classes: 0..6 hold up to 2, 4, ..., 128 (slot, PTE) pairs, sorted by slot; OV_DENSE all 512 PTEs
+OV_DENSE = 6
+OV_CLASSES = 7
 
 # scalars in Machine.g
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
@@ -547,7 +547,9 @@ def ov_cap(c):
 
 @njit(cache=True)
 def ov_grow(m, need):
-    """Grow the overlay pool to hold `need` entries (amortised doubling)."""
+    """Grow the overlay pool to hold `need` entries (amortised doubling). A
+    fallback: engine.py grows the pool between ops, in place, from op_needs's
+    bound, so that the copy made here (twice the pool, briefly) is not needed."""
     n = max(need, 2 * m.ov_val.shape[0], 1 << 16)
     key = np.empty(n, dtype=np.uint16)          # untouched room costs no memory
     val = np.empty(n, dtype=np.int32)
@@ -583,6 +585,40 @@ def ov_release(m, c, off):
 
 
 @njit(cache=True, inline="always")
+def ov_lower_bound(key, off, n, slot):
+    """First position in the sorted slots key[off:off+n] not below slot."""
+    lo = off
+    hi = off + n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if key[mid] < slot:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, inline="always")
+def ov_search(key, off, n, slot):
+    """Position of slot in the sorted slots key[off:off+n], -1 if absent."""
+    i = ov_lower_bound(key, off, n, slot)
+    return i if i < off + n and key[i] == slot else -1
+
+
+@njit(cache=True, inline="always")
+def ov_insert(key, val, off, n, slot, e):
+    """Insert (slot, e) into the sorted sparse chunk at off holding n entries
+    (it has room); returns its position."""
+    i = ov_lower_bound(key, off, n, slot)
+    for j in range(off + n, i, -1):
+        key[j] = key[j - 1]
+        val[j] = val[j - 1]
+    key[i] = slot
+    val[i] = e
+    return i
+
+
+@njit(cache=True, inline="always")
 def ov_find(m, row, k, slot):
     """Pool index of the overlay entry of (row, k) for slot, -1 none."""
     c = m.ovc[row, k]
@@ -591,11 +627,7 @@ def ov_find(m, row, k, slot):
     off = m.ovl[row, k]
     if c == OV_DENSE:
         return off + slot if m.ov_val[off + slot] != 0 else -1
-    key = m.ov_key
-    for i in range(off, off + m.ovn[row, k]):
-        if key[i] == slot:
-            return i
-    return -1
+    return ov_search(m.ov_key, off, m.ovn[row, k], slot)
 
 
 @njit(cache=True, inline="always")
@@ -646,10 +678,9 @@ def ov_add(m, row, k, slot, e):
     val = m.ov_val
     if c == OV_DENSE:
         i = off + slot
+        val[i] = e
     else:
-        i = off + n
-        m.ov_key[i] = slot
-    val[i] = e
+        i = ov_insert(m.ov_key, val, off, n, slot, e)
     m.ovn[row, k] = n + 1
     return i
 
@@ -1437,10 +1468,7 @@ def ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot):
     off = ovl_row[k]
     if c == OV_DENSE:
         return off + slot if ov_val[off + slot] != 0 else -1
-    for i in range(off, off + ovn_row[k]):
-        if ov_key[i] == slot:
-            return i
-    return -1
+    return ov_search(ov_key, off, ovn_row[k], slot)
 
 
 @njit(cache=True)
@@ -1510,11 +1538,9 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                     n = ovn_row[k]
                     if c >= 0 and (c == OV_DENSE or n < ov_cap(c)):
                         if c == OV_DENSE:
-                            i = ovl_row[k] + slot
+                            ov_val[ovl_row[k] + slot] = pte_inline(tag, PTE_W | PTE_E)
                         else:
-                            i = ovl_row[k] + n
-                            ov_key[i] = slot
-                        ov_val[i] = pte_inline(tag, PTE_W | PTE_E)
+                            ov_insert(ov_key, ov_val, ovl_row[k], n, slot, pte_inline(tag, PTE_W | PTE_E))
                         ovn_row[k] = n + 1
                     else:
                         ov_add(m, row, k, slot, pte_inline(tag, PTE_W | PTE_E))
@@ -1999,26 +2025,42 @@ def madvise(m, mm, r, advice):
 # --- the op loop -----------------------------------------------------------------
 
 @njit(cache=True)
-def op_needs(m, op, ps):
-    """Upper bounds on (frame ids, tables, rows) op may take, for growing arrays
-    first. (An odf fork takes at most one share group per table too.)"""
-    code = op[0]
-    if code == READ or code == WRITE or code == PIN:
-        r = op[2]
-        n = min(ps[op[5], 1] * PTRS_PER_TABLE, m.reg_npages[r])   # a huge page fault takes 512
-        return n, min(n, region_tables(m, r)) + 1, 0
-    if code == FORK:
-        pmm = m.proc_mm[op[1]]
-        if m.mm_row[pmm] < 0:
-            return 0, 0, 1
-        return mm_rss_total(m, pmm), m.mm_tables[pmm], 1     # inline pages get frame ids when shared
-    if code == SPAWN or code == EXEC:
-        return 0, 0, 1
-    return 0, 0, 0
+def mm_overlay_slots(m, mm):
+    """Overlay pool slots mm's overlays hold (what a fork of mm clones)."""
+    n = 0
+    row = m.mm_row[mm]
+    for c in m.ovc[row]:
+        if c >= 0:
+            n += ov_cap(c)
+    return n
 
 
 @njit(cache=True)
-def has_room(m, frames, tables, rows):
+def op_needs(m, op, ps):
+    """Upper bounds on (frame ids, tables, rows, overlay slots) op may take,
+    for growing arrays first. (An odf fork takes at most one share group per
+    table too.) A touch adds at most one overlay entry, and the chunks one
+    range's entries ever take add up to under 640 slots (at most 10 per entry)."""
+    code = op[0]
+    if code == READ or code == WRITE or code == PIN:
+        r = op[2]
+        count = ps[op[5], 1]
+        n = min(count * PTRS_PER_TABLE, m.reg_npages[r])   # a huge page fault takes 512
+        slots = min(10 * count + 1024, 640 * region_tables(m, r))
+        return n, min(n, region_tables(m, r)) + 1, 0, slots
+    if code == FORK:
+        pmm = m.proc_mm[op[1]]
+        if m.mm_row[pmm] < 0:
+            return 0, 0, 1, 0
+        # inline pages get frame ids when shared; the child clones the parent's overlays
+        return mm_rss_total(m, pmm), m.mm_tables[pmm], 1, mm_overlay_slots(m, pmm)
+    if code == SPAWN or code == EXEC:
+        return 0, 0, 1, 0
+    return 0, 0, 0, 0
+
+
+@njit(cache=True)
+def has_room(m, frames, tables, rows, slots):
     g = m.g
     frame_room = m.frame.shape[0] - g[G_FRAME_HWM] + g[G_FREE_TOP]
     if frames > frame_room and m.frame.shape[0] < g[G_FRAME_MAX]:
@@ -2028,6 +2070,8 @@ def has_room(m, frames, tables, rows):
     if tables > m.folio_live.shape[0] - g[G_FOLIO_HWM] + g[G_FOLIO_TOP]:
         return False
     if tables > m.group_ref.shape[0] - g[G_GROUP_HWM] + g[G_GROUP_TOP]:
+        return False
+    if slots > m.ov_val.shape[0] - g[G_OV_HWM]:
         return False
     return rows <= m.pmd.shape[0] - g[G_ROW_HWM] + g[G_ROW_TOP]
 
@@ -2099,8 +2143,8 @@ def run(m, ops, ps, psf, pool, zprob, zalias, tl, start, stop):
     """Execute ops[start:stop]. Returns RUN_GROW, with g[G_RESUME] = the op to
     resume at, when an op might need more array room than there is."""
     for i in range(start, stop):
-        fr, tb, rw = op_needs(m, ops[i], ps)
-        if not has_room(m, fr, tb, rw):
+        fr, tb, rw, sl = op_needs(m, ops[i], ps)
+        if not has_room(m, fr, tb, rw, sl):
             m.g[G_RESUME] = i
             return RUN_GROW
         step(m, ops[i], ps, psf, pool, zprob, zalias)

@@ -200,7 +200,7 @@ def _grown(a: np.ndarray, n: int) -> np.ndarray:
 
 def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     """Make room for op i: double whatever it could overflow."""
-    frames, tables, rows = K.op_needs(K.machine_ref(m), prog.ops[i], prog.ps)
+    frames, tables, rows, slots = K.op_needs(K.machine_ref(m), prog.ops[i], prog.ps)
     g = m.g
     nf = m.frame.shape[0]
     if frames > nf - g[K.G_FRAME_HWM] + g[K.G_FREE_TOP] and nf < g[K.G_FRAME_MAX]:
@@ -223,6 +223,10 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
     if tables > ng - g[K.G_GROUP_HWM] + g[K.G_GROUP_TOP]:
         want = max(2 * ng, int(g[K.G_GROUP_HWM] + tables))
         m = m._replace(group_ref=_grown(m.group_ref, want), group_free=_grown(m.group_free, want))
+    cap = m.ov_val.shape[0]
+    if slots > cap - g[K.G_OV_HWM]:
+        want = max(cap + cap // 4, int(g[K.G_OV_HWM] + slots))
+        m = m._replace(ov_key=_grown_in_place(m.ov_key, want), ov_val=_grown_in_place(m.ov_val, want))
     nr = m.pmd.shape[0]
     if rows > nr - g[K.G_ROW_HWM] + g[K.G_ROW_TOP]:
         want = max(2 * nr, int(g[K.G_ROW_HWM] + rows))
@@ -230,6 +234,16 @@ def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
         m = m._replace(**{name: _grown(getattr(m, name), want) for name in _row_arrays(0, 1, odf)
                           if odf or name != "odfg"})
     return m
+
+
+def _grown_in_place(a: np.ndarray, n: int) -> np.ndarray:
+    """a with room for n entries: realloc, which moves a large block's pages
+    (mremap) instead of copying them, so growing never holds the pool twice.
+    An array the kernels allocated does not own its memory: that one is copied."""
+    if not a.flags.owndata:
+        return _grown(a, n)
+    a.resize(n, refcheck=False)      # the kernels' reference is rebuilt after _grow
+    return a
 
 
 def _with_pool(m: K.Machine, ref: K.MachineRef) -> K.Machine:
