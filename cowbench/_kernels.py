@@ -15,7 +15,7 @@ A fork does not copy the parent's PTE tables here, whatever the policy
 simulates: the child's directory points at the parent's tables, which count
 their users (tab_ref). A write into a shared table does not copy it either:
 the writer records its own PTE for that slot in a small per-(mm, table)
-overlay (a few bytes a slot: up to 128 slots in a sorted list, past that a
+overlay (a few bytes a slot: up to 64 slots in a sorted list, past that a
 dense 512-slot array). Reading a PTE looks in the overlay first, then in the
 table. What the simulated kernel would have copied is counted, not done.
 
@@ -102,7 +102,7 @@ F_TAG = 4      # value tag last written
 F_WIDTH = 8
 MAX_TABLES = 1 << 22    # F_HOME must fit in an int32
 
-# overlay size classes: 0..6 hold up to 2, 4, ..., 128 (slot, PTE) pairs, sorted by slot; OV_DENSE all 512 PTEs
+# overlay size classes: 0..5 hold up to 2, 4, ..., 64 (slot, PTE) pairs, sorted by slot; OV_DENSE all 512 PTEs
 OV_DENSE = 6
 OV_CLASSES = 7
 

@@ -199,7 +199,8 @@ def _grown(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def _grow(m: K.Machine, prog: Program, i: int) -> K.Machine:
-    """Make room for op i: double whatever it could overflow."""
+    """Make room for op i: double whatever it could overflow (the overlay pool
+    grows by a quarter, in place: it is the one array that gets large)."""
     frames, tables, rows, slots = K.op_needs(K.machine_ref(m), prog.ops[i], prog.ps)
     g = m.g
     nf = m.frame.shape[0]
