@@ -111,9 +111,8 @@ OV_CLASSES = 7
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
  G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
  G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW, G_PTE_FRAMES,
- G_FOLIO_HWM, G_FOLIO_TOP, G_EPOCH, G_SINK, G_OV_HWM, G_OV_FREE) = range(29)
+ G_FOLIO_HWM, G_FOLIO_TOP, G_EPOCH, G_OV_HWM, G_OV_FREE) = range(28)
 N_G = G_OV_FREE + OV_CLASSES      # G_OV_FREE + c: first free overlay chunk of class c, -1 none
-# G_SINK only keeps prefetch_run's loads from being optimised away
 
 # timeline columns: the run totals, then these
 T_FRAMES_USED, T_RUNNING, T_FORKS, T_PTE_FRAMES = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2, N_TOTALS + 3
@@ -1563,28 +1562,6 @@ def touch_run(m, pid, mm, r, pages, write, tag):
 
 
 @njit(cache=True)
-def prefetch_run(m, mm, r, pages):
-    """Load what touching pages will read first, every load independent of the
-    others, so that their cache misses overlap (memory-level parallelism)
-    instead of being paid one after another inside the faults."""
-    row = m.mm_row[mm]
-    pmd_row = m.pmd[row]
-    ovc_row = m.ovc[row]
-    ovl_row = m.ovl[row]
-    first = m.reg_pmd0[r]
-    acc = 0
-    for page in pages:
-        k = first + (page >> TABLE_SHIFT)
-        t = pmd_row[k]
-        if t >= 0:
-            slot = page & (PTRS_PER_TABLE - 1)
-            acc += m.pt[t, slot] + m.tab_ovr[t, slot]
-            if ovc_row[k] >= 0:
-                acc += m.ov_key[ovl_row[k]]
-    return acc
-
-
-@njit(cache=True)
 def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
     """Run one read/write op over a page set pset = (kind, count, seed, off,
     table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
@@ -1606,7 +1583,6 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
         else:
             chunk = buf[:size]
             _pattern_fill(kind, seed, a, b, n, off + i0, chunk, zprob, zalias, table)
-        m.g[G_SINK] += prefetch_run(m, mm, r, chunk)
         if not touch_run(m, pid, mm, r, chunk, write, tag):
             return
 
