@@ -2,7 +2,8 @@
 
 Private. Every function here takes a `MachineRef` (a StructRef over the
 arrays of a `Machine`: passing it costs one pointer, where a tuple of arrays
-would cost one reference-count update per array and call) and plain integers,
+would cost one reference-count update per array and call) and plain integers
+(a few small helpers of the hot path take the arrays themselves),
 trusts its arguments completely (the Python layer in engine.py validated
 them), and follows docs/semantics.md rule by rule. Names follow Linux mm/
 where the code does the same job: do_anonymous_page, do_wp_page,
@@ -11,13 +12,14 @@ out_of_memory.
 
 How state stays proportional to what is written
 -----------------------------------------------
-A fork does not copy the parent's PTE tables here, whatever the policy
-simulates: the child's directory points at the parent's tables, which count
-their users (tab_ref). A write into a shared table does not copy it either:
-the writer records its own PTE for that slot in a small per-(mm, table)
-overlay (a few bytes a slot: up to 64 slots in a sorted list, past that a
-dense 512-slot array). Reading a PTE looks in the overlay first, then in the
-table. What the simulated kernel would have copied is counted, not done.
+Under cow and odf a fork does not copy the parent's PTE tables here: the
+child's directory points at the parent's tables, which count their users
+(tab_ref); eager copies every page, so its child gets tables of its own. A
+write into a shared table does not copy it either: the writer records its
+own PTE for that slot in a small per-(mm, table) overlay (a few bytes a
+slot: up to 64 slots in a sorted list, past that a dense 512-slot array).
+Reading a PTE looks in the overlay first, then in the table. What the
+simulated kernel would have copied is counted, not done.
 
 A page mapped by only one PTE and written only by its owner needs no frame
 id: its PTE is "inline" and holds the page's value tag itself. A frame id is
