@@ -3,11 +3,11 @@
 A billion touches must never become a billion-element array, so a pattern is
 only a recipe: (kind, count, seed, two parameters). The engine asks
 `_pattern_fill` for the pages of touches [i0, i0 + len(out)) into a small
-buffer. zipf draws its ZIPF_HEAD hottest pages from an alias table (one
-random number and two table reads a touch) and only the rest by
-rejection-inversion. Every draw comes from a counter-based generator (splitmix64 of seed and
+buffer. Every draw comes from a counter-based generator (splitmix64 of seed and
 touch index), so page i is the same whichever chunk computes it: results do not
 depend on chunk size, and the same seed gives the same pages on every machine.
+zipf draws its ZIPF_HEAD hottest pages from an alias table (one random number
+and two table reads a touch) and only the rest by rejection-inversion.
 """
 from __future__ import annotations
 
@@ -227,8 +227,8 @@ def _alias_build(w):
 
 
 def _power_sum(s: float, a: int, b: int) -> float:
-    """sum of k**-s for k in [a, b], by Euler-Maclaurin (a >= ZIPF_HEAD: the
-    first terms left out are below 1e-15 of the sum)."""
+    """sum of k**-s for k in [a, b], by Euler-Maclaurin to the third
+    derivative (for a >= ZIPF_HEAD the remainder is below 1e-15 of the sum)."""
     def f(x):
         return x ** -s
 
@@ -241,14 +241,13 @@ def _power_sum(s: float, a: int, b: int) -> float:
 @lru_cache(maxsize=64)
 def zipf_table(s: float, npages: int) -> tuple[np.ndarray, np.ndarray]:
     """Alias table of zipf(s) over npages: outcomes 0 .. head-1 are pages,
-    outcome ZIPF_HEAD (present when npages > ZIPF_HEAD) is the tail."""
+    outcome ZIPF_HEAD (present when npages > ZIPF_HEAD) is the tail. Cached
+    and shared: read it, never write it."""
     head = min(npages, ZIPF_HEAD)
     w = np.arange(1, head + 1, dtype=np.float64) ** -s
     if npages > ZIPF_HEAD:
         w = np.append(w, _power_sum(s, ZIPF_HEAD + 1, npages))
-    prob, alias = _alias_build(w)
-    prob.flags.writeable = alias.flags.writeable = False
-    return prob, alias
+    return _alias_build(w)
 
 
 @njit(cache=True, inline="always")
