@@ -446,16 +446,16 @@ def frame_put(m, f):
 
 
 @njit(cache=True)
-def frame_unmap(m, f, anon):
-    """Drop one counted PTE mapping of frame id f; an anonymous frame nobody maps is freed."""
+def frame_unmap(m, f):
+    """Drop one counted PTE mapping of anonymous frame id f; free it if nobody maps it."""
     m.frame[f, F_MAP] -= 1
-    if anon:
-        frame_put(m, f)
+    frame_put(m, f)
 
 
 @njit(cache=True)
 def pte_drop(m, e, anon):
-    """A PTE counted in F_MAP (an overlay's, an unshared table's) goes away."""
+    """A PTE counted in F_MAP (an overlay's, an unshared table's) goes away;
+    a page-cache page (anon False) stays in its cache."""
     if e == 0:
         return
     if pte_is_inline(e):
@@ -463,18 +463,23 @@ def pte_drop(m, e, anon):
         return
     f = pte_frame(e)
     if f != 0:
-        frame_unmap(m, f, anon)
+        if anon:
+            frame_unmap(m, f)
+        else:
+            m.frame[f, F_MAP] -= 1
 
 
 @njit(cache=True)
-def base_drop(m, t, slot, e, anon):
-    """Entry e of table t at slot goes away for the table's last users."""
+def base_drop(m, t, slot, e):
+    """Entry e of (anonymous) table t at slot goes away for the table's last users."""
     f = pte_id(e)
     if f > 0 and m.frame[f, F_HOME] == home_of(t, slot):
         m.frame[f, F_HOME] = -1
         frame_put(m, f)
-    else:
-        pte_drop(m, e, anon)
+    elif pte_is_inline(e):
+        frame_uncharge(m)
+    elif f > 0:
+        frame_unmap(m, f)
 
 
 # --- PTE tables ------------------------------------------------------------------
@@ -506,7 +511,7 @@ def base_kill(m, t, slot):
         return
     m.pt[t, slot] = 0
     m.tab_count[t] -= 1
-    base_drop(m, t, slot, e, True)
+    base_drop(m, t, slot, e)
 
 
 @njit(cache=True)
@@ -531,7 +536,7 @@ def table_put(m, t):
             for slot in range(PTRS_PER_TABLE):
                 e = m.pt[t, slot]
                 if e != 0:
-                    base_drop(m, t, slot, e, True)
+                    base_drop(m, t, slot, e)
         table_free(m, t)
     elif m.tab_maxovr[t] >= n and m.tab_count[t] > 0:
         for slot in range(PTRS_PER_TABLE):
@@ -734,7 +739,7 @@ def pte_write(m, row, k, t, slot, oi, e):
             if fn > 0:
                 m.frame[fn, F_MAP] += 1
             if fo > 0:
-                frame_unmap(m, fo, True)
+                frame_unmap(m, fo)
         return oi
     if m.tab_ref[t] == 1:
         old = m.pt[t, slot]
@@ -746,7 +751,7 @@ def pte_write(m, row, k, t, slot, oi, e):
             if fn > 0:
                 m.frame[fn, F_MAP] += 1
             if fo > 0:
-                base_drop(m, t, slot, old, True)
+                base_drop(m, t, slot, old)
         return -1
     if fn > 0:
         m.frame[fn, F_MAP] += 1             # before the table's own entry can die
@@ -887,7 +892,7 @@ def zap_table(m, mm, row, k, anon):
         for slot in range(PTRS_PER_TABLE):     # a shared region's table: its frames are counted
             e = m.pt[t, slot]
             if e != 0:
-                pte_drop(m, e, False)
+                pte_drop(m, e, anon)           # anon is False here
         m.tab_ref[t] = 0
         table_free(m, t)
     else:
@@ -1107,7 +1112,9 @@ def mm_tags(m, mm, r, out):
 
 @njit(cache=True)
 def proc_end(m, pid, state, reason):
-    """exit, SIGSEGV or OOM: freeze pid's values, wake a vfork parent, release the mm."""
+    """exit, SIGSEGV or OOM: freeze pid's values, wake a vfork parent, release
+    the mm. (Callers pass np.int8 values, not literals: a literal argument
+    makes Numba compile a function once per value.)"""
     m.g[G_EPOCH] += 1
     snapshot(m, pid)
     m.proc_state[pid] = state
@@ -1144,7 +1151,7 @@ def oom_kill(m, pid):
     for q in range(1, m.proc_state.shape[0]):
         s = m.proc_state[q]
         if (s == P_RUNNING or s == P_SUSPENDED) and m.proc_mm[q] == mm:
-            proc_end(m, q, P_KILLED, R_OOM)
+            proc_end(m, q, np.int8(P_KILLED), np.int8(R_OOM))
     return m.proc_state[pid] == P_RUNNING
 
 
@@ -1199,19 +1206,22 @@ def do_shared_fault(m, pid, mm, r, t, slot, page, write):
     return FAULT_OK
 
 
+NO_ENTRY = np.int64(-1)      # "no overlay entry" as a typed value, not a literal (see proc_end)
+
+
 @njit(cache=True)
 def do_anonymous_page(m, pid, mm, r, row, k, t, slot, write, tag):
     """First touch of a private page: a read maps the zero page, a write a new
     page holding tag (when > 0)."""
     if not write and m.g[G_ZERO_PAGE] != 0:
-        pte_write(m, row, k, t, slot, -1, pte_make(0, 0))
+        pte_write(m, row, k, t, slot, NO_ENTRY, pte_make(0, 0))
         count_ptes(m, mm, r, 1, 0)
         count_event(m, pid, C_MINOR_FAULTS)
         return FAULT_OK
     if not frame_charge(m):
         return FAULT_OOM
     m.vma[mm, r] |= VM_ANON_VMA
-    pte_write(m, row, k, t, slot, -1, pte_inline(max(tag, 0), PTE_W | PTE_E))
+    pte_write(m, row, k, t, slot, NO_ENTRY, pte_inline(max(tag, 0), PTE_W | PTE_E))
     count_ptes(m, mm, r, 1, 1)
     count_event(m, pid, C_MINOR_FAULTS)
     count_event(m, pid, C_ZERO_FILLS)
@@ -1397,7 +1407,7 @@ def do_huge_pmd_wp_page(m, pid, mm, r, t):
         m.pt[old, :] = m.pt[t, :]
         map_new_huge_page(m, t, old, PTE_W | PTE_E)
         for slot in range(PTRS_PER_TABLE):
-            frame_unmap(m, pte_frame(m.pt[old, slot]), True)
+            frame_unmap(m, pte_frame(m.pt[old, slot]))
         table_free(m, old)
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_THP_COPIES)
@@ -1574,7 +1584,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
         return
     flags = m.vma[mm, r]
     if (flags & VM_MAPPED) == 0 or (flags & VM_READ) == 0 or (write and (flags & VM_WRITE) == 0):
-        proc_end(m, pid, P_KILLED, R_SIGSEGV)
+        proc_end(m, pid, np.int8(P_KILLED), np.int8(R_SIGSEGV))
         return
     n = m.reg_npages[r]
     buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
@@ -1601,8 +1611,9 @@ def pin_pages(m, pid, r, pages):
     flags = m.vma[mm, r]
     if (flags & VM_MAPPED) == 0 or (flags & VM_WRITE) == 0:
         return
-    for page in pages:
-        if not handle_mm_fault(m, pid, mm, r, page, True, -1):
+    write = (flags & VM_WRITE) != 0      # True; a run-time value, as touch_run passes: literal
+    for page in pages:                   # arguments would compile the fault path a second time
+        if not handle_mm_fault(m, pid, mm, r, page, write, np.int64(-1)):
             return
         row = m.mm_row[mm]
         k = m.reg_pmd0[r] + (page >> TABLE_SHIFT)
@@ -2096,7 +2107,7 @@ def step(m, op, ps, psf, pool, zprob, zalias):
         wake_vfork_parent(m, pid)
         mm_put(m, old)
     elif code == EXIT:
-        proc_end(m, pid, P_EXITED, R_NONE)
+        proc_end(m, pid, np.int8(P_EXITED), np.int8(R_NONE))
     elif code == MMAP:
         do_mmap(m, pid, m.proc_mm[pid], r, arg)
     elif code == PIN or code == UNPIN:
