@@ -625,15 +625,32 @@ def ov_insert(key, val, off, n, slot, e):
 
 
 @njit(cache=True, inline="always")
-def ov_find(m, row, k, slot):
-    """Pool index of the overlay entry of (row, k) for slot, -1 none."""
-    c = m.ovc[row, k]
+def ov_put(key, val, off, c, n, slot, e):
+    """Place (slot, e) in the chunk at off of class c holding n entries, which
+    has room for it; returns its position."""
+    if c == OV_DENSE:
+        val[off + slot] = e
+        return off + slot
+    return ov_insert(key, val, off, n, slot, e)
+
+
+@njit(cache=True, inline="always")
+def ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot):
+    """Pool index of the overlay entry for slot of range k, -1 none, on a
+    directory row's arrays the caller holds (touch_run holds them across touches)."""
+    c = ovc_row[k]
     if c < 0:
         return -1
-    off = m.ovl[row, k]
+    off = ovl_row[k]
     if c == OV_DENSE:
-        return off + slot if m.ov_val[off + slot] != 0 else -1
-    return ov_search(m.ov_key, off, m.ovn[row, k], slot)
+        return off + slot if ov_val[off + slot] != 0 else -1
+    return ov_search(ov_key, off, ovn_row[k], slot)
+
+
+@njit(cache=True, inline="always")
+def ov_find(m, row, k, slot):
+    """Pool index of the overlay entry of (row, k) for slot, -1 none."""
+    return ov_lookup(m.ovc[row], m.ovl[row], m.ovn[row], m.ov_key, m.ov_val, k, slot)
 
 
 @njit(cache=True, inline="always")
@@ -680,13 +697,7 @@ def ov_add(m, row, k, slot, e):
         c += 1
         ovl[row, k] = new
         ovc[row, k] = c
-    off = ovl[row, k]
-    val = m.ov_val
-    if c == OV_DENSE:
-        i = off + slot
-        val[i] = e
-    else:
-        i = ov_insert(m.ov_key, val, off, n, slot, e)
+    i = ov_put(m.ov_key, m.ov_val, ovl[row, k], c, n, slot, e)
     m.ovn[row, k] = n + 1
     return i
 
@@ -1470,18 +1481,6 @@ def handle_mm_fault(m, pid, mm, r, page, write, tag):
     return True
 
 
-@njit(cache=True, inline="always")
-def ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot):
-    """ov_find on arrays the caller holds (no reference counting per touch)."""
-    c = ovc_row[k]
-    if c < 0:
-        return -1
-    off = ovl_row[k]
-    if c == OV_DENSE:
-        return off + slot if ov_val[off + slot] != 0 else -1
-    return ov_search(ov_key, off, ovn_row[k], slot)
-
-
 @njit(cache=True)
 def touch_run(m, pid, mm, r, pages, write, tag):
     """Touch every page in pages. False if pid died on the way.
@@ -1548,10 +1547,7 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                     c = ovc_row[k]
                     n = ovn_row[k]
                     if c >= 0 and (c == OV_DENSE or n < ov_cap(c)):
-                        if c == OV_DENSE:
-                            ov_val[ovl_row[k] + slot] = pte_inline(tag, PTE_W | PTE_E)
-                        else:
-                            ov_insert(ov_key, ov_val, ovl_row[k], n, slot, pte_inline(tag, PTE_W | PTE_E))
+                        ov_put(ov_key, ov_val, ovl_row[k], c, n, slot, pte_inline(tag, PTE_W | PTE_E))
                         ovn_row[k] = n + 1
                     else:
                         ov_add(m, row, k, slot, pte_inline(tag, PTE_W | PTE_E))
