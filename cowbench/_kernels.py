@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.experimental import structref
 
 from .patterns import _pattern_fill
@@ -178,6 +179,8 @@ class Machine(NamedTuple):
     pin_region: np.ndarray   # int32[pins]
     pin_page: np.ndarray     # int64[pins]
     pin_frame: np.ndarray    # int32[pins]
+    seen: np.ndarray         # uint64[8 per 2 MiB of the largest region] pages the current op touched, a bit
+                             # each; all zero between ops (see touch_pages)
 
 
 # Kernel-side view of a Machine. The arrays are shared, not copied: the Python
@@ -205,7 +208,7 @@ _FIELD_TYPES = {
     "proc_mm": types.int32[::1], "proc_state": types.int8[::1], "proc_reason": types.int8[::1],
     "proc_vparent": types.int32[::1], "ctr": types.int64[:, ::1], "proc_pss": types.float64[::1],
     "pin_pid": types.int32[::1], "pin_region": types.int32[::1], "pin_page": types.int64[::1],
-    "pin_frame": types.int32[::1],
+    "pin_frame": types.int32[::1], "seen": types.uint64[::1],
 }
 assert tuple(_FIELD_TYPES) == Machine._fields
 
@@ -229,7 +232,7 @@ def _machine_ref(g, totals, frame, frame_free,
                  tab_w, group_ref, group_free, pmd, ovl, ovc, ovn, odfg, row_free, ov_key, ov_val, mm_row,
                  mm_users, mm_tables, mm_ptes, mm_rss, vma, reg_pmd0, reg_npages, reg_shared,
                  reg_shm0, reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr,
-                 proc_pss, pin_pid, pin_region, pin_page, pin_frame):
+                 proc_pss, pin_pid, pin_region, pin_page, pin_frame, seen):
     m = structref.new(MACHINE_REF)
     m.g, m.totals, m.frame, m.frame_free = g, totals, frame, frame_free
     m.folio_frames, m.folio_live, m.folio_pins, m.folio_free = folio_frames, folio_live, folio_pins, folio_free
@@ -244,7 +247,7 @@ def _machine_ref(g, totals, frame, frame_free,
     m.reg_npages, m.reg_shared, m.reg_shm0, m.reg_maps = reg_npages, reg_shared, reg_shm0, reg_maps
     m.shm_frame, m.proc_mm, m.proc_state, m.proc_reason = shm_frame, proc_mm, proc_state, proc_reason
     m.proc_vparent, m.ctr, m.proc_pss, m.pin_pid = proc_vparent, ctr, proc_pss, pin_pid
-    m.pin_region, m.pin_page, m.pin_frame = pin_region, pin_page, pin_frame
+    m.pin_region, m.pin_page, m.pin_frame, m.seen = pin_region, pin_page, pin_frame, seen
     return m
 
 
@@ -1046,6 +1049,8 @@ def mm_smaps(m, mm):
     row = m.mm_row[mm]
     pmd_row = m.pmd[row]
     ovc_row = m.ovc[row]
+    ovl_row = m.ovl[row]
+    ovn_row = m.ovn[row]
     tab_w = m.tab_w
     tab_epoch = m.tab_epoch
     tab_rss = m.tab_rss
@@ -1053,6 +1058,7 @@ def mm_smaps(m, mm):
     tab_uss = m.tab_uss
     tab_huge = m.tab_huge
     epoch = m.g[G_EPOCH]
+    ov_key = m.ov_key
     ov_val = m.ov_val
     rss = 0
     uss = 0
@@ -1072,13 +1078,16 @@ def mm_smaps(m, mm):
             rss += tab_rss[t]
             pss += tab_pss[t]
             uss += tab_uss[t]
-            if ovc_row[k] < 0:
+            c = ovc_row[k]
+            if c < 0:
                 continue
-            for i in range(ov_len(m, row, k)):       # this mm's own PTEs replace the table's
-                slot, j = ov_at(m, row, k, i)
-                e = ov_val[j]
+            off = ovl_row[k]
+            dense = c == OV_DENSE
+            for i in range(PTRS_PER_TABLE if dense else ovn_row[k]):   # this mm's own PTEs replace the table's
+                e = ov_val[off + i]
                 if e == 0:
                     continue
+                slot = i if dense else np.int64(ov_key[off + i])
                 p = tab_w[t, slot]
                 if p >= 0.0:
                     rss -= 1
@@ -1569,11 +1578,204 @@ def touch_run(m, pid, mm, r, pages, write, tag):
     return True
 
 
+# --- one op's touches: each page once ----------------------------------------------
+# A read or write op is one process touching pages while nothing else runs,
+# and every write of an op stores the op's one tag: once the first touch of a
+# page has made its PTE allow the touch, touching the page again changes
+# nothing. So touch_pages first marks the pages an op touches in m.seen, then
+# handles each marked page once, in address order, a 2 MiB range at a time:
+# the faults that dominate forked workloads a whole range in one pass
+# (fault_range), the rest by touch_run. Handling first touches in another order
+# than the op's is the same run as long as no fault can fail (which process the
+# OOM killer picks depends on what was faulted before) and no fault maps more
+# than its own page (fault-around on shared mappings, huge pages): ops where
+# either could happen touch their pages one at a time, in order, as they come.
+
+@njit(cache=True, inline="always")
+def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, zprob, zalias, table, buf):
+    """Pages of touches i0 .. i0+size-1 of an op's page set (see touch_pages)."""
+    if kind < 0:
+        return pool[off + i0: off + i0 + size]
+    chunk = buf[:size]
+    _pattern_fill(kind, seed, a, b, n, off + i0, chunk, zprob, zalias, table)
+    return chunk
+
+
+@njit(cache=True)
+def mark_touched(seen, pages):
+    """Mark pages in the bitmap seen: (pages not marked before, the lowest and
+    highest of them; -1 when none)."""
+    fresh = 0
+    lo = hi = -1
+    for p in pages:
+        w = p >> 6
+        bit = np.uint64(1) << np.uint64(p & 63)
+        x = seen[w]
+        if (x & bit) == 0:
+            seen[w] = x | bit
+            fresh += 1
+            if lo < 0 or p < lo:
+                lo = p
+            if p > hi:
+                hi = p
+    return fresh, lo, hi
+
+
+@njit(cache=True, inline="always")
+def lowest_bit(x):
+    """Index of the lowest set bit of the non-zero uint64 x."""
+    return np.int64(trailing_zeros(x))
+
+
+@njit(cache=True)
+def anon_range(m, pid, mm, r, row, k, words, tag):
+    """do_anonymous_page for every page marked in words (the 512 slots of range
+    k, which has no table yet), writing tag: one new table of new pages."""
+    q = 0
+    for w in range(8):
+        x = words[w]
+        while x != 0:
+            q += 1
+            x &= x - np.uint64(1)
+    t = table_for(m, mm, row, k)
+    pt = m.pt
+    e = pte_inline(tag, PTE_W | PTE_E)
+    for w in range(8):
+        x = words[w]
+        words[w] = 0
+        while x != 0:
+            pt[t, w * 64 + lowest_bit(x)] = e
+            x &= x - np.uint64(1)
+    m.tab_count[t] += q
+    count_ptes(m, mm, r, q, q)
+    m.vma[mm, r] |= VM_ANON_VMA
+    charge_frames(m, pid, q, C_ZERO_FILLS)
+
+
+@njit(cache=True, inline="always")
+def must_copy(pt, tab_ovr, ref, t, slot):
+    """The entry at slot of table t, which ref users share, maps a write-protected
+    page another of them maps too: do_wp_page copies it (see touch_run)."""
+    e = pt[t, slot]
+    return e > (1 << PTE_SHIFT) and (e & (PTE_I | PTE_W)) == 0 and ref - tab_ovr[t, slot] > 1
+
+
+@njit(cache=True)
+def copy_range(m, pid, mm, r, row, k, t, words, tag):
+    """wp_page_copy for every page marked in words (the 512 slots of range k)
+    that another user of the shared table t maps, into a new overlay of the
+    right size; the marks of the others stay."""
+    pt = m.pt
+    tab_ovr = m.tab_ovr
+    ref = m.tab_ref[t]
+    q = 0
+    for w in range(8):
+        x = words[w]
+        while x != 0:
+            if must_copy(pt, tab_ovr, ref, t, w * 64 + lowest_bit(x)):
+                q += 1
+            x &= x - np.uint64(1)
+    if q == 0:
+        return
+    table_unshare(m, pid, row, k)
+    c = OV_DENSE
+    if q <= 64:
+        c = 0
+        while ov_cap(c) < q:
+            c += 1
+    off = ov_alloc(m, c)
+    key = m.ov_key
+    val = m.ov_val
+    e = pte_inline(tag, PTE_W | PTE_E)
+    i = off
+    top = m.tab_maxovr[t]
+    for w in range(8):
+        x = words[w]
+        while x != 0:
+            low = x & (~x + np.uint64(1))
+            slot = w * 64 + lowest_bit(x)
+            x ^= low
+            if not must_copy(pt, tab_ovr, ref, t, slot):
+                continue
+            words[w] ^= low
+            if c == OV_DENSE:
+                val[off + slot] = e
+            else:
+                key[i] = slot
+                val[i] = e
+                i += 1
+            o = tab_ovr[t, slot] + 1
+            tab_ovr[t, slot] = o
+            top = max(top, o)
+    m.tab_maxovr[t] = top
+    m.ovl[row, k] = off
+    m.ovc[row, k] = c
+    m.ovn[row, k] = q
+    m.vma[mm, r] |= VM_ANON_VMA
+    charge_frames(m, pid, q, C_COW_COPIES)
+
+
+@njit(cache=True)
+def charge_frames(m, pid, q, c):
+    """q write faults that each took a new page (the caller made sure of room), counted as c too."""
+    g = m.g
+    g[G_FRAMES_USED] += q
+    g[G_FRAMES_PEAK] = max(g[G_FRAMES_PEAK], g[G_FRAMES_USED])
+    m.ctr[pid, C_MINOR_FAULTS] += q
+    m.ctr[pid, c] += q
+    m.totals[C_MINOR_FAULTS] += q
+    m.totals[c] += q
+
+
+@njit(cache=True)
+def fault_range(m, pid, mm, r, k, words, tag):
+    """First writes of tag to the pages marked in words (the 512 slots of range
+    k): in a range without a table, or in a table others share that mm has no
+    PTE of its own in yet, the faults are done here and their marks cleared."""
+    row = m.mm_row[mm]
+    t = m.pmd[row, k]
+    if t < 0:
+        anon_range(m, pid, mm, r, row, k, words, tag)
+    elif m.tab_ref[t] > 1 and m.ovc[row, k] < 0:
+        copy_range(m, pid, mm, r, row, k, t, words, tag)
+
+
+@njit(cache=True)
+def touch_marked(m, pid, mm, r, write, tag, lo, hi):
+    """Touch each page marked in m.seen between pages lo and hi once, in
+    address order, clearing the marks. False if pid died on the way."""
+    seen = m.seen
+    first = m.reg_pmd0[r]
+    todo = np.empty(TOUCH_CHUNK, dtype=np.int64)
+    nt = 0
+    alive = True
+    for w0 in range((lo >> 6) & ~7, (hi >> 6) + 1, 8):
+        words = seen[w0: w0 + 8]
+        if alive and write and tag > 0 and (words[0] | words[1] | words[2] | words[3] | words[4]
+                                             | words[5] | words[6] | words[7]) != 0:
+            fault_range(m, pid, mm, r, first + (w0 >> 3), words, tag)
+        for w in range(8):
+            x = words[w]
+            if x == 0:
+                continue
+            words[w] = 0
+            while alive and x != 0:
+                todo[nt] = (w0 + w) * 64 + lowest_bit(x)
+                nt += 1
+                x &= x - np.uint64(1)
+        if alive and nt > TOUCH_CHUNK - PTRS_PER_TABLE:
+            alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
+            nt = 0
+    if alive and nt > 0:
+        alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
+    return alive
+
+
 @njit(cache=True)
 def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
     """Run one read/write op over a page set pset = (kind, count, seed, off,
     table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
-    of a generated pattern; TOUCH_CHUNK at a time."""
+    of a generated pattern; TOUCH_CHUNK pages at a time."""
     kind, count, seed, off, table = pset[0], pset[1], pset[2], pset[3], pset[4]
     mm = m.proc_mm[pid]
     if count == 0:
@@ -1584,15 +1786,44 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
         return
     n = m.reg_npages[r]
     buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
+    seen = m.seen
+    once = m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0
+    if once:
+        fresh, lo, hi = 0, n, -1
+        for i0 in range(0, count, TOUCH_CHUNK):
+            size = min(TOUCH_CHUNK, count - i0)
+            f, l, h = mark_touched(seen, touch_chunk(kind, seed, a, b, n, off, i0, size, pool, zprob, zalias,
+                                                     table, buf))
+            if f > 0:
+                fresh += f
+                lo = min(lo, l)
+                hi = max(hi, h)
+        if 2 * fresh >= m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED]:     # a fault might fail: in order
+            seen[lo >> 6: (hi >> 6) + 1] = 0
+            once = False
+        elif (hi >> 6) - (lo >> 6) < 8 * fresh:
+            touch_marked(m, pid, mm, r, write, tag, lo, hi)
+            return
+    # Touch in the op's order; if marked, only each page's first touch (marks spread thin).
+    todo = np.empty_like(buf)
+    alive = True
     for i0 in range(0, count, TOUCH_CHUNK):
         size = min(TOUCH_CHUNK, count - i0)
-        if kind < 0:
-            chunk = pool[off + i0: off + i0 + size]
-        else:
-            chunk = buf[:size]
-            _pattern_fill(kind, seed, a, b, n, off + i0, chunk, zprob, zalias, table)
-        if not touch_run(m, pid, mm, r, chunk, write, tag):
-            return
+        chunk = touch_chunk(kind, seed, a, b, n, off, i0, size, pool, zprob, zalias, table, buf)
+        if not once:
+            if not touch_run(m, pid, mm, r, chunk, write, tag):
+                return
+            continue
+        nt = 0
+        for p in chunk:
+            w = p >> 6
+            bit = np.uint64(1) << np.uint64(p & 63)
+            if (seen[w] & bit) != 0:
+                seen[w] ^= bit
+                todo[nt] = p
+                nt += 1
+        if alive and nt > 0:
+            alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
 
 
 # --- pins (pin_user_pages with FOLL_WRITE | FOLL_LONGTERM) ---------------------------

@@ -151,7 +151,7 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         **_table_arrays(nt),
         group_ref=np.zeros(nt, dtype=np.int32), group_free=np.zeros(nt, dtype=np.int32),
         **_row_arrays(nrow, npmd, odf),
-        ov_key=np.zeros(1 << 12, dtype=np.uint16), ov_val=np.zeros(1 << 12, dtype=np.int32),
+        **_overlay_pool(int(prog.work.sum())),
         mm_row=np.full(nmm, -1, dtype=np.int32), mm_users=np.zeros(nmm, dtype=np.int32),
         mm_tables=np.zeros(nmm, dtype=np.int64),
         mm_ptes=np.zeros((nmm, max(nreg, 1)), dtype=np.int64), mm_rss=np.zeros((nmm, max(nreg, 1)), dtype=np.int64),
@@ -164,7 +164,20 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         ctr=np.zeros((nproc, K.N_CTR), dtype=np.int64), proc_pss=np.zeros(nproc, dtype=np.float64),
         pin_pid=np.zeros(prog.n_pins, dtype=np.int32), pin_region=np.zeros(prog.n_pins, dtype=np.int32),
         pin_page=np.zeros(prog.n_pins, dtype=np.int64), pin_frame=np.zeros(prog.n_pins, dtype=np.int32),
+        seen=np.zeros(8 * int(-(-prog.reg_npages.max(initial=0) // K.PTRS_PER_TABLE)), dtype=np.uint64),
     )
+
+
+def _overlay_pool(touches: int) -> dict:
+    """The overlay pool, reserved up front for what `touches` touches can add
+    (about two slots each, at most 2**30): np.empty leaves the pages untouched,
+    so the reservation costs address space until the kernels use it, and the
+    pool seldom has to grow (which zero-fills and may copy it) during the run."""
+    n = min(2 * touches, 1 << 30) + (1 << 12)
+    try:
+        return dict(ov_key=np.empty(n, dtype=np.uint16), ov_val=np.empty(n, dtype=np.int32))
+    except MemoryError:            # strict overcommit: grow as the run goes
+        return dict(ov_key=np.empty(1 << 12, dtype=np.uint16), ov_val=np.empty(1 << 12, dtype=np.int32))
 
 
 def _frame_records(n: int) -> np.ndarray:

@@ -456,3 +456,52 @@ def test_engine_matches_reference_on_family_trees(engine, b, policy):
     res = engine(b.sc, policy=policy)
     assert_same(ref, res, b.sc)
     res.check_invariants()
+
+
+# --- each page of an op once: the three ways an op's touches are handled ------------
+
+@st.composite
+def touch_orders(draw) -> Built:
+    """Ops whose pages are marked dense (handled a 2 MiB range at a time, in
+    address order), spread thin (each at its first touch, in the op's order)
+    or that could run out of memory (every touch in order): few pages far
+    apart in a large region, hundreds of repeats in a small one, and machines
+    from roomy to a few frames more than the pages written."""
+    npages = draw(st.sampled_from([600, 4096, 9000]))
+    slack = draw(st.sampled_from([8, 200, 1 << 16]))
+    b = Built(npages + slack)
+    root = b.spawn()
+    b.mmap(root, npages * PAGE, False, "rw", "copy")
+    if draw(st.booleans()):
+        b.touch(root, True, 0, None, "None", None)
+    for _ in range(draw(st.integers(2, 8))):
+        pid = draw(st.sampled_from(b.active()))
+        action = draw(st.sampled_from(["fork", "write", "write", "write", "read", "exit"]))
+        if action == "fork":
+            b.fork(pid)
+        elif action == "exit" and len(b.active()) > 1:
+            b.exit(pid)
+        elif action in ("write", "read"):
+            shape = draw(st.sampled_from(["spread", "dense", "pattern"]))
+            if shape == "spread":      # a handful of pages, 64 pages (a bitmap word) or more apart
+                lst = draw(st.lists(st.integers(0, npages // 64 - 1), min_size=1, max_size=6))
+                pages = [64 * w + draw(st.integers(0, 63)) for w in lst]
+                pages, code = pages + pages[::-1], repr(pages + pages[::-1])
+            elif shape == "dense":
+                a = draw(st.integers(0, npages - 1))
+                pages = range(a, min(npages, a + draw(st.integers(1, 1500))))
+                code = repr(pages)
+            else:
+                count, seed = draw(st.integers(1, 3000)), draw(st.integers(0, 2**32))
+                pages, code = cb.zipf(count, s=1.1, seed=seed), f"cb.zipf({count}, s=1.1, seed={seed})"
+            b.touch(pid, action == "write", 0, pages, code, draw(st.one_of(st.none(), st.integers(1, 10**6))))
+    return b
+
+
+@settings(max_examples=examples(60))
+@given(b=touch_orders(), policy=st.sampled_from(["cow", "odf", "eager"]), oom=st.sampled_from(["largest", "faulting"]))
+def test_engine_matches_reference_however_an_op_visits_its_pages(engine, b, policy, oom):
+    ref = reference.simulate(b.sc, policy=policy, oom=oom)
+    res = engine(b.sc, policy=policy, oom=oom)
+    assert_same(ref, res, b.sc)
+    res.check_invariants()
