@@ -1592,12 +1592,12 @@ def touch_run(m, pid, mm, r, pages, write, tag):
 # either could happen touch their pages one at a time, in order, as they come.
 
 @njit(cache=True, inline="always")
-def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, zprob, zalias, table, buf):
+def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
     """Pages of touches i0 .. i0+size-1 of an op's page set (see touch_pages)."""
     if kind < 0:
         return pool[off + i0: off + i0 + size]
     chunk = buf[:size]
-    _pattern_fill(kind, seed, a, b, n, off + i0, chunk, zprob, zalias, table)
+    _pattern_fill(kind, seed, a, b, n, off + i0, chunk, ztab, table)
     return chunk
 
 
@@ -1772,7 +1772,7 @@ def touch_marked(m, pid, mm, r, write, tag, lo, hi):
 
 
 @njit(cache=True)
-def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
+def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
     """Run one read/write op over a page set pset = (kind, count, seed, off,
     table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
     of a generated pattern; TOUCH_CHUNK pages at a time."""
@@ -1792,7 +1792,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
         fresh, lo, hi = 0, n, -1
         for i0 in range(0, count, TOUCH_CHUNK):
             size = min(TOUCH_CHUNK, count - i0)
-            f, l, h = mark_touched(seen, touch_chunk(kind, seed, a, b, n, off, i0, size, pool, zprob, zalias,
+            f, l, h = mark_touched(seen, touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab,
                                                      table, buf))
             if f > 0:
                 fresh += f
@@ -1809,7 +1809,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, zprob, zalias):
     alive = True
     for i0 in range(0, count, TOUCH_CHUNK):
         size = min(TOUCH_CHUNK, count - i0)
-        chunk = touch_chunk(kind, seed, a, b, n, off, i0, size, pool, zprob, zalias, table, buf)
+        chunk = touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf)
         if not once:
             if not touch_run(m, pid, mm, r, chunk, write, tag):
                 return
@@ -2302,7 +2302,7 @@ def sample(m, tl, i):
 
 
 @njit(cache=True)
-def step(m, op, ps, psf, pool, zprob, zalias):
+def step(m, op, ps, psf, pool, ztab):
     """Execute one op. The process acting must be running, else the op is skipped."""
     code, pid, r, arg, mm = op[0], op[1], op[2], op[3], op[4]
     if code == SPAWN:
@@ -2315,7 +2315,7 @@ def step(m, op, ps, psf, pool, zprob, zalias):
         return
     if code == READ or code == WRITE:
         s = op[5]
-        touch_pages(m, pid, r, code == WRITE, arg, ps[s], psf[s, 0], psf[s, 1], pool, zprob, zalias)
+        touch_pages(m, pid, r, code == WRITE, arg, ps[s], psf[s, 0], psf[s, 1], pool, ztab)
     elif code == FORK:
         dup_mmap(m, pid, arg, mm)
     elif code == VFORK:
@@ -2355,7 +2355,7 @@ def step(m, op, ps, psf, pool, zprob, zalias):
 
 
 @njit(cache=True)
-def run(m, ops, ps, psf, pool, zprob, zalias, tl, start, stop):
+def run(m, ops, ps, psf, pool, ztab, tl, start, stop):
     """Execute ops[start:stop]. Returns RUN_GROW, with g[G_RESUME] = the op to
     resume at, when an op might need more array room than there is."""
     for i in range(start, stop):
@@ -2363,7 +2363,7 @@ def run(m, ops, ps, psf, pool, zprob, zalias, tl, start, stop):
         if not has_room(m, fr, tb, rw, sl):
             m.g[G_RESUME] = i
             return RUN_GROW
-        step(m, ops[i], ps, psf, pool, zprob, zalias)
+        step(m, ops[i], ps, psf, pool, ztab)
         sample(m, tl, i)
     m.g[G_RESUME] = stop
     return RUN_DONE

@@ -44,8 +44,7 @@ class Program(NamedTuple):
                           #   first touch (pattern) or offset in pool (explicit pages), zipf table offset
     psf: np.ndarray       # float64[n_ps, 2]: pattern parameters a, b
     pool: np.ndarray      # int64: explicit page lists, concatenated
-    zprob: np.ndarray     # float64: zipf alias tables, concatenated (ps[:, 4] is where a pattern's starts)
-    zalias: np.ndarray    # int32
+    ztab: np.ndarray      # uint64, read-only: zipf tables, concatenated (ps[:, 4] is where a pattern's starts)
     reg_pmd0: np.ndarray
     reg_npages: np.ndarray
     reg_shared: np.ndarray
@@ -74,8 +73,8 @@ def compile_scenario(sc: Scenario) -> Program:
     ops = np.zeros((n, 6), dtype=np.int64)
     work = np.zeros(n, dtype=np.int64)
     ps_rows, psf_rows, pool_parts, pool_len = [], [], [], 0
-    tables: dict[tuple, int] = {}                 # (s, npages) -> offset of its alias table
-    prob_parts, alias_parts, table_len = [], [], 0
+    tables: dict[tuple, int] = {}                 # (s, npages) -> offset of its zipf table
+    table_parts, table_len = [], 0
     tag_values = [0]
     for i, op in enumerate(sc.ops):
         arg = op.arg
@@ -103,11 +102,10 @@ def compile_scenario(sc: Scenario) -> Program:
                 if pages.kind == PAT_ZIPF:
                     key = (pages.a, int(reg_npages[op.region]))
                     if key not in tables:
-                        prob, alias = pages.table(key[1])
+                        tab = pages.table(key[1])
                         tables[key] = table_len
-                        prob_parts.append(prob)
-                        alias_parts.append(alias)
-                        table_len += len(prob)
+                        table_parts.append(tab)
+                        table_len += len(tab)
                     toff = tables[key]
                 ps_rows.append((pages.kind, pages.count, pages.seed, pages.first, toff))
                 psf_rows.append((pages.a, pages.b))
@@ -121,10 +119,10 @@ def compile_scenario(sc: Scenario) -> Program:
     ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 5)
     psf = np.array(psf_rows, dtype=np.float64).reshape(-1, 2)
     pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
-    zprob = np.concatenate(prob_parts) if prob_parts else np.zeros(0, dtype=np.float64)
-    zalias = np.concatenate(alias_parts) if alias_parts else np.zeros(0, dtype=np.int32)
+    ztab = np.concatenate(table_parts) if table_parts else np.zeros(0, dtype=np.uint64)
+    ztab.flags.writeable = False            # like Pattern.table's: one Numba specialisation of the kernels
     n_pins = int(sum(work[i] for i, op in enumerate(sc.ops) if op.code == PIN))
-    return Program(ops, ps, psf, pool, zprob, zalias, reg_pmd0, reg_npages, reg_shared, reg_shm0,
+    return Program(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0,
                    int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
                    np.array(tag_values, dtype=np.int64))
 
@@ -321,7 +319,7 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
         ref = K.machine_ref(m)
         for start, stop in bounds:
             i = start
-            while K.run(ref, prog.ops, prog.ps, prog.psf, prog.pool, prog.zprob, prog.zalias, tl, i,
+            while K.run(ref, prog.ops, prog.ps, prog.psf, prog.pool, prog.ztab, tl, i,
                         stop) == K.RUN_GROW:
                 i = int(m.g[K.G_RESUME])
                 m = _grow(_with_pool(m, ref), prog, i)

@@ -6,8 +6,10 @@ only a recipe: (kind, count, seed, two parameters). The engine asks
 buffer. Every draw comes from a counter-based generator (splitmix64 of seed and
 touch index), so page i is the same whichever chunk computes it: results do not
 depend on chunk size, and the same seed gives the same pages on every machine.
-zipf draws its ZIPF_HEAD hottest pages from an alias table (one random number
-and two table reads a touch) and only the rest by rejection-inversion.
+zipf draws from one alias table (one random number and one table read a
+touch) whose outcomes are its ZIPF_HEAD hottest pages and, beyond them,
+geometric buckets of ranks; a touch that lands in a bucket takes a uniform rank
+in it, kept with probability (lo/rank)**s (nearly always, by construction).
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from ._params import ScenarioError
 
 __all__ = ["Pattern", "uniform", "zipf", "sequential", "hotset"]
 
-ZIPF_HEAD = 1 << 16     # ranks a zipf alias table covers; the tail beyond is one more outcome
+ZIPF_HEAD = 1 << 16     # pages a zipf alias table has one outcome each for; the tail beyond is bucketed
+ZIPF_BUCKET_SKEW = 1.02  # bound on (hi/lo)**s in a tail bucket: a proposal is accepted with probability >= 1/1.02
+ZIPF_MAX_BUCKETS = 2048  # at most this many tail buckets (wider ones when s and the region are large)
 
 # Pattern kinds as the kernels see them.
 PAT_SEQUENTIAL, PAT_UNIFORM, PAT_ZIPF, PAT_HOTSET = 0, 1, 2, 3
@@ -49,14 +53,13 @@ class Pattern:
     def pages(self, npages: int) -> np.ndarray:
         """All pages of this pattern over a region of `npages` pages (small patterns only)."""
         out = np.empty(self.count, dtype=np.int64)
-        prob, alias = self.table(npages)
-        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, self.first, out, prob, alias, 0)
+        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, self.first, out, self.table(npages), 0)
         return out
 
-    def table(self, npages: int) -> tuple[np.ndarray, np.ndarray]:
-        """The (prob, alias) table the kernels draw this pattern with over npages (empty but for zipf)."""
+    def table(self, npages: int) -> np.ndarray:
+        """The read-only uint64 table the kernels draw this pattern with over npages (empty but for zipf)."""
         if self.kind != PAT_ZIPF:
-            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int32)
+            return _NO_TABLE
         return zipf_table(self.a, npages)
 
     def piece(self, start: int, stop: int) -> "Pattern":
@@ -90,8 +93,15 @@ def uniform(count: int, seed: int = 0) -> Pattern:
 def zipf(count: int, s: float = 1.1, seed: int = 0) -> Pattern:
     """`count` touches with P(page k) proportional to 1/(k+1)**s: page 0 is the hottest.
 
-    Bounded to the region by rejection-inversion (Hoermann and Derflinger 1996),
-    so any s > 0 works and no table of n probabilities is ever built.
+    Any s > 0, without a table of n probabilities: one alias table draw picks
+    one of the ZIPF_HEAD hottest pages or, beyond them, a geometric bucket of
+    ranks [lo, hi] (weighted by its mass, by Euler-Maclaurin to ~1e-15). In a
+    bucket, a uniform rank k is kept with probability (lo/k)**s, at least
+    1/1.02, else another is proposed; so P(k) is exact inside the bucket too.
+    The table's thresholds are 32-bit: each slot's split between its two
+    outcomes is rounded to 2**-32, so an outcome's probability may be off by
+    2**-33 of a slot (1/m of m outcomes) per slot it takes part in, a relative
+    error near 1e-9: nothing a run can measure.
     """
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 20:
         raise ScenarioError(f"The 's' parameter of zipf must be a number in (0, 20]; got {s!r}")
@@ -122,6 +132,9 @@ def hotset(count: int, hot: float = 0.1, p_hot: float = 0.9, seed: int = 0) -> P
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
+_STEP = np.uint64(0xD1B54A32D192ED03)
+_NO_TABLE = np.zeros(0, dtype=np.uint64)    # the table of every pattern but zipf
+_NO_TABLE.flags.writeable = False           # read-only like zipf's: one Numba specialisation
 
 
 @njit(cache=True, inline="always")
@@ -132,141 +145,166 @@ def _splitmix64(x):
 
 
 @njit(cache=True, inline="always")
+def _bits(seed, i, j):
+    """64 random bits that depend only on (seed, i, j)."""
+    return _splitmix64(np.uint64(seed) * _GOLDEN + np.uint64(i) * _STEP + np.uint64(j) * _GOLDEN)
+
+
+@njit(cache=True, inline="always")
 def _unit(seed, i, j):
     """A uniform double in [0, 1) that depends only on (seed, i, j)."""
-    x = np.uint64(seed) * _GOLDEN + np.uint64(i) * np.uint64(0xD1B54A32D192ED03) + np.uint64(j) * _GOLDEN
-    return float(_splitmix64(x) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return float(_bits(seed, i, j) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, inline="always")
-def _helper1(x):
-    if abs(x) > 1e-8:
-        return np.log1p(x) / x
-    return 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
+# --- zipf tables ----------------------------------------------------------------
+#
+# One uint64 array per (s, npages), laid out as
+#   [m] [m packed alias entries] [nb + 1 bucket bounds]        (nb = m - ZIPF_HEAD; none if npages <= ZIPF_HEAD)
+# Outcome j < ZIPF_HEAD is page j; outcome ZIPF_HEAD + b is tail bucket b, ranks
+# bounds[b] .. bounds[b+1] - 1 (rank = page + 1). An entry is
+# (threshold << 32) | alias: a draw lands in slot j and keeps j when its low 32
+# random bits are below the threshold, else takes the alias. The engine
+# concatenates several such tables and hands the kernels one array and an offset.
+
+_LO32 = np.uint64(0xFFFFFFFF)
+_TWO32 = 4294967296.0
 
 
-@njit(cache=True, inline="always")
-def _helper2(x):
-    if abs(x) > 1e-8:
-        return np.expm1(x) / x
-    return 1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x))
+def _power_sum(s: float, a, b):
+    """sum of k**-s for k in [a, b] (arrays welcome), by Euler-Maclaurin to the
+    third derivative; differences are taken with expm1 so that narrow buckets
+    and s near 1 lose no digits. The remainder is of the order of
+    s(s+1)...(s+4) / 30240 * a**-5 of the sum: < 1e-20 relative for a > ZIPF_HEAD,
+    so the float64 evaluation (~1e-15) is what limits it."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    lr = np.log1p((b - a) / a)                                  # log(b / a)
 
+    def diff(p):                                                # b**p - a**p
+        return a ** p * np.expm1(p * lr)
 
-@njit(cache=True, inline="always")
-def _h_integral(x, s):
-    log_x = np.log(x)
-    return _helper2((1.0 - s) * log_x) * log_x
-
-
-@njit(cache=True, inline="always")
-def _h_integral_inverse(x, s):
-    t = x * (1.0 - s)
-    if t < -1.0:
-        t = -1.0
-    return np.exp(_helper1(t) * x)
-
-
-@njit(cache=True)
-def _zipf_tail_page(seed, i, s, a, n, hxa, hxn, shortcut):
-    """Rejection-inversion sample (Hoermann and Derflinger 1996) of rank k in
-    [a, n] with P(k) ~ k**-s, returned as page k-1; hxa, hxn and shortcut come
-    from _zipf_tail_constants. Draws _unit(seed, i, 1), (seed, i, 2), ..."""
-    j = 1
-    while True:
-        u = hxn + _unit(seed, i, j) * (hxa - hxn)
-        x = _h_integral_inverse(u, s)
-        k = int(x + 0.5)
-        if k < a:
-            k = a
-        elif k > n:
-            k = n
-        # k - x <= shortcut accepts at once for every k >= 2 (the bound is the one at k = 2)
-        if k - x <= shortcut or u >= _h_integral(k + 0.5, s) - np.exp(-s * np.log(k)):
-            return k - 1
-        j += 1
-
-
-@njit(cache=True)
-def _zipf_tail_constants(s, a, n):
-    hxa = _h_integral(a + 0.5, s) - np.exp(-s * np.log(a))
-    hxn = _h_integral(n + 0.5, s)
-    shortcut = 2.0 - _h_integral_inverse(_h_integral(2.5, s) - np.exp(-s * np.log(2.0)), s)
-    return hxa, hxn, shortcut
+    integral = lr if s == 1.0 else diff(1.0 - s) / (1.0 - s)
+    d1 = -s * diff(-s - 1.0)
+    d3 = -s * (s + 1) * (s + 2) * diff(-s - 3.0)
+    return integral + (a ** -s + b ** -s) / 2 + d1 / 12 - d3 / 720
 
 
 @njit(cache=True)
 def _alias_build(w):
-    """Walker's alias table (Vose's construction) for weights w: draw j
-    uniformly, keep it with probability prob[j], else take alias[j]."""
-    n = w.shape[0]
-    prob = w * (n / w.sum())
-    alias = np.arange(n).astype(np.int32)
-    small = np.empty(n, dtype=np.int64)
-    large = np.empty(n, dtype=np.int64)
+    """Walker's alias table (Vose's construction) for weights w, packed as
+    (threshold << 32) | alias, for the draw of _zt_outcome: slot
+    j = (h * m) >> 32 of a uniform 32-bit h, kept when the low 32 bits are below
+    its threshold. Slot j is hit by c_j = ceil((j+1) 2**32 / m) - ceil(j 2**32 / m)
+    values of h, not exactly 2**32 / m, so each slot is filled to its own
+    capacity c_j m / 2**32: outcome probabilities are exact but for the rounding
+    of each threshold to a multiple of 2**-32 (entries kept whole are exact)."""
+    m = w.shape[0]
+    j = np.arange(m + 1).astype(np.int64)
+    c = ((j << 32) + (m - 1)) // m                      # ceil(j 2**32 / m)
+    cap = (c[1:] - c[:-1]).astype(np.float64) * (m / _TWO32)
+    prob = w * (m / w.sum())
+    alias = np.arange(m).astype(np.int64)
+    small = np.empty(m, dtype=np.int64)
+    large = np.empty(m, dtype=np.int64)
     ns = nl = 0
-    for j in range(n):
-        if prob[j] < 1.0:
-            small[ns] = j
+    for k in range(m):
+        if prob[k] < cap[k]:
+            small[ns] = k
             ns += 1
         else:
-            large[nl] = j
+            large[nl] = k
             nl += 1
     while ns > 0 and nl > 0:
         ns -= 1
-        sj = small[ns]
-        lj = large[nl - 1]
-        alias[sj] = lj
-        prob[lj] -= 1.0 - prob[sj]
-        if prob[lj] < 1.0:
+        sk = small[ns]
+        lk = large[nl - 1]
+        alias[sk] = lk
+        prob[lk] -= cap[sk] - prob[sk]
+        if prob[lk] < cap[lk]:
             nl -= 1
-            small[ns] = lj
+            small[ns] = lk
             ns += 1
-    prob[small[:ns]] = 1.0
-    prob[large[:nl]] = 1.0
-    return prob, alias
+    out = np.empty(m, dtype=np.uint64)
+    for k in range(m):
+        if alias[k] == k:           # kept whole (a threshold of 2**32 - 1 is exact: its alias is itself)
+            thr = 4294967295
+        else:
+            thr = min(int(prob[k] / cap[k] * _TWO32 + 0.5), 4294967295)
+        out[k] = (np.uint64(thr) << np.uint64(32)) | np.uint64(alias[k])
+    return out
 
 
-def _power_sum(s: float, a: int, b: int) -> float:
-    """sum of k**-s for k in [a, b], by Euler-Maclaurin to the third
-    derivative (for a >= ZIPF_HEAD the remainder is below 1e-15 of the sum)."""
-    def f(x):
-        return x ** -s
-
-    integral = np.log(b / a) if s == 1.0 else (b ** (1 - s) - a ** (1 - s)) / (1 - s)
-    d1 = -s * (b ** (-s - 1) - a ** (-s - 1))
-    d3 = -s * (s + 1) * (s + 2) * (b ** (-s - 3) - a ** (-s - 3))
-    return integral + (f(a) + f(b)) / 2 + d1 / 12 - d3 / 720
+def _zipf_buckets(s: float, npages: int) -> np.ndarray:
+    """Rank bounds of the tail buckets over ranks ZIPF_HEAD+1 .. npages: bucket
+    b is ranks bounds[b] .. bounds[b+1]-1, with hi / lo <= 1.02**(1/s), so that
+    a uniform proposal is accepted with probability (lo/k)**s >= 1/1.02; wider
+    (at most ZIPF_MAX_BUCKETS buckets) when that would take more buckets: only
+    for large s and huge regions, where the tail's mass is negligible."""
+    lo = ZIPF_HEAD + 1
+    r = max(ZIPF_BUCKET_SKEW ** (1.0 / s), ((npages + 1) / lo) ** (1.0 / ZIPF_MAX_BUCKETS))
+    bounds = [lo]
+    while lo <= npages:
+        lo = min(npages, max(lo, int(lo * r))) + 1
+        bounds.append(lo)
+    return np.array(bounds, dtype=np.int64)
 
 
 @lru_cache(maxsize=64)
-def zipf_table(s: float, npages: int) -> tuple[np.ndarray, np.ndarray]:
-    """Alias table of zipf(s) over npages: outcomes 0 .. head-1 are pages,
-    outcome ZIPF_HEAD (present when npages > ZIPF_HEAD) is the tail. Cached
-    and shared: read it, never write it."""
+def zipf_table(s: float, npages: int) -> np.ndarray:
+    """The zipf(s) table over npages (layout above). Cached and shared, hence
+    read-only."""
     head = min(npages, ZIPF_HEAD)
     w = np.arange(1, head + 1, dtype=np.float64) ** -s
+    bounds = np.zeros(0, dtype=np.int64)
     if npages > ZIPF_HEAD:
-        w = np.append(w, _power_sum(s, ZIPF_HEAD + 1, npages))
-    return _alias_build(w)
+        bounds = _zipf_buckets(s, npages)
+        w = np.append(w, _power_sum(s, bounds[:-1], bounds[1:] - 1))
+    tab = np.concatenate([np.array([len(w)], dtype=np.uint64), _alias_build(w), bounds.astype(np.uint64)])
+    tab.flags.writeable = False
+    return tab
 
 
 @njit(cache=True, inline="always")
-def _zipf_draw(seed, i, s, n, prob, alias, off, hxa, hxn, shortcut):
-    """Page of touch i of zipf(s) over n pages, with the alias table at prob[off:]."""
-    m = min(n, ZIPF_HEAD) + (1 if n > ZIPF_HEAD else 0)
-    x = _splitmix64(np.uint64(seed) * _GOLDEN + np.uint64(i) * np.uint64(0xD1B54A32D192ED03))
-    j = int(((x >> np.uint64(32)) * np.uint64(m)) >> np.uint64(32))
-    if float(x & np.uint64(0xFFFFFFFF)) * (1.0 / 4294967296.0) >= prob[off + j]:
-        j = alias[off + j]
-    if j < ZIPF_HEAD:
-        return j
-    return _zipf_tail_page(seed, i, s, ZIPF_HEAD + 1, n, hxa, hxn, shortcut)
+def _zt_outcome(tab, off, m, x):
+    """Outcome of the m-outcome alias table at tab[off:] for the random bits x:
+    slot j from the high 32 bits, j or its alias by the low 32."""
+    j = ((x >> np.uint64(32)) * m) >> np.uint64(32)
+    e = tab[off + 1 + np.int64(j)]
+    if (x & _LO32) >= (e >> np.uint64(32)):
+        return np.int64(e & _LO32)
+    return np.int64(j)
+
+
+@njit(cache=True, inline="always")
+def _zt_bucket(tab, off, m, b):
+    """Ranks lo, hi (inclusive) of tail bucket b of the m-outcome table at tab[off:]."""
+    at = off + 1 + np.int64(m) + b
+    return np.int64(tab[at]), np.int64(tab[at + 1]) - 1
 
 
 @njit(cache=True)
-def _pattern_fill(kind, seed, a, b, n, i0, out, prob, alias, off):
+def _zipf_bucket_page(seed, i, s, tab, off, m, b):
+    """Page of touch i of zipf(s) given that its alias outcome is tail bucket b:
+    a rank k uniform in the bucket's [lo, hi], accepted with probability
+    (lo/k)**s = (1+d)**-s, d = (k-lo)/lo, else proposed again. 1 - s*d is
+    below (1+d)**-s (Bernoulli), so most proposals are accepted without exp
+    and log1p. Draws _unit(seed, i, 1), (seed, i, 2), ..."""
+    lo, hi = _zt_bucket(tab, off, m, b)
+    width = hi - lo + 1
+    j = 1
+    while True:
+        k = lo + min(int(_unit(seed, i, j) * width), width - 1)
+        d = (k - lo) / lo
+        u = _unit(seed, i, j + 1)
+        if u < 1.0 - s * d or u < np.exp(-s * np.log1p(d)):
+            return k - 1
+        j += 2
+
+
+@njit(cache=True)
+def _pattern_fill(kind, seed, a, b, n, i0, out, ztab, off):
     """Write the pages of touches i0 .. i0+len(out)-1 of a pattern over n pages
-    into out; a zipf pattern's alias table is at prob[off:], alias[off:]."""
+    into out; a zipf pattern's table (see zipf_table) is at ztab[off:]."""
     m = out.shape[0]
     if kind == PAT_SEQUENTIAL:
         start = int(a)
@@ -277,9 +315,24 @@ def _pattern_fill(kind, seed, a, b, n, i0, out, prob, alias, off):
         for t in range(m):
             out[t] = min(int(_unit(seed, i0 + t, 0) * n), n - 1)
     elif kind == PAT_ZIPF:
-        hxa, hxn, shortcut = _zipf_tail_constants(a, ZIPF_HEAD + 1, n)
+        nout = ztab[off]
+        if np.int64(nout) <= ZIPF_HEAD:     # no tail: every outcome is a page
+            for t in range(m):
+                out[t] = _zt_outcome(ztab, off, nout, _bits(seed, i0 + t, 0))
+            return
+        # Outcomes first, noting the touches that fell in a tail bucket, then
+        # those: a branch to the tail in the first loop would be mispredicted at
+        # each tail draw, which costs more than the draw.
+        tails = np.empty(m, dtype=np.int64)
+        nt = 0
         for t in range(m):
-            out[t] = _zipf_draw(seed, i0 + t, a, n, prob, alias, off, hxa, hxn, shortcut)
+            k = _zt_outcome(ztab, off, nout, _bits(seed, i0 + t, 0))
+            out[t] = k
+            tails[nt] = t
+            nt += k >= ZIPF_HEAD
+        for q in range(nt):
+            t = tails[q]
+            out[t] = _zipf_bucket_page(seed, i0 + t, a, ztab, off, nout, out[t] - ZIPF_HEAD)
     else:  # PAT_HOTSET
         nhot = max(1, min(n, int(a * n)))
         ncold = n - nhot

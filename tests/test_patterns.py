@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 import cowbench as cb
-from cowbench.patterns import ZIPF_HEAD, PAT_HOTSET, PAT_SEQUENTIAL, PAT_UNIFORM, PAT_ZIPF, Pattern, _pattern_fill
+from cowbench.patterns import (ZIPF_BUCKET_SKEW, ZIPF_HEAD, ZIPF_MAX_BUCKETS, PAT_HOTSET, PAT_SEQUENTIAL, PAT_UNIFORM,
+                               PAT_ZIPF, Pattern, _pattern_fill, _power_sum, _zipf_bucket_page, zipf_table)
 
 PATTERNS = [
     cb.uniform(5000, seed=1),
@@ -26,8 +28,7 @@ IDS = [repr(p) for p in PATTERNS]
 
 def fill(p: Pattern, n: int, i0: int, m: int) -> np.ndarray:
     out = np.empty(m, dtype=np.int64)
-    prob, alias = p.table(n)
-    _pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out, prob, alias, 0)
+    _pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out, p.table(n), 0)
     return out
 
 
@@ -136,9 +137,10 @@ def test_zipf_matches_the_bounded_pmf(n, s):
 
 @pytest.mark.parametrize("s", [0.7, 1.1, 1.6])
 def test_zipf_tail_beyond_the_alias_table_matches_the_pmf(s):
-    """Past ZIPF_HEAD ranks pages come from rejection-inversion, not the
-    table: the mass of the tail and of log-spaced bins inside it match the
-    exact pmf (chi-square well inside its 1e-9 quantile)."""
+    """Past ZIPF_HEAD ranks pages come from buckets of ranks and a uniform
+    proposal in the bucket, accepted with probability (lo/k)**s: the mass of
+    the tail and of log-spaced bins inside it match the exact pmf (chi-square
+    well inside its 1e-9 quantile)."""
     n, total = 300_000, 2_000_000
     pages = cb.zipf(total, s=s, seed=11).pages(n)
     pmf = zipf_pmf(n, s)
@@ -197,3 +199,162 @@ def test_uniform_covers_the_region_evenly(n):
     else:   # a huge region: the draws spread over it (deciles even), no page repeats much
         deciles = np.bincount(pages * 10 // n, minlength=10)
         assert_binomial_counts(deciles.astype(np.float64), np.full(10, 0.1), total)
+
+
+# --- the zipf table and its tail buckets ----------------------------------------------------
+
+def table_parts(s: float, n: int):
+    """The table, its number of outcomes m, each outcome's exact probability as
+    the table draws it (slot j is hit by c_j of the 2**32 values of the high
+    word), the number of slots each outcome takes part in, and the tail's bucket
+    bounds (ranks)."""
+    tab = zipf_table(s, n)
+    m = int(tab[0])
+    e = tab[1:1 + m]
+    thr = (e >> np.uint64(32)).astype(np.float64) / 2**32
+    alias = (e & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    c = ((np.arange(m + 1, dtype=np.int64) << 32) + m - 1) // m
+    slot = np.diff(c) / 2**32
+    p = slot * thr
+    np.add.at(p, alias, slot * (1 - thr))
+    fills = np.bincount(alias[alias != np.arange(m)], minlength=m) + 1      # slots each outcome takes part in
+    return tab, m, p, fills, tab[1 + m:].astype(np.int64)
+
+
+@pytest.mark.parametrize("n,s", [(1000, 1.1), (777, 3.0), (65536, 0.5), (300_000, 1.1), (5_000_000, 20.0),
+                                 (10**9, 1.1)])
+def test_zipf_table_is_exact_but_for_32_bit_thresholds(n, s):
+    """Read the table rather than sample it: each outcome's probability (pages
+    of the head, then tail buckets weighted by their exact mass) is right to
+    2**-33 of a slot per slot it takes part in. Drawing the slot as
+    (h * m) >> 32 without the per-slot capacities would be off by up to
+    2**-32 per slot, m times more."""
+    tab, m, p, fills, bounds = table_parts(s, n)
+    assert not tab.flags.writeable
+    head = min(n, ZIPF_HEAD)
+    w = np.arange(1, head + 1, dtype=np.float64) ** -s
+    if n > ZIPF_HEAD:
+        assert bounds[0] == ZIPF_HEAD + 1 and bounds[-1] == n + 1 and (np.diff(bounds) >= 1).all()
+        assert m == ZIPF_HEAD + len(bounds) - 1
+        w = np.r_[w, _power_sum(s, bounds[:-1], bounds[1:] - 1)]
+    else:
+        assert m == n and len(bounds) == 0
+    w /= w.sum()
+    slot = 1 / m + 2.0**-32                       # a slot's probability is c_j / 2**32, c_j <= 2**32 / m + 1
+    assert np.all(np.abs(p - w) <= fills * 2.0**-33 * slot + 1e-14 * w)
+
+
+@pytest.mark.parametrize("s", [0.05, 0.7, 1.0, 1.1, 2.5, 20.0])
+@pytest.mark.parametrize("n", [70_000, 5_000_000, 10**9, 2**40])
+def test_zipf_buckets_keep_acceptance_high_and_their_mass_is_exact(s, n):
+    """Tail buckets have (hi/lo)**s <= 1.02 (a proposal is accepted with
+    probability >= 1/1.02) unless that would take more than ZIPF_MAX_BUCKETS;
+    their mass by Euler-Maclaurin matches a direct sum to 1e-12."""
+    _, _, _, _, bounds = table_parts(s, n)
+    lo, hi = bounds[:-1], bounds[1:] - 1
+    assert len(lo) <= ZIPF_MAX_BUCKETS
+    widest = max(ZIPF_BUCKET_SKEW, ((n + 1) / (ZIPF_HEAD + 1)) ** (s / ZIPF_MAX_BUCKETS))
+    assert ((hi / lo) ** s).max() <= widest * (1 + 1e-12)
+    for q in np.unique(np.linspace(0, len(lo) - 1, 5).astype(int)):
+        if hi[q] - lo[q] < 2_000_000:
+            k = np.arange(lo[q], hi[q] + 1, dtype=np.float64)
+            assert _power_sum(s, lo[q], hi[q]) == pytest.approx(np.sort(k ** -s).sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("s,n", [(0.7, 300_000), (1.1, 300_000), (1.6, 300_000), (5.0, 300_000),
+                                 (0.7, 5_000_000), (1.1, 5_000_000), (1.6, 5_000_000), (5.0, 5_000_000)])
+def test_zipf_tail_is_exact_at_bucket_granularity(s, n):
+    """Inside the tail, by bins that straddle tail-bucket edges (around every
+    4th edge: the last part of one bucket, the first part of the next, the
+    rest in between), the counts match the exact pmf, given the tail's count;
+    and the tail's count matches its mass. At s = 5 the tail has no mass a
+    run can draw (about 1e-20): test_zipf_bucket_draws_follow_the_pmf_inside_a_bucket
+    covers the buckets themselves."""
+    total = 3_000_000
+    pages = cb.zipf(total, s=s, seed=2024).pages(n)
+    assert pages.min() >= 0 and pages.max() < n
+    _, _, _, _, bounds = table_parts(s, n)
+    pmf = zipf_pmf(n, s)
+    cuts = [ZIPF_HEAD]
+    for e in bounds[1:-1:4] - 1:                      # rank e's page is e - 1: a bucket's first page
+        w = max(2, (e - cuts[-1]) // 3)
+        cuts += [e - w // 2, e, e + w // 2]
+    cuts = np.unique(np.clip(np.r_[cuts, n], ZIPF_HEAD, n))
+    counts = np.add.reduceat(np.bincount(pages, minlength=n)[ZIPF_HEAD:], cuts[:-1] - ZIPF_HEAD)
+    probs = np.add.reduceat(pmf[ZIPF_HEAD:], cuts[:-1] - ZIPF_HEAD)
+    tail_n, tail_p = int(counts.sum()), probs.sum()
+    assert abs(tail_n - tail_p * total) < 6 * np.sqrt(total * tail_p * (1 - tail_p)) + 1e-9
+    if s >= 5:
+        assert tail_n == 0
+        return
+    probs = probs / tail_p
+    keep = probs * tail_n >= 5
+    c, p = counts[keep], probs[keep]
+    if not keep.all():
+        c, p = np.r_[c, counts[~keep].sum()], np.r_[p, probs[~keep].sum()]
+    df = len(c) - 1
+    assert df >= 15
+    assert chi_square(c, p, tail_n) < df + 13 * np.sqrt(2 * df) + 20
+    assert_binomial_counts(c.astype(np.float64), p, tail_n)
+
+
+@njit
+def bucket_draws(s, tab, b, count):
+    """Pages of `count` touches as if each one's table outcome were tail bucket b."""
+    out = np.empty(count, dtype=np.int64)
+    for i in range(count):
+        out[i] = _zipf_bucket_page(3, i, s, tab, 0, tab[0], b)
+    return out
+
+
+@pytest.mark.parametrize("s", [0.7, 1.1, 1.6, 5.0, 20.0])
+def test_zipf_bucket_draws_follow_the_pmf_inside_a_bucket(s):
+    """Given its bucket, a tail page falls on rank k of [lo, hi] with
+    probability proportional to k**-s. Across a bucket the pmf falls by up to
+    2% (more where ZIPF_MAX_BUCKETS widens them); 16 M draws per bucket over 4
+    bins see a uniform draw in the bucket (chi-square ~570), and a squeeze that
+    accepts too much, 1 - s*d/2 (~160), well past the limit (55; ~4 if right)."""
+    n, count = 5_000_000, 16_000_000
+    _, m, _, _, bounds = table_parts(s, n)
+    tab = zipf_table(s, n)
+    for b in sorted({0, (m - ZIPF_HEAD) // 2, m - ZIPF_HEAD - 1}):
+        lo, hi = int(bounds[b]), int(bounds[b + 1]) - 1
+        pages = bucket_draws(s, tab, b, count)
+        assert pages.min() >= lo - 1 and pages.max() <= hi - 1
+        if hi - lo < 15:
+            continue
+        ranks = np.arange(lo, hi + 1, dtype=np.float64)
+        w = ranks ** -s
+        edges = np.linspace(0, hi - lo + 1, 5).astype(np.int64)
+        counts = np.add.reduceat(np.bincount(pages - (lo - 1), minlength=hi - lo + 1), edges[:-1])
+        probs = np.add.reduceat(w, edges[:-1]) / w.sum()
+        assert chi_square(counts, probs, count) < 3 + 13 * np.sqrt(6) + 20
+        assert_binomial_counts(counts.astype(np.float64), probs, count)
+
+
+def test_zipf_chunk_invariance_with_a_tail():
+    """Touches whose outcome is a tail bucket are drawn after the rest of a
+    chunk: still, any chunking gives the same pages."""
+    p = cb.zipf(6000, s=0.7, seed=12)
+    n = 5_000_000
+    whole = fill(p, n, 0, p.count)
+    assert (whole >= ZIPF_HEAD).sum() > 1000
+    for m in (1, 7, 64, 1000, 4096):
+        chunks = [fill(p, n, i, min(m, p.count - i)) for i in range(0, p.count, m)]
+        np.testing.assert_array_equal(np.concatenate(chunks), whole)
+    np.testing.assert_array_equal(fill(p, n, 1234, 100), whole[1234:1334])
+
+
+def test_zipf_over_a_billion_pages_stays_in_range_and_its_tail_has_its_mass():
+    """n = 10**9, s = 1.1: ranks up to 1e9 come from buckets up to ~2e7 wide;
+    the tail beyond ZIPF_HEAD, and the deep tail beyond 1e6 and 1e8, carry
+    their mass (by Euler-Maclaurin, checked above)."""
+    n, s, total = 10**9, 1.1, 2_000_000
+    pages = cb.zipf(total, s=s, seed=5).pages(n)
+    assert pages.min() >= 0 and pages.max() < n
+    whole = (np.arange(1, ZIPF_HEAD + 1, dtype=np.float64) ** -s).sum() + _power_sum(s, ZIPF_HEAD + 1, n)
+    for edge in (ZIPF_HEAD, 10**6, 10**8):
+        p = _power_sum(s, edge + 1, n) / whole
+        got = int((pages >= edge).sum())
+        assert abs(got - p * total) < 6 * np.sqrt(total * p * (1 - p))
+    assert (pages >= 10**8).sum() > 1000        # the deep tail is reached, not clipped
