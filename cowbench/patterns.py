@@ -133,6 +133,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _STEP = np.uint64(0xD1B54A32D192ED03)
+_DRAW = np.uint64(0xF1357AEA2E62A9C5)     # odd, unrelated to _GOLDEN: draw j of seed s is not draw 0 of seed s+j
 _NO_TABLE = np.zeros(0, dtype=np.uint64)    # the table of every pattern but zipf
 _NO_TABLE.flags.writeable = False           # read-only like zipf's: one Numba specialisation
 
@@ -147,7 +148,7 @@ def _splitmix64(x):
 @njit(cache=True, inline="always")
 def _bits(seed, i, j):
     """64 random bits that depend only on (seed, i, j)."""
-    return _splitmix64(np.uint64(seed) * _GOLDEN + np.uint64(i) * _STEP + np.uint64(j) * _GOLDEN)
+    return _splitmix64(np.uint64(seed) * _GOLDEN + np.uint64(i) * _STEP + np.uint64(j) * _DRAW)
 
 
 @njit(cache=True, inline="always")

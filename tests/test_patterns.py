@@ -358,3 +358,23 @@ def test_zipf_over_a_billion_pages_stays_in_range_and_its_tail_has_its_mass():
         got = int((pages >= edge).sum())
         assert abs(got - p * total) < 6 * np.sqrt(total * p * (1 - p))
     assert (pages >= 10**8).sum() > 1000        # the deep tail is reached, not clipped
+
+
+def test_a_seeds_later_draws_are_not_the_next_seeds_first():
+    """Touch i draws _unit(seed, i, 0), then (seed, i, 1), ...: children seeded
+    1, 2, 3, ... must not share random numbers (they once did: j entered the
+    hash exactly as the seed does)."""
+    from cowbench.patterns import _unit
+    from numba import njit
+
+    @njit
+    def draws(seed, j, n):
+        return np.array([_unit(seed, i, j) for i in range(n)])
+
+    n = 100_000
+    for seed in (1, 2, 1000):
+        first_of_next = draws(seed + 1, 0, n)
+        for j in (1, 2):
+            later = draws(seed, j, n)
+            assert not np.any(later == first_of_next)
+            assert abs(np.corrcoef(later, first_of_next)[0, 1]) < 6 / np.sqrt(n)
