@@ -179,8 +179,9 @@ class Machine(NamedTuple):
     pin_region: np.ndarray   # int32[pins]
     pin_page: np.ndarray     # int64[pins]
     pin_frame: np.ndarray    # int32[pins]
-    seen: np.ndarray         # uint64[8 per 2 MiB of the largest region] pages the current op touched, a bit
-                             # each; all zero between ops (see touch_pages)
+    seen: np.ndarray         # uint8[pages of the largest region, in whole 2 MiB ranges] 1: the op running
+                             # touches the page; all zero between ops (see touch_pages)
+    seen_ranges: np.ndarray  # uint8[2 MiB ranges of the largest region] 1: the op touches a page in the range
 
 
 # Kernel-side view of a Machine. The arrays are shared, not copied: the Python
@@ -208,7 +209,8 @@ _FIELD_TYPES = {
     "proc_mm": types.int32[::1], "proc_state": types.int8[::1], "proc_reason": types.int8[::1],
     "proc_vparent": types.int32[::1], "ctr": types.int64[:, ::1], "proc_pss": types.float64[::1],
     "pin_pid": types.int32[::1], "pin_region": types.int32[::1], "pin_page": types.int64[::1],
-    "pin_frame": types.int32[::1], "seen": types.uint64[::1],
+    "pin_frame": types.int32[::1], "seen": types.uint8[::1],
+    "seen_ranges": types.uint8[::1],
 }
 assert tuple(_FIELD_TYPES) == Machine._fields
 
@@ -232,7 +234,7 @@ def _machine_ref(g, totals, frame, frame_free,
                  tab_w, group_ref, group_free, pmd, ovl, ovc, ovn, odfg, row_free, ov_key, ov_val, mm_row,
                  mm_users, mm_tables, mm_ptes, mm_rss, vma, reg_pmd0, reg_npages, reg_shared,
                  reg_shm0, reg_maps, shm_frame, proc_mm, proc_state, proc_reason, proc_vparent, ctr,
-                 proc_pss, pin_pid, pin_region, pin_page, pin_frame, seen):
+                 proc_pss, pin_pid, pin_region, pin_page, pin_frame, seen, seen_ranges):
     m = structref.new(MACHINE_REF)
     m.g, m.totals, m.frame, m.frame_free = g, totals, frame, frame_free
     m.folio_frames, m.folio_live, m.folio_pins, m.folio_free = folio_frames, folio_live, folio_pins, folio_free
@@ -247,7 +249,8 @@ def _machine_ref(g, totals, frame, frame_free,
     m.reg_npages, m.reg_shared, m.reg_shm0, m.reg_maps = reg_npages, reg_shared, reg_shm0, reg_maps
     m.shm_frame, m.proc_mm, m.proc_state, m.proc_reason = shm_frame, proc_mm, proc_state, proc_reason
     m.proc_vparent, m.ctr, m.proc_pss, m.pin_pid = proc_vparent, ctr, proc_pss, pin_pid
-    m.pin_region, m.pin_page, m.pin_frame, m.seen = pin_region, pin_page, pin_frame, seen
+    m.pin_region, m.pin_page, m.pin_frame = pin_region, pin_page, pin_frame
+    m.seen, m.seen_ranges = seen, seen_ranges
     return m
 
 
@@ -1582,14 +1585,15 @@ def touch_run(m, pid, mm, r, pages, write, tag):
 # A read or write op is one process touching pages while nothing else runs,
 # and every write of an op stores the op's one tag: once the first touch of a
 # page has made its PTE allow the touch, touching the page again changes
-# nothing. So touch_pages first marks the pages an op touches in m.seen, then
-# handles each marked page once, in address order, a 2 MiB range at a time:
-# the faults that dominate forked workloads a whole range in one pass
-# (fault_range), the rest by touch_run. Handling first touches in another order
-# than the op's is the same run as long as no fault can fail (which process the
-# OOM killer picks depends on what was faulted before) and no fault maps more
-# than its own page (fault-around on shared mappings, huge pages): ops where
-# either could happen touch their pages one at a time, in order, as they come.
+# nothing. So touch_pages first marks the pages an op touches (a byte per page
+# in m.seen, a byte per 2 MiB range in m.seen_ranges), then handles each marked
+# page once, in address order, a range at a time (touch_marked): the faults
+# that dominate forked workloads a whole range in one pass, the rest by
+# touch_run. Handling first touches in another order than the op's is the
+# same run as long as no fault can fail (which process the OOM killer picks
+# depends on what was faulted before) and no fault maps more than its own page
+# (fault-around on shared mappings, huge pages): ops where either could
+# happen touch their pages one at a time, in the op's order.
 
 @njit(cache=True, inline="always")
 def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
@@ -1602,54 +1606,48 @@ def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
 
 
 @njit(cache=True)
-def mark_touched(seen, pages):
-    """Mark pages in the bitmap seen: (pages not marked before, the lowest and
-    highest of them; -1 when none)."""
+def mark_touched(seen, seen_ranges, pages):
+    """Mark pages and their ranges; returns how many pages were not marked yet.
+    (Bytes, not bits: a store, not a read-modify-write, and no branch.)"""
     fresh = 0
-    lo = hi = -1
     for p in pages:
-        w = p >> 6
-        bit = np.uint64(1) << np.uint64(p & 63)
-        x = seen[w]
-        if (x & bit) == 0:
-            seen[w] = x | bit
-            fresh += 1
-            if lo < 0 or p < lo:
-                lo = p
-            if p > hi:
-                hi = p
-    return fresh, lo, hi
+        fresh += 1 - np.int64(seen[p])
+        seen[p] = 1
+        seen_ranges[p >> TABLE_SHIFT] = 1
+    return fresh
+
+
+RANGE_WORDS = PTRS_PER_TABLE // 8     # a range's marks read as uint64 words, 8 pages a word
 
 
 @njit(cache=True, inline="always")
-def lowest_bit(x):
-    """Index of the lowest set bit of the non-zero uint64 x."""
-    return np.int64(trailing_zeros(x))
+def next_mark(x):
+    """Slot offset (0..7) of the lowest marked byte of the non-zero word x."""
+    return np.int64(trailing_zeros(x)) >> 3
 
 
 @njit(cache=True)
-def anon_range(m, pid, mm, r, row, k, words, tag):
-    """do_anonymous_page for every page marked in words (the 512 slots of range
-    k, which has no table yet), writing tag: one new table of new pages."""
+def fill_range(pt, t, words, e):
+    """Install e at every slot of table t marked in words (a range's marks),
+    clearing the marks; returns how many."""
     q = 0
-    for w in range(8):
-        x = words[w]
-        while x != 0:
-            q += 1
-            x &= x - np.uint64(1)
-    t = table_for(m, mm, row, k)
-    pt = m.pt
-    e = pte_inline(tag, PTE_W | PTE_E)
-    for w in range(8):
+    for w in range(RANGE_WORDS):
         x = words[w]
         words[w] = 0
         while x != 0:
-            pt[t, w * 64 + lowest_bit(x)] = e
+            pt[t, 8 * w + next_mark(x)] = e
+            q += 1
             x &= x - np.uint64(1)
-    m.tab_count[t] += q
-    count_ptes(m, mm, r, q, q)
-    m.vma[mm, r] |= VM_ANON_VMA
-    charge_frames(m, pid, q, C_ZERO_FILLS)
+    return q
+
+
+@njit(cache=True, inline="always")
+def marks_in(words):
+    """Pages marked in a range's words (a marked byte is 1, so a word's byte sum counts them)."""
+    q = 0
+    for w in range(RANGE_WORDS):
+        q += np.int64((words[w] * np.uint64(0x0101010101010101)) >> np.uint64(56))
+    return q
 
 
 @njit(cache=True, inline="always")
@@ -1661,111 +1659,114 @@ def must_copy(pt, tab_ovr, ref, t, slot):
 
 
 @njit(cache=True)
-def copy_range(m, pid, mm, r, row, k, t, words, tag):
-    """wp_page_copy for every page marked in words (the 512 slots of range k)
-    that another user of the shared table t maps, into a new overlay of the
-    right size; the marks of the others stay."""
-    pt = m.pt
-    tab_ovr = m.tab_ovr
-    ref = m.tab_ref[t]
+def copy_range(pt, tab_ovr, ref, t, words, key, val, off, dense, e):
+    """wp_page_copy for every slot marked in words whose entry in table t (ref
+    users) must be copied: e goes to the new overlay chunk at off (dense, or
+    sorted slots), the slot gains an override and its mark is cleared; the
+    other marks stay. Returns (copies, the highest override count)."""
     q = 0
-    for w in range(8):
-        x = words[w]
-        while x != 0:
-            if must_copy(pt, tab_ovr, ref, t, w * 64 + lowest_bit(x)):
-                q += 1
-            x &= x - np.uint64(1)
-    if q == 0:
-        return
-    table_unshare(m, pid, row, k)
-    c = OV_DENSE
-    if q <= 64:
-        c = 0
-        while ov_cap(c) < q:
-            c += 1
-    off = ov_alloc(m, c)
-    key = m.ov_key
-    val = m.ov_val
-    e = pte_inline(tag, PTE_W | PTE_E)
-    i = off
-    top = m.tab_maxovr[t]
-    for w in range(8):
+    top = 0
+    for w in range(RANGE_WORDS):
         x = words[w]
         while x != 0:
             low = x & (~x + np.uint64(1))
-            slot = w * 64 + lowest_bit(x)
+            slot = 8 * w + next_mark(x)
             x ^= low
             if not must_copy(pt, tab_ovr, ref, t, slot):
                 continue
             words[w] ^= low
-            if c == OV_DENSE:
+            if dense:
                 val[off + slot] = e
             else:
-                key[i] = slot
-                val[i] = e
-                i += 1
+                key[off + q] = slot
+                val[off + q] = e
+            q += 1
             o = tab_ovr[t, slot] + 1
             tab_ovr[t, slot] = o
             top = max(top, o)
-    m.tab_maxovr[t] = top
-    m.ovl[row, k] = off
-    m.ovc[row, k] = c
-    m.ovn[row, k] = q
-    m.vma[mm, r] |= VM_ANON_VMA
-    charge_frames(m, pid, q, C_COW_COPIES)
+    return q, top
 
 
 @njit(cache=True)
-def charge_frames(m, pid, q, c):
-    """q write faults that each took a new page (the caller made sure of room), counted as c too."""
-    g = m.g
-    g[G_FRAMES_USED] += q
-    g[G_FRAMES_PEAK] = max(g[G_FRAMES_PEAK], g[G_FRAMES_USED])
-    m.ctr[pid, C_MINOR_FAULTS] += q
-    m.ctr[pid, c] += q
-    m.totals[C_MINOR_FAULTS] += q
-    m.totals[c] += q
+def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
+    """Touch each page marked in the region's ranges jlo .. jhi once, in
+    address order, clearing the marks. False if pid died on the way.
 
-
-@njit(cache=True)
-def fault_range(m, pid, mm, r, k, words, tag):
-    """First writes of tag to the pages marked in words (the 512 slots of range
-    k): in a range without a table, or in a table others share that mm has no
-    PTE of its own in yet, the faults are done here and their marks cleared."""
+    First writes in a range without a table (do_anonymous_page) and in a
+    table others share where mm has no PTE of its own yet (wp_page_copy of
+    pages another user maps) are done here, a range at a time, on arrays held
+    in locals; the rest go to touch_run."""
+    seen_ranges = m.seen_ranges
+    words = m.seen.view(np.uint64)
     row = m.mm_row[mm]
-    t = m.pmd[row, k]
-    if t < 0:
-        anon_range(m, pid, mm, r, row, k, words, tag)
-    elif m.tab_ref[t] > 1 and m.ovc[row, k] < 0:
-        copy_range(m, pid, mm, r, row, k, t, words, tag)
-
-
-@njit(cache=True)
-def touch_marked(m, pid, mm, r, write, tag, lo, hi):
-    """Touch each page marked in m.seen between pages lo and hi once, in
-    address order, clearing the marks. False if pid died on the way."""
-    seen = m.seen
+    pmd_row = m.pmd[row]
+    ovc_row = m.ovc[row]
+    ovl_row = m.ovl[row]
+    ovn_row = m.ovn[row]
+    pt = m.pt
+    tab_ovr = m.tab_ovr
+    tab_ref = m.tab_ref
+    tab_count = m.tab_count
+    tab_maxovr = m.tab_maxovr
+    g = m.g
     first = m.reg_pmd0[r]
+    batch = write and tag > 0
+    e = pte_inline(max(tag, 0), PTE_W | PTE_E)
+    zero_fills = copies = 0
     todo = np.empty(TOUCH_CHUNK, dtype=np.int64)
     nt = 0
     alive = True
-    for w0 in range((lo >> 6) & ~7, (hi >> 6) + 1, 8):
-        words = seen[w0: w0 + 8]
-        if alive and write and tag > 0 and (words[0] | words[1] | words[2] | words[3] | words[4]
-                                             | words[5] | words[6] | words[7]) != 0:
-            fault_range(m, pid, mm, r, first + (w0 >> 3), words, tag)
-        for w in range(8):
-            x = words[w]
+    for j in range(jlo, jhi + 1):
+        if seen_ranges[j] == 0:
+            continue
+        seen_ranges[j] = 0
+        marks = words[j * RANGE_WORDS: (j + 1) * RANGE_WORDS]
+        k = first + j
+        t = pmd_row[k]
+        if not (alive and batch):
+            pass
+        elif t < 0:
+            t = table_for(m, mm, row, k)
+            q = fill_range(pt, t, marks, e)
+            tab_count[t] += q
+            zero_fills += q
+            g[G_FRAMES_USED] += q
+        elif tab_ref[t] > 1 and ovc_row[k] < 0:
+            n = marks_in(marks)
+            c = 0
+            while c < OV_DENSE and ov_cap(c) < n:
+                c += 1
+            off = ov_alloc(m, c)
+            q, top = copy_range(pt, tab_ovr, tab_ref[t], t, marks, m.ov_key, m.ov_val, off, c == OV_DENSE, e)
+            if q == 0:
+                ov_release(m, c, off)
+            else:
+                table_unshare(m, pid, row, k)
+                ovl_row[k] = off
+                ovc_row[k] = c
+                ovn_row[k] = q
+                tab_maxovr[t] = max(tab_maxovr[t], top)
+                copies += q
+                g[G_FRAMES_USED] += q
+        for w in range(RANGE_WORDS):
+            x = marks[w]
             if x == 0:
                 continue
-            words[w] = 0
+            marks[w] = 0
             while alive and x != 0:
-                todo[nt] = (w0 + w) * 64 + lowest_bit(x)
+                todo[nt] = (j * RANGE_WORDS + w) * 8 + next_mark(x)
                 nt += 1
                 x &= x - np.uint64(1)
         if alive and nt > TOUCH_CHUNK - PTRS_PER_TABLE:
             alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
             nt = 0
+    if zero_fills + copies > 0:           # (room was made sure of: nothing here can fail)
+        g[G_FRAMES_PEAK] = max(g[G_FRAMES_PEAK], g[G_FRAMES_USED])
+        count_ptes(m, mm, r, zero_fills, zero_fills)
+        m.vma[mm, r] |= VM_ANON_VMA
+        for c, q in ((C_MINOR_FAULTS, zero_fills + copies), (C_ZERO_FILLS, zero_fills), (C_COW_COPIES, copies)):
+            m.ctr[pid, c] += q
+            m.totals[c] += q
     if alive and nt > 0:
         alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
     return alive
@@ -1786,44 +1787,25 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
         return
     n = m.reg_npages[r]
     buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
-    seen = m.seen
-    once = m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0
-    if once:
+    if m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0:
+        seen = m.seen
+        seen_ranges = m.seen_ranges
         fresh, lo, hi = 0, n, -1
         for i0 in range(0, count, TOUCH_CHUNK):
-            size = min(TOUCH_CHUNK, count - i0)
-            f, l, h = mark_touched(seen, touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab,
-                                                     table, buf))
-            if f > 0:
-                fresh += f
-                lo = min(lo, l)
-                hi = max(hi, h)
-        if 2 * fresh >= m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED]:     # a fault might fail: in order
-            seen[lo >> 6: (hi >> 6) + 1] = 0
-            once = False
-        elif (hi >> 6) - (lo >> 6) < 8 * fresh:
-            touch_marked(m, pid, mm, r, write, tag, lo, hi)
+            chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
+            fresh += mark_touched(seen, seen_ranges, chunk)
+            lo = min(lo, chunk.min())
+            hi = max(hi, chunk.max())
+        jlo, jhi = lo >> TABLE_SHIFT, hi >> TABLE_SHIFT
+        if 2 * fresh < m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED]:    # a page and a table a page at most
+            touch_marked(m, pid, mm, r, write, tag, jlo, jhi)
             return
-    # Touch in the op's order; if marked, only each page's first touch (marks spread thin).
-    todo = np.empty_like(buf)
-    alive = True
+        seen[jlo * PTRS_PER_TABLE: (jhi + 1) * PTRS_PER_TABLE] = 0      # a fault might fail: in order
+        seen_ranges[jlo: jhi + 1] = 0
     for i0 in range(0, count, TOUCH_CHUNK):
-        size = min(TOUCH_CHUNK, count - i0)
-        chunk = touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf)
-        if not once:
-            if not touch_run(m, pid, mm, r, chunk, write, tag):
-                return
-            continue
-        nt = 0
-        for p in chunk:
-            w = p >> 6
-            bit = np.uint64(1) << np.uint64(p & 63)
-            if (seen[w] & bit) != 0:
-                seen[w] ^= bit
-                todo[nt] = p
-                nt += 1
-        if alive and nt > 0:
-            alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
+        chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
+        if not touch_run(m, pid, mm, r, chunk, write, tag):
+            return
 
 
 # --- pins (pin_user_pages with FOLL_WRITE | FOLL_LONGTERM) ---------------------------

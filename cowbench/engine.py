@@ -141,6 +141,7 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
     nt, nrow, nreg, nproc, nmm = 64, 4, len(prog.reg_npages), prog.n_proc + 1, max(prog.n_mm, 1)
     npmd = max(prog.n_pmd, 1)
     odf = policy == K.POLICY_ODF
+    ranges = int(-(-prog.reg_npages.max(initial=0) // K.PTRS_PER_TABLE))     # of the largest region
     return K.Machine(
         g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
         frame=_frame_records(nf), frame_free=np.zeros(nf, dtype=np.int32), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
@@ -162,7 +163,7 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         ctr=np.zeros((nproc, K.N_CTR), dtype=np.int64), proc_pss=np.zeros(nproc, dtype=np.float64),
         pin_pid=np.zeros(prog.n_pins, dtype=np.int32), pin_region=np.zeros(prog.n_pins, dtype=np.int32),
         pin_page=np.zeros(prog.n_pins, dtype=np.int64), pin_frame=np.zeros(prog.n_pins, dtype=np.int32),
-        seen=np.zeros(8 * int(-(-prog.reg_npages.max(initial=0) // K.PTRS_PER_TABLE)), dtype=np.uint64),
+        seen=np.zeros(ranges * K.PTRS_PER_TABLE, dtype=np.uint8), seen_ranges=np.zeros(ranges, dtype=np.uint8),
     )
 
 
