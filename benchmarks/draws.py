@@ -23,9 +23,10 @@ CASES = [("zipf s=1.2", PAT_ZIPF, 1.2, 1024), ("zipf s=1.2", PAT_ZIPF, 1.2, 262_
 @njit
 def draw(kind, seed, a, n, total, ztab):
     buf = np.empty(TOUCH_CHUNK, dtype=np.int64)
+    scratch = np.empty_like(buf)
     acc = 0
     for i0 in range(0, total, TOUCH_CHUNK):
-        _pattern_fill(kind, seed, a, 0.0, n, i0, buf, ztab, 0)
+        _pattern_fill(kind, seed, a, 0.0, n, i0, buf, ztab, 0, scratch)
         acc += buf[0] + buf[TOUCH_CHUNK - 1]          # keep the fill alive
     return acc
 

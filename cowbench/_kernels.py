@@ -1597,11 +1597,12 @@ def touch_run(m, pid, mm, r, pages, write, tag):
 
 @njit(cache=True, inline="always")
 def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
-    """Pages of touches i0 .. i0+size-1 of an op's page set (see touch_pages)."""
+    """Pages of touches i0 .. i0+size-1 of an op's page set (see touch_pages);
+    buf holds 2 * TOUCH_CHUNK (the pages, and _pattern_fill's scratch)."""
     if kind < 0:
         return pool[off + i0: off + i0 + size]
     chunk = buf[:size]
-    _pattern_fill(kind, seed, a, b, n, off + i0, chunk, ztab, table)
+    _pattern_fill(kind, seed, a, b, n, off + i0, chunk, ztab, table, buf[TOUCH_CHUNK:])
     return chunk
 
 
@@ -1786,7 +1787,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
         proc_end(m, pid, np.int8(P_KILLED), np.int8(R_SIGSEGV))
         return
     n = m.reg_npages[r]
-    buf = np.empty(min(count, TOUCH_CHUNK), dtype=np.int64)
+    buf = np.empty(2 * TOUCH_CHUNK, dtype=np.int64)
     if m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0:
         seen = m.seen
         seen_ranges = m.seen_ranges

@@ -53,7 +53,8 @@ class Pattern:
     def pages(self, npages: int) -> np.ndarray:
         """All pages of this pattern over a region of `npages` pages (small patterns only)."""
         out = np.empty(self.count, dtype=np.int64)
-        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, self.first, out, self.table(npages), 0)
+        _pattern_fill(self.kind, self.seed, self.a, self.b, npages, self.first, out, self.table(npages), 0,
+                      np.empty_like(out))
         return out
 
     def table(self, npages: int) -> np.ndarray:
@@ -303,9 +304,10 @@ def _zipf_bucket_page(seed, i, s, tab, off, m, b):
 
 
 @njit(cache=True)
-def _pattern_fill(kind, seed, a, b, n, i0, out, ztab, off):
+def _pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
     """Write the pages of touches i0 .. i0+len(out)-1 of a pattern over n pages
-    into out; a zipf pattern's table (see zipf_table) is at ztab[off:]."""
+    into out; a zipf pattern's table (see zipf_table) is at ztab[off:].
+    scratch (int64, as long as out) is the caller's, so that a fill allocates nothing."""
     m = out.shape[0]
     if kind == PAT_SEQUENTIAL:
         start = int(a)
@@ -324,7 +326,7 @@ def _pattern_fill(kind, seed, a, b, n, i0, out, ztab, off):
         # Outcomes first, noting the touches that fell in a tail bucket, then
         # those: a branch to the tail in the first loop would be mispredicted at
         # each tail draw, which costs more than the draw.
-        tails = np.empty(m, dtype=np.int64)
+        tails = scratch
         nt = 0
         for t in range(m):
             k = _zt_outcome(ztab, off, nout, _bits(seed, i0 + t, 0))

@@ -28,7 +28,7 @@ IDS = [repr(p) for p in PATTERNS]
 
 def fill(p: Pattern, n: int, i0: int, m: int) -> np.ndarray:
     out = np.empty(m, dtype=np.int64)
-    _pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out, p.table(n), 0)
+    _pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out, p.table(n), 0, np.empty_like(out))
     return out
 
 
