@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     nbytes = res.state_nbytes()
     pool = nbytes["ov_key"] + nbytes["ov_val"]
     print(f"simulated state {nbytes.sum() / 2**30:.2f} GiB; overlay pool {pool / 2**30:.2f} GiB "
-          f"(capacity) = {pool / max(s.cow_copies, 1):.1f} bytes per private page")
+          f"(used) = {pool / max(s.cow_copies, 1):.1f} bytes per private page")
     print("largest arrays: " + ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in nbytes.head(5).items()))
 
 
