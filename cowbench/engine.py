@@ -137,14 +137,13 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
     g[K.G_THP_COW] = thp_cow
     g[K.G_COMMIT_LIMIT] = frame_max * overcommit_ratio // 100     # no swap is modelled
     g[K.G_OV_FREE: K.G_OV_FREE + K.OV_CLASSES] = -1
-    nf = min(frame_max, 1 << 12)
     nt, nrow, nreg, nproc, nmm = 64, 4, len(prog.reg_npages), prog.n_proc + 1, max(prog.n_mm, 1)
     npmd = max(prog.n_pmd, 1)
     odf = policy == K.POLICY_ODF
     ranges = int(-(-prog.reg_npages.max(initial=0) // K.PTRS_PER_TABLE))     # of the largest region
     return K.Machine(
         g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
-        frame=_frame_records(nf), frame_free=np.zeros(nf, dtype=np.int32), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
+        **_frame_arrays(int(prog.work.sum()), frame_max), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
         folio_live=np.zeros(nt, dtype=np.int32), folio_pins=np.zeros(nt, dtype=np.int32),
         folio_free=np.zeros(nt, dtype=np.int32),
         **_table_arrays(nt),
@@ -167,22 +166,32 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
     )
 
 
-def _overlay_pool(touches: int) -> dict:
-    """The overlay pool, reserved up front for what `touches` touches can add
-    (about two slots each, at most 2**30): np.empty leaves the pages untouched,
-    so the reservation costs address space until the kernels use it, and the
-    pool seldom has to grow (which zero-fills and may copy it) during the run."""
-    n = min(2 * touches, 1 << 30) + (1 << 12)
+def _reserved(rows: int, fallback: int, *specs) -> list[np.ndarray]:
+    """Arrays of `rows` rows, (row shape, dtype) each, reserved up front:
+    np.empty leaves their pages untouched, so the reservation costs address
+    space until the kernels use a row, and the arrays seldom have to grow
+    (copy) during the run. Under strict overcommit, `fallback` rows."""
     try:
-        return dict(ov_key=np.empty(n, dtype=np.uint16), ov_val=np.empty(n, dtype=np.int32))
-    except MemoryError:            # strict overcommit: grow as the run goes
-        return dict(ov_key=np.empty(1 << 12, dtype=np.uint16), ov_val=np.empty(1 << 12, dtype=np.int32))
+        return [np.empty((rows,) + shape, dtype=dtype) for shape, dtype in specs]
+    except MemoryError:
+        return [np.empty((fallback,) + shape, dtype=dtype) for shape, dtype in specs]
 
 
-def _frame_records(n: int) -> np.ndarray:
-    frame = np.zeros((n, K.F_WIDTH), dtype=np.int32)
-    frame[:, K.F_FOLIO] = frame[:, K.F_HOME] = -1
-    return frame
+def _overlay_pool(touches: int) -> dict:
+    """The overlay pool, for what `touches` touches can add (about two slots each)."""
+    ov_key, ov_val = _reserved(min(2 * touches, 1 << 30) + (1 << 12), 1 << 12, ((), np.uint16), ((), np.int32))
+    return dict(ov_key=ov_key, ov_val=ov_val)
+
+
+def _frame_arrays(touches: int, frame_max: int) -> dict:
+    """Frame records and the free-id stack, for what `touches` touches can take
+    (a frame id is handed out when a page is shared, pinned or cached); the
+    kernels initialise a record when they hand its id out, but for the zero page's."""
+    frame, frame_free = _reserved(min(frame_max, 2 * touches + (1 << 12), 1 << 26), min(frame_max, 1 << 12),
+                                  ((K.F_WIDTH,), np.int32), ((), np.int32))
+    frame[0] = 0
+    frame[0, K.F_FOLIO] = frame[0, K.F_HOME] = -1
+    return dict(frame=frame, frame_free=frame_free)
 
 
 def _table_arrays(n: int) -> dict:
