@@ -204,13 +204,15 @@ class Result:
         """Bytes the simulated machine's arrays hold at the end of the run, by
         array (capacity included), largest first: where the simulator's own
         memory went. The overlay pool (ov_key, ov_val) holds the processes'
-        private PTEs in tables they share; it counts up to its high-water
-        mark, as the rest is address space reserved up front and never touched."""
+        private PTEs in tables they share. It and the frame records count up
+        to their high-water marks: the rest is address space reserved up front
+        and never touched."""
         m = self._machine("state_nbytes")
         nbytes = pd.Series({name: getattr(m, name).nbytes for name in m._fields}, name="bytes")
-        used = int(m.g[K.G_OV_HWM])
-        nbytes["ov_key"] = used * m.ov_key.itemsize
-        nbytes["ov_val"] = used * m.ov_val.itemsize
+        for names, hwm in ((("ov_key", "ov_val"), K.G_OV_HWM), (("frame", "frame_free"), K.G_FRAME_HWM)):
+            for name in names:
+                a = getattr(m, name)
+                nbytes[name] = int(m.g[hwm]) * (a.nbytes // max(a.shape[0], 1))
         return nbytes.sort_values(ascending=False)
 
     def check_invariants(self) -> None:
