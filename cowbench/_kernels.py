@@ -1774,6 +1774,21 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
 
 
 @njit(cache=True)
+def huge_mapped(m, mm, r, jlo, jhi):
+    """mm maps a huge page in one of the marked ranges jlo .. jhi of region r."""
+    pmd_row = m.pmd[m.mm_row[mm]]
+    seen_ranges = m.seen_ranges
+    tab_huge = m.tab_huge
+    first = m.reg_pmd0[r]
+    for j in range(jlo, jhi + 1):
+        if seen_ranges[j] != 0:
+            t = pmd_row[first + j]
+            if t >= 0 and tab_huge[t] != 0:
+                return True
+    return False
+
+
+@njit(cache=True)
 def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
     """Run one read/write op over a page set pset = (kind, count, seed, off,
     table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
@@ -1798,7 +1813,9 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
             lo = min(lo, chunk.min())
             hi = max(hi, chunk.max())
         jlo, jhi = lo >> TABLE_SHIFT, hi >> TABLE_SHIFT
-        if 2 * fresh < m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED]:    # a page and a table a page at most
+        # A page and a table a page at most, and no huge page (left by MADV_NOHUGEPAGE) whose
+        # fault copies 2 MiB or splits it by what is free then: no fault's outcome depends on order.
+        if 2 * fresh < m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED] and not huge_mapped(m, mm, r, jlo, jhi):
             touch_marked(m, pid, mm, r, write, tag, jlo, jhi)
             return
         seen[jlo * PTRS_PER_TABLE: (jhi + 1) * PTRS_PER_TABLE] = 0      # a fault might fail: in order
