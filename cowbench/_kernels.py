@@ -1608,14 +1608,11 @@ def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
 
 @njit(cache=True)
 def mark_touched(seen, seen_ranges, pages):
-    """Mark pages and their ranges; returns how many pages were not marked yet.
-    (Bytes, not bits: a store, not a read-modify-write, and no branch.)"""
-    fresh = 0
+    """Mark pages and their ranges (bytes, not bits: two stores a page, no
+    load, no branch)."""
     for p in pages:
-        fresh += 1 - np.int64(seen[p])
         seen[p] = 1
         seen_ranges[p >> TABLE_SHIFT] = 1
-    return fresh
 
 
 RANGE_WORDS = PTRS_PER_TABLE // 8     # a range's marks read as uint64 words, 8 pages a word
@@ -1774,6 +1771,18 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
 
 
 @njit(cache=True)
+def marked_pages(m, jlo, jhi):
+    """Pages marked in ranges jlo .. jhi."""
+    words = m.seen.view(np.uint64)
+    seen_ranges = m.seen_ranges
+    n = 0
+    for j in range(jlo, jhi + 1):
+        if seen_ranges[j] != 0:
+            n += marks_in(words[j * RANGE_WORDS: (j + 1) * RANGE_WORDS])
+    return n
+
+
+@njit(cache=True)
 def huge_mapped(m, mm, r, jlo, jhi):
     """mm maps a huge page in one of the marked ranges jlo .. jhi of region r."""
     pmd_row = m.pmd[m.mm_row[mm]]
@@ -1806,16 +1815,17 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
     if m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0:
         seen = m.seen
         seen_ranges = m.seen_ranges
-        fresh, lo, hi = 0, n, -1
+        lo, hi = n, -1
         for i0 in range(0, count, TOUCH_CHUNK):
             chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
-            fresh += mark_touched(seen, seen_ranges, chunk)
+            mark_touched(seen, seen_ranges, chunk)
             lo = min(lo, chunk.min())
             hi = max(hi, chunk.max())
         jlo, jhi = lo >> TABLE_SHIFT, hi >> TABLE_SHIFT
         # A page and a table a page at most, and no huge page (left by MADV_NOHUGEPAGE) whose
         # fault copies 2 MiB or splits it by what is free then: no fault's outcome depends on order.
-        if 2 * fresh < m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED] and not huge_mapped(m, mm, r, jlo, jhi):
+        room = m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED]
+        if (2 * count < room or 2 * marked_pages(m, jlo, jhi) < room) and not huge_mapped(m, mm, r, jlo, jhi):
             touch_marked(m, pid, mm, r, write, tag, jlo, jhi)
             return
         seen[jlo * PTRS_PER_TABLE: (jhi + 1) * PTRS_PER_TABLE] = 0      # a fault might fail: in order
