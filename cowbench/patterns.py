@@ -319,17 +319,22 @@ def _pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
             out[t] = min(int(_unit(seed, i0 + t, 0) * n), n - 1)
     elif kind == PAT_ZIPF:
         nout = ztab[off]
+        # The random bits first, in a loop of their own (it vectorises), then
+        # the table lookups, noting the touches that fell in a tail bucket
+        # (over bits already read: nt <= t), then those: a branch to the tail
+        # in the lookup loop would be mispredicted at each tail draw, which
+        # costs more than the draw.
+        bits = scratch.view(np.uint64)
+        for t in range(m):
+            bits[t] = _bits(seed, i0 + t, 0)
         if np.int64(nout) <= ZIPF_HEAD:     # no tail: every outcome is a page
             for t in range(m):
-                out[t] = _zt_outcome(ztab, off, nout, _bits(seed, i0 + t, 0))
+                out[t] = _zt_outcome(ztab, off, nout, bits[t])
             return
-        # Outcomes first, noting the touches that fell in a tail bucket, then
-        # those: a branch to the tail in the first loop would be mispredicted at
-        # each tail draw, which costs more than the draw.
         tails = scratch
         nt = 0
         for t in range(m):
-            k = _zt_outcome(ztab, off, nout, _bits(seed, i0 + t, 0))
+            k = _zt_outcome(ztab, off, nout, bits[t])
             out[t] = k
             tails[nt] = t
             nt += k >= ZIPF_HEAD
