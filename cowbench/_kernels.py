@@ -1045,15 +1045,19 @@ def table_weights(m, t):
     m.tab_epoch[t] = m.g[G_EPOCH]
 
 
+@njit(cache=True, inline="always")
+def directory_of(m, mm):
+    """mm's directory row and its tables, overlay offsets, classes and counts,
+    for loops that hold them in locals (each m.field read costs a reference count)."""
+    row = m.mm_row[mm]
+    return row, m.pmd[row], m.ovc[row], m.ovl[row], m.ovn[row]
+
+
 @njit(cache=True)
 def mm_smaps(m, mm):
     """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report
     them. Callers bump G_EPOCH once before a batch of these."""
-    row = m.mm_row[mm]
-    pmd_row = m.pmd[row]
-    ovc_row = m.ovc[row]
-    ovl_row = m.ovl[row]
-    ovn_row = m.ovn[row]
+    row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     tab_w = m.tab_w
     tab_epoch = m.tab_epoch
     tab_rss = m.tab_rss
@@ -1501,11 +1505,7 @@ def touch_run(m, pid, mm, r, pages, write, tag):
     remain are a child's first write to a page its parent still maps: both
     are handled here on arrays held in locals (every m.field read costs a
     reference count), and the rest go to handle_mm_fault."""
-    row = m.mm_row[mm]
-    pmd_row = m.pmd[row]
-    ovc_row = m.ovc[row]
-    ovl_row = m.ovl[row]
-    ovn_row = m.ovn[row]
+    row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     pt = m.pt
     frame = m.frame
     tab_ref = m.tab_ref
@@ -1696,11 +1696,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
     in locals; the rest go to touch_run."""
     seen_ranges = m.seen_ranges
     words = m.seen.view(np.uint64)
-    row = m.mm_row[mm]
-    pmd_row = m.pmd[row]
-    ovc_row = m.ovc[row]
-    ovl_row = m.ovl[row]
-    ovn_row = m.ovn[row]
+    row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     pt = m.pt
     tab_ovr = m.tab_ovr
     tab_ref = m.tab_ref
