@@ -1808,7 +1808,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
         return
     n = m.reg_npages[r]
     buf = np.empty(2 * TOUCH_CHUNK, dtype=np.int64)
-    if m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0:
+    if m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0 and m.seen.shape[0] >= n:
         seen = m.seen
         seen_ranges = m.seen_ranges
         lo, hi = n, -1

@@ -140,7 +140,6 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
     nt, nrow, nreg, nproc, nmm = 64, 4, len(prog.reg_npages), prog.n_proc + 1, max(prog.n_mm, 1)
     npmd = max(prog.n_pmd, 1)
     odf = policy == K.POLICY_ODF
-    ranges = int(-(-prog.reg_npages.max(initial=0) // K.PTRS_PER_TABLE))     # of the largest region
     return K.Machine(
         g=g, totals=np.zeros(K.N_TOTALS, dtype=np.int64),
         **_frame_arrays(int(prog.work.sum()), frame_max), folio_frames=np.zeros((nt, K.PTRS_PER_TABLE), dtype=np.int32),
@@ -162,7 +161,7 @@ def _new_machine(prog: Program, frame_max: int, policy: int, oom: int, zero_page
         ctr=np.zeros((nproc, K.N_CTR), dtype=np.int64), proc_pss=np.zeros(nproc, dtype=np.float64),
         pin_pid=np.zeros(prog.n_pins, dtype=np.int32), pin_region=np.zeros(prog.n_pins, dtype=np.int32),
         pin_page=np.zeros(prog.n_pins, dtype=np.int64), pin_frame=np.zeros(prog.n_pins, dtype=np.int32),
-        seen=np.zeros(ranges * K.PTRS_PER_TABLE, dtype=np.uint8), seen_ranges=np.zeros(ranges, dtype=np.uint8),
+        **_touch_marks(int(-(-prog.reg_npages.max(initial=0) // K.PTRS_PER_TABLE))),
     )
 
 
@@ -175,6 +174,18 @@ def _reserved(rows: int, fallback: int, *specs) -> list[np.ndarray]:
         return [np.empty((rows,) + shape, dtype=dtype) for shape, dtype in specs]
     except MemoryError:
         return [np.empty((fallback,) + shape, dtype=dtype) for shape, dtype in specs]
+
+
+def _touch_marks(ranges: int) -> dict:
+    """Marks of the pages an op touches, a byte a page of the largest region
+    (`ranges` 2 MiB ranges) and a byte a range; zeroed lazily by the OS. If
+    even the address space is refused, none: every op then touches its pages
+    one by one, in order (slower, same results)."""
+    try:
+        return dict(seen=np.zeros(ranges * K.PTRS_PER_TABLE, dtype=np.uint8),
+                    seen_ranges=np.zeros(ranges, dtype=np.uint8))
+    except MemoryError:
+        return dict(seen=np.zeros(0, dtype=np.uint8), seen_ranges=np.zeros(0, dtype=np.uint8))
 
 
 def _overlay_pool(touches: int) -> dict:

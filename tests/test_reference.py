@@ -524,3 +524,27 @@ def test_an_op_touching_a_huge_page_keeps_its_order(engine, thp_cow, slack):
     res = engine(sc, thp_cow=thp_cow)
     assert_same(ref, res, sc)
     res.check_invariants()
+
+
+@pytest.mark.parametrize("policy", ["cow", "odf", "eager"])
+def test_without_marks_every_op_touches_in_order_with_the_same_results(engine, monkeypatch, policy):
+    """If the marks' address space is refused, ops touch their pages one by
+    one, in order: slower, and the same run, page for page."""
+    sc = cb.Scenario(phys_mem="64MiB")
+    p = sc.spawn("p")
+    heap = p.mmap("heap", "6MiB")
+    p.write(heap, pages=cb.zipf(3000, s=1.1, seed=1))
+    for i in range(3):
+        kid = p.fork(f"kid{i}")
+        kid.write(heap, pages=cb.uniform(800, seed=i))
+        kid.read(heap, pages=cb.zipf(500, s=0.9, seed=i))
+    p.write(heap, pages=range(0, 1536, 5))
+    marked = engine(sc, policy=policy)
+    from cowbench import engine as engine_module
+    monkeypatch.setattr(engine_module, "_touch_marks",
+                        lambda ranges: dict(seen=np.zeros(0, np.uint8), seen_ranges=np.zeros(0, np.uint8)))
+    in_order = engine(sc, policy=policy)
+    assert in_order.state_nbytes()["seen"] == 0 < marked.state_nbytes()["seen"]
+    assert_same(marked, in_order, sc)
+    assert_same(reference.simulate(sc, policy=policy), in_order, sc)
+    in_order.check_invariants()
