@@ -1053,6 +1053,37 @@ def directory_of(m, mm):
     return row, m.pmd[row], m.ovc[row], m.ovl[row], m.ovn[row]
 
 
+@njit(cache=True, inline="always")
+def overlay_weights(m, key, val, tab_w, t, off, n, dense):
+    """(rss, pss, uss) an overlay (n positions at off) changes its table t's
+    by: each of its PTEs replaces the table's at its slot, whose pss share is
+    tab_w[t, slot] (-1: no page). The loop is branch-free (a dense overlay's
+    empty slots come at random: a branch on them would mostly be mispredicted)
+    and calls nothing; PTEs with a frame id, rare, are weighed in a second one."""
+    replaced = unique = inline = framed = 0
+    gone = 0.0
+    for i in range(n):
+        e = val[off + i]
+        p = tab_w[t, i if dense else np.int64(key[off + i])]
+        has = (e != 0) & (p >= 0.0)
+        replaced += has
+        unique += has & (p == 1.0)
+        gone += p * has
+        mine = (e & PTE_I) != 0
+        inline += mine
+        framed += (e != 0) & (not mine)
+    rss = uss = 0
+    own = 0.0
+    for i in range(n if framed > 0 else 0):
+        e = val[off + i]
+        if e != 0 and (e & PTE_I) == 0:
+            b, q, v = pte_weight(m, e)
+            rss += b
+            own += q
+            uss += v
+    return rss + inline - replaced, (inline - gone) + own, uss + inline - unique
+
+
 @njit(cache=True)
 def mm_smaps(m, mm):
     """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report
@@ -1088,27 +1119,12 @@ def mm_smaps(m, mm):
             c = ovc_row[k]
             if c < 0:
                 continue
-            off = ovl_row[k]
             dense = c == OV_DENSE
-            for i in range(PTRS_PER_TABLE if dense else ovn_row[k]):   # this mm's own PTEs replace the table's
-                e = ov_val[off + i]
-                if e == 0:
-                    continue
-                slot = i if dense else np.int64(ov_key[off + i])
-                p = tab_w[t, slot]
-                if p >= 0.0:
-                    rss -= 1
-                    pss -= p
-                    uss -= 1 if p == 1.0 else 0
-                if (e & PTE_I) != 0:
-                    rss += 1
-                    pss += 1.0
-                    uss += 1
-                else:
-                    b, q, v = pte_weight(m, e)
-                    rss += b
-                    pss += q
-                    uss += v
+            a, p, u = overlay_weights(m, ov_key, ov_val, tab_w, t, ovl_row[k],
+                                      PTRS_PER_TABLE if dense else ovn_row[k], dense)
+            rss += a
+            pss += p
+            uss += u
     return rss, pss, uss, huge
 
 
