@@ -1813,7 +1813,9 @@ def huge_mapped(m, mm, r, jlo, jhi):
 def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
     """Run one read/write op over a page set pset = (kind, count, seed, off,
     table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
-    of a generated pattern; TOUCH_CHUNK pages at a time."""
+    of a generated pattern, TOUCH_CHUNK pages at a time. Marks the pages and
+    touches each once (touch_marked), or, where the order of faults could
+    matter (see above), touches them in the op's order."""
     kind, count, seed, off, table = pset[0], pset[1], pset[2], pset[3], pset[4]
     mm = m.proc_mm[pid]
     if count == 0:
