@@ -44,6 +44,7 @@ Value tags are small ids (engine.py maps them to the values written).
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -2401,3 +2402,38 @@ def snapshot_live(m):
         s = m.proc_state[pid]
         if s == P_RUNNING or s == P_SUSPENDED:
             snapshot(m, pid)
+
+
+# --- the compilation cache ---------------------------------------------------------
+# Numba keys a cached kernel by the file it is defined in, but the kernels here
+# compile in code and constants of patterns.py and scenario.py too: after
+# either changes, the cached kernels would still run the old code (a stale
+# _pattern_fill reading a table of a new layout draws wrong pages, silently).
+# So cache entries older than those files are dropped at import; the next call
+# compiles afresh.
+_COMPILED_IN = ("patterns.py", "scenario.py")
+
+
+def drop_stale_cache(cache_dir: str, since: float) -> int:
+    """Delete this module's cache entries (index and data files) in cache_dir
+    whose index is older than `since` (a file time); returns how many files."""
+    dropped = 0
+    for name in os.listdir(cache_dir):
+        if not (name.startswith(__name__.rsplit(".", 1)[-1] + ".") and name.endswith(".nbi")):
+            continue
+        index = os.path.join(cache_dir, name)
+        if os.path.getmtime(index) >= since:
+            continue
+        stem = name[: -len(".nbi")]
+        for other in os.listdir(cache_dir):
+            if other == name or (other.startswith(stem + ".") and other.endswith(".nbc")):
+                os.remove(os.path.join(cache_dir, other))
+                dropped += 1
+    return dropped
+
+
+try:
+    drop_stale_cache(run._cache._cache_path,
+                     max(os.path.getmtime(os.path.join(os.path.dirname(__file__), f)) for f in _COMPILED_IN))
+except (AttributeError, OSError):       # no cache (or not ours to tidy): nothing stale can load
+    pass

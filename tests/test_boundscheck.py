@@ -1,8 +1,10 @@
-"""The debug switch: COWBENCH_BOUNDSCHECK=1 runs the kernels with bounds checks.
+"""Compiling the kernels: the debug switch and the cache.
 
-Numba checks no index by default, so a bad index that got past validation
-would corrupt memory silently. These tests run in a subprocess because the
-switch must be set before Numba compiles anything.
+COWBENCH_BOUNDSCHECK=1 runs the kernels with bounds checks. Numba checks no
+index by default, so a bad index that got past validation would corrupt
+memory silently. These tests run in a subprocess because the switch must be
+set before Numba compiles anything. The cache must never hand back kernels
+compiled from older code than the sources they take in.
 """
 import os
 import subprocess
@@ -62,3 +64,24 @@ def test_a_full_scenario_runs_clean_under_bounds_checking():
     """)
     assert out.returncode == 0, out.stderr
     assert "minor_faults" in out.stdout
+
+
+def test_cached_kernels_older_than_the_code_they_compile_in_are_dropped(tmp_path):
+    """The kernels' cache entries are keyed by _kernels.py alone; entries older
+    than patterns.py or scenario.py (whose code they compile in) are deleted,
+    index and data files, and nothing else is."""
+    import time
+
+    from cowbench._kernels import drop_stale_cache
+
+    old = ["_kernels.run-10.py311.nbi", "_kernels.run-10.py311.1.nbc", "_kernels.run-10.py311.2.nbc"]
+    new = ["_kernels.step-20.py311.nbi", "_kernels.step-20.py311.1.nbc"]
+    others = ["patterns._pattern_fill-5.py311.nbi", "patterns._pattern_fill-5.py311.1.nbc"]
+    for name in old + new + others:
+        (tmp_path / name).write_bytes(b"cached")
+    now = time.time()
+    for name in old + others:
+        os.utime(tmp_path / name, (now - 100, now - 100))
+    assert drop_stale_cache(str(tmp_path), now - 50) == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(new + others)
+    assert drop_stale_cache(str(tmp_path), now - 50) == 0
