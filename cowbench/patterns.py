@@ -318,7 +318,11 @@ def _pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
         for t in range(m):
             out[t] = min(int(_unit(seed, i0 + t, 0) * n), n - 1)
     elif kind == PAT_ZIPF:
-        nout = ztab[off]
+        # This pattern's table as an array of its own: an index into it that is
+        # offset + slot could be negative as far as the compiler knows, and
+        # each lookup would pay for the wraparound check.
+        tab = ztab[off:]
+        nout = tab[0]
         # The random bits first, in a loop of their own (it vectorises), then
         # the table lookups, noting the touches that fell in a tail bucket
         # (over bits already read: nt <= t), then those: a branch to the tail
@@ -329,18 +333,18 @@ def _pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
             bits[t] = _bits(seed, i0 + t, 0)
         if np.int64(nout) <= ZIPF_HEAD:     # no tail: every outcome is a page
             for t in range(m):
-                out[t] = _zt_outcome(ztab, off, nout, bits[t])
+                out[t] = _zt_outcome(tab, 0, nout, bits[t])
             return
         tails = scratch
         nt = 0
         for t in range(m):
-            k = _zt_outcome(ztab, off, nout, bits[t])
+            k = _zt_outcome(tab, 0, nout, bits[t])
             out[t] = k
             tails[nt] = t
             nt += k >= ZIPF_HEAD
         for q in range(nt):
             t = tails[q]
-            out[t] = _zipf_bucket_page(seed, i0 + t, a, ztab, off, nout, out[t] - ZIPF_HEAD)
+            out[t] = _zipf_bucket_page(seed, i0 + t, a, tab, 0, nout, out[t] - ZIPF_HEAD)
     else:  # PAT_HOTSET
         nhot = max(1, min(n, int(a * n)))
         ncold = n - nhot
