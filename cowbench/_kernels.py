@@ -1063,9 +1063,10 @@ def overlay_weights(m, key, val, tab_w, t, off, n, dense):
     and calls nothing; PTEs with a frame id, rare, are weighed in a second one."""
     replaced = unique = inline = framed = 0
     gone = 0.0
+    base = np.uint64(off)                   # unsigned indices: no wraparound checks
     for i in range(n):
-        e = val[off + i]
-        p = tab_w[t, i if dense else np.int64(key[off + i])]
+        e = val[base + np.uint64(i)]
+        p = tab_w[t, i if dense else np.int64(key[base + np.uint64(i)])]
         has = (e != 0) & (p >= 0.0)
         replaced += has
         unique += has & (p == 1.0)
@@ -1628,8 +1629,9 @@ def mark_touched(seen, seen_ranges, pages):
     """Mark pages and their ranges (bytes, not bits: two stores a page, no
     load, no branch)."""
     for p in pages:
-        seen[p] = 1
-        seen_ranges[p >> TABLE_SHIFT] = 1
+        u = np.uint64(p)                  # an unsigned index: no wraparound check
+        seen[u] = 1
+        seen_ranges[u >> np.uint64(TABLE_SHIFT)] = 1
 
 
 RANGE_WORDS = PTRS_PER_TABLE // 8     # a range's marks read as uint64 words, 8 pages a word
