@@ -458,15 +458,16 @@ def test_engine_matches_reference_on_family_trees(engine, b, policy):
     res.check_invariants()
 
 
-# --- each page of an op once: the three ways an op's touches are handled ------------
+# --- each page of an op once, or every touch in order ------------------------------
 
 @st.composite
 def touch_orders(draw) -> Built:
-    """Ops whose pages are marked dense (handled a 2 MiB range at a time, in
-    address order), spread thin (each at its first touch, in the op's order)
-    or that could run out of memory (every touch in order): few pages far
-    apart in a large region, hundreds of repeats in a small one, and machines
-    from roomy to a few frames more than the pages written."""
+    """Ops whose marked pages are handled a 2 MiB range at a time (whole
+    ranges of first writes and of copies in one pass, the rest page by page,
+    in address order) and ops that could run out of memory (every touch in
+    the op's order): a few pages far apart in a large region, runs of up to
+    1500 pages, hundreds of repeats, and machines from roomy to a few frames
+    more than the pages written."""
     npages = draw(st.sampled_from([600, 4096, 9000]))
     slack = draw(st.sampled_from([8, 200, 1 << 16]))
     b = Built(npages + slack)
@@ -483,7 +484,7 @@ def touch_orders(draw) -> Built:
             b.exit(pid)
         elif action in ("write", "read"):
             shape = draw(st.sampled_from(["spread", "dense", "pattern"]))
-            if shape == "spread":      # a handful of pages, 64 pages (a bitmap word) or more apart
+            if shape == "spread":      # a handful of pages, most in ranges of their own, each twice
                 lst = draw(st.lists(st.integers(0, npages // 64 - 1), min_size=1, max_size=6))
                 pages = [64 * w + draw(st.integers(0, 63)) for w in lst]
                 pages, code = pages + pages[::-1], repr(pages + pages[::-1])
