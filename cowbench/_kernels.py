@@ -325,9 +325,16 @@ def region_tables(m, r):
 # --- counters ----------------------------------------------------------------
 
 @njit(cache=True, inline="always")
+def count_events(ctr, totals, pid, c, n):
+    """n events of counter c for pid, and in the run totals (on the arrays
+    themselves, for loops that hold them in locals)."""
+    ctr[pid, c] += n
+    totals[c] += n
+
+
+@njit(cache=True, inline="always")
 def count_event(m, pid, c):
-    m.ctr[pid, c] += 1
-    m.totals[c] += 1
+    count_events(m.ctr, m.totals, pid, c, 1)
 
 
 @njit(cache=True, inline="always")
@@ -374,10 +381,16 @@ def frame_charge(m):
     g = m.g
     if g[G_FRAMES_USED] >= g[G_FRAME_MAX] - 1:
         return False
-    g[G_FRAMES_USED] += 1
+    frames_taken(g, 1)
+    return True
+
+
+@njit(cache=True, inline="always")
+def frames_taken(g, n):
+    """n pages of physical memory taken, where room was made sure of first."""
+    g[G_FRAMES_USED] += n
     if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
         g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
-    return True
 
 
 @njit(cache=True, inline="always")
@@ -791,6 +804,21 @@ def store_tag(m, row, k, slot, tag):
             m.pt[t, slot] = pte_with_tag(e, tag)
     else:
         m.frame[pte_frame(e), F_TAG] = tag
+
+
+@njit(cache=True)
+def pte_give_id(m, t, slot, oi, e):
+    """The inline page e, at overlay entry oi (-1: at slot of table t, where it
+    is homed), gets a frame id; returns its PTE now, with e's W and E bits."""
+    f = frame_id(m, e >> PTE_SHIFT)
+    e = pte_make(f, e & (PTE_W | PTE_E))
+    if oi >= 0:
+        m.frame[f, F_MAP] = 1
+        m.ov_val[oi] = e
+    else:
+        m.frame[f, F_HOME] = home_of(t, slot)
+        m.pt[t, slot] = e
+    return e
 
 
 @njit(cache=True)
@@ -1515,6 +1543,15 @@ def handle_mm_fault(m, pid, mm, r, page, write, tag):
     return True
 
 
+@njit(cache=True, inline="always")
+def must_copy(pt, tab_ovr, ref, t, slot):
+    """The entry at slot of table t, which ref users share, maps a write-protected
+    page another of them maps too: do_wp_page copies it, and
+    touch_run and touch_marked do that copy themselves."""
+    e = pt[t, slot]
+    return e > (1 << PTE_SHIFT) and (e & (PTE_I | PTE_W)) == 0 and ref - tab_ovr[t, slot] > 1
+
+
 @njit(cache=True)
 def touch_run(m, pid, mm, r, pages, write, tag):
     """Touch every page in pages. False if pid died on the way.
@@ -1567,13 +1604,10 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                     continue
                 # do_wp_page's copy of a page another user of the table maps too (under odf
                 # once the simulated kernel has copied the table, if it still shares it)
-                if (quick_copy and e > (1 << PTE_SHIFT) and (e & PTE_I) == 0
-                        and tab_ref[t] - tab_ovr[t, slot] > 1
+                if (quick_copy and must_copy(pt, tab_ovr, tab_ref[t], t, slot)
                         and (not odf or odfg_row[k] < 0 or table_unshare(m, pid, row, k))
                         and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
-                    g[G_FRAMES_USED] += 1
-                    if g[G_FRAMES_USED] > g[G_FRAMES_PEAK]:
-                        g[G_FRAMES_PEAK] = g[G_FRAMES_USED]
+                    frames_taken(g, 1)
                     c = ovc_row[k]
                     n = ovn_row[k]
                     if c >= 0 and (c == OV_DENSE or n < ov_cap(c)):
@@ -1587,10 +1621,8 @@ def touch_run(m, pid, mm, r, pages, write, tag):
                     tab_ovr[t, slot] = o
                     if o > tab_maxovr[t]:
                         tab_maxovr[t] = o
-                    ctr[pid, C_MINOR_FAULTS] += 1
-                    ctr[pid, C_COW_COPIES] += 1
-                    totals[C_MINOR_FAULTS] += 1
-                    totals[C_COW_COPIES] += 1
+                    count_events(ctr, totals, pid, C_MINOR_FAULTS, 1)
+                    count_events(ctr, totals, pid, C_COW_COPIES, 1)
                     continue
         if not handle_mm_fault(m, pid, mm, r, page, write, tag):
             return False
@@ -1667,14 +1699,6 @@ def marks_in(words):
     return q
 
 
-@njit(cache=True, inline="always")
-def must_copy(pt, tab_ovr, ref, t, slot):
-    """The entry at slot of table t, which ref users share, maps a write-protected
-    page another of them maps too: do_wp_page copies it (see touch_run)."""
-    e = pt[t, slot]
-    return e > (1 << PTE_SHIFT) and (e & (PTE_I | PTE_W)) == 0 and ref - tab_ovr[t, slot] > 1
-
-
 @njit(cache=True)
 def copy_range(pt, tab_ovr, ref, t, words, key, val, off, dense, e):
     """wp_page_copy for every slot marked in words whose entry in table t (ref
@@ -1743,7 +1767,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
             q = fill_range(pt, t, marks, e)
             tab_count[t] += q
             zero_fills += q
-            g[G_FRAMES_USED] += q
+            frames_taken(g, q)
         elif tab_ref[t] > 1 and ovc_row[k] < 0:
             n = marks_in(marks)
             c = 0
@@ -1760,7 +1784,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
                 ovn_row[k] = q
                 tab_maxovr[t] = max(tab_maxovr[t], top)
                 copies += q
-                g[G_FRAMES_USED] += q
+                frames_taken(g, q)
         for w in range(RANGE_WORDS):
             x = marks[w]
             if x == 0:
@@ -1774,12 +1798,13 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
             alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
             nt = 0
     if zero_fills + copies > 0:           # (room was made sure of: nothing here can fail)
-        g[G_FRAMES_PEAK] = max(g[G_FRAMES_PEAK], g[G_FRAMES_USED])
         count_ptes(m, mm, r, zero_fills, zero_fills)
         m.vma[mm, r] |= VM_ANON_VMA
-        for c, q in ((C_MINOR_FAULTS, zero_fills + copies), (C_ZERO_FILLS, zero_fills), (C_COW_COPIES, copies)):
-            m.ctr[pid, c] += q
-            m.totals[c] += q
+        ctr = m.ctr
+        totals = m.totals
+        count_events(ctr, totals, pid, C_MINOR_FAULTS, zero_fills + copies)
+        count_events(ctr, totals, pid, C_ZERO_FILLS, zero_fills)
+        count_events(ctr, totals, pid, C_COW_COPIES, copies)
     if alive and nt > 0:
         alive = touch_run(m, pid, mm, r, todo[:nt], write, tag)
     return alive
@@ -1876,14 +1901,7 @@ def pin_pages(m, pid, r, pages):
         oi = ov_find(m, row, k, slot)
         e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
         if pte_is_inline(e):
-            f = frame_id(m, e >> PTE_SHIFT)
-            e = pte_make(f, e & (PTE_W | PTE_E))
-            if oi >= 0:
-                m.frame[f, F_MAP] = 1
-                m.ov_val[oi] = e
-            else:
-                m.frame[f, F_HOME] = home_of(t, slot)
-                m.pt[t, slot] = e
+            e = pte_give_id(m, t, slot, oi, e)
         f = pte_frame(e)
         m.frame[f, F_PINS] += 1
         if m.frame[f, F_FOLIO] >= 0:
@@ -1982,8 +2000,7 @@ def copy_huge_pmd(m, child, crow, k, t, eager, writable):
     m.tab_huge[nt] = 1
     if eager and pte_frame(m.pt[t, 0]) != 0:
         map_new_huge_page(m, nt, t, (PTE_W | PTE_E) if writable else PTE_E)
-        m.ctr[child, C_FORK_PAGES] += PTRS_PER_TABLE
-        m.totals[C_FORK_PAGES] += PTRS_PER_TABLE
+        count_events(m.ctr, m.totals, child, C_FORK_PAGES, PTRS_PER_TABLE)
     else:
         for slot in range(PTRS_PER_TABLE):
             e = m.pt[t, slot]
@@ -2030,9 +2047,7 @@ def share_base(m, prow, k, t):
             continue
         here = home_of(t, slot)
         if pte_is_inline(e):
-            f = frame_id(m, e >> PTE_SHIFT)
-            m.frame[f, F_HOME] = here
-            m.pt[t, slot] = pte_make(f, 0)
+            m.pt[t, slot] = pte_give_id(m, t, slot, NO_ENTRY, e) & ~(PTE_W | PTE_E)
             continue
         f = pte_frame(e)
         if f == 0:
@@ -2074,10 +2089,7 @@ def share_pte_table(m, child, prow, crow, k, writable):
         if m.pt[t, slot] == 0:
             ptes += 1
         if pte_is_inline(e):
-            f = frame_id(m, e >> PTE_SHIFT)
-            m.frame[f, F_MAP] = 1
-            e = pte_make(f, e & (PTE_W | PTE_E))
-            m.ov_val[j] = e
+            e = pte_give_id(m, t, slot, j, e)
         f = pte_frame(e)
         if f != 0 and folio_pinned(m, f):
             pinned += 1
@@ -2187,20 +2199,14 @@ def dup_mmap(m, parent, child, cmm):
             else:
                 pte_charge(m)
                 count_event(m, child, C_FORK_TABLES)
-                m.ctr[child, C_FORK_PTES] += ptes
-                m.totals[C_FORK_PTES] += ptes
+                count_events(m.ctr, m.totals, child, C_FORK_PTES, ptes)
         if odf:
-            m.ctr[child, C_FORK_TABLES_SHARED] += shared
-            m.totals[C_FORK_TABLES_SHARED] += shared
+            count_events(m.ctr, m.totals, child, C_FORK_TABLES_SHARED, shared)
         else:                                        # cow: each a table copy of the simulated kernel
-            g = m.g                                  # their pages: fork_frames_needed checked
-            g[G_FRAMES_USED] += shared
-            g[G_PTE_FRAMES] += shared
-            g[G_FRAMES_PEAK] = max(g[G_FRAMES_PEAK], g[G_FRAMES_USED])
-            m.ctr[child, C_FORK_TABLES] += shared
-            m.totals[C_FORK_TABLES] += shared
-            m.ctr[child, C_FORK_PTES] += shared_ptes
-            m.totals[C_FORK_PTES] += shared_ptes
+            frames_taken(m.g, shared)                # their pages: fork_frames_needed checked
+            m.g[G_PTE_FRAMES] += shared
+            count_events(m.ctr, m.totals, child, C_FORK_TABLES, shared)
+            count_events(m.ctr, m.totals, child, C_FORK_PTES, shared_ptes)
 
 
 # --- mprotect / madvise ------------------------------------------------------------
@@ -2419,18 +2425,16 @@ _COMPILED_IN = ("patterns.py", "scenario.py")
 def drop_stale_cache(cache_dir: str, since: float) -> int:
     """Delete this module's cache entries (index and data files) in cache_dir
     whose index is older than `since` (a file time); returns how many files."""
+    module = __name__.rsplit(".", 1)[-1] + "."
+    names = [n for n in os.listdir(cache_dir) if n.startswith(module)]
+    stale = {n[: -len(".nbi")] for n in names
+             if n.endswith(".nbi") and os.path.getmtime(os.path.join(cache_dir, n)) < since}
     dropped = 0
-    for name in os.listdir(cache_dir):
-        if not (name.startswith(__name__.rsplit(".", 1)[-1] + ".") and name.endswith(".nbi")):
-            continue
-        index = os.path.join(cache_dir, name)
-        if os.path.getmtime(index) >= since:
-            continue
-        stem = name[: -len(".nbi")]
-        for other in os.listdir(cache_dir):
-            if other == name or (other.startswith(stem + ".") and other.endswith(".nbc")):
-                os.remove(os.path.join(cache_dir, other))
-                dropped += 1
+    for name in names:           # an index is stem.nbi, its data files stem.N.nbc
+        stem = name[: -len(".nbi")] if name.endswith(".nbi") else name.rsplit(".", 2)[0]
+        if stem in stale:
+            os.remove(os.path.join(cache_dir, name))
+            dropped += 1
     return dropped
 
 
