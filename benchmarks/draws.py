@@ -13,8 +13,9 @@ import time
 import numpy as np
 from numba import njit
 
-from cowbench._kernels import TOUCH_CHUNK
-from cowbench.patterns import PAT_UNIFORM, PAT_ZIPF, Pattern, _pattern_fill
+from cowbench._engine.abi import PAT_UNIFORM, PAT_ZIPF, TOUCH_CHUNK
+from cowbench._engine.draws import pattern_fill
+from cowbench.patterns import Pattern
 
 CASES = [("zipf s=1.2", PAT_ZIPF, 1.2, 1024), ("zipf s=1.2", PAT_ZIPF, 1.2, 262_144),
          ("zipf s=1.1", PAT_ZIPF, 1.1, 4_194_304), ("uniform", PAT_UNIFORM, 0.0, 4_194_304)]
@@ -26,7 +27,7 @@ def draw(kind, seed, a, n, total, ztab):
     scratch = np.empty_like(buf)
     acc = 0
     for i0 in range(0, total, TOUCH_CHUNK):
-        _pattern_fill(kind, seed, a, 0.0, n, i0, buf, ztab, 0, scratch)
+        pattern_fill(kind, seed, a, 0.0, n, i0, buf, ztab, 0, scratch)
         acc += buf[0] + buf[TOUCH_CHUNK - 1]          # keep the fill alive
     return acc
 

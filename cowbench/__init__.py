@@ -24,7 +24,7 @@ if _os.environ.get("COWBENCH_BOUNDSCHECK", "") not in ("", "0"):
 
 from ._params import ScenarioError
 from .costs import CostModel
-from .engine import POLICIES, simulate
+from .simulator import POLICIES, simulate
 from .patterns import Pattern, hotset, sequential, uniform, zipf
 from .results import Result
 from .scenario import Process, Region, Scenario

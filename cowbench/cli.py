@@ -146,10 +146,10 @@ def _value(text: str):
 
 
 def _sweep(args) -> int:
-    from .experiment import resolve_point
+    from .experiment import resolve_target
     from .sweep import grid, run_sweep
 
-    fn, module = resolve_point(args.target)
+    fn, module = resolve_target(args.target)
     axes: dict[str, list] = {}
     for spec in args.param or []:
         if "=" not in spec:
@@ -187,7 +187,7 @@ def _report(args) -> int:
 
 
 # Subcommands with options of their own: everything after the name is theirs.
-PASSTHROUGH = {"validate": "cowbench.validate", "calibrate": "cowbench.calibrate"}
+PASSTHROUGH = {"validate": "cowbench.real.validate", "calibrate": "cowbench.real.calibrate"}
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ the counts:
                 + reuse_ns * reuses + map_ns * maps
 
 `cowbench calibrate --out host.toml` measures these numbers on the machine it
-runs on (cowbench/calibrate.py); `CostModel.load("host.toml")` reads them
+runs on (cowbench/real/calibrate.py); `CostModel.load("host.toml")` reads them
 back. `CostModel.default()` holds one such calibration, made on the host named
 in its comments: a starting point, not a truth about your machine.
 
@@ -48,6 +48,7 @@ import numbers
 from pathlib import Path
 
 from ._params import ScenarioError
+from .fileio import atomic_write
 
 __all__ = ["CostModel", "COST_FIELDS"]
 
@@ -55,6 +56,7 @@ __all__ = ["CostModel", "COST_FIELDS"]
 COST_FIELDS = ("fork_base_ns", "fork_pte_ns", "fork_table_ns", "fork_page_ns", "zero_fill_ns",
                "cow_copy_ns", "reuse_ns", "map_ns", "exit_page_ns")
 _ALL_FIELDS = COST_FIELDS + ("source", "page_size")
+_PTES_PER_TABLE = 512         # PTEs in a table, pages in a huge page (x86-64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +178,6 @@ class CostModel:
 
     def save(self, path, comments=()) -> Path:
         """Write this model as TOML, atomically; `comments` become '#' lines at the top."""
-        from .results import atomic_write
-
         text = self.to_toml(comments)
 
         def write(tmp):
@@ -216,6 +216,27 @@ class CostModel:
     def exit_ns(self, pages):
         """Estimated time to unmap `pages` pages at exit."""
         return self.exit_page_ns * pages
+
+    # The engine's counts priced: c is a mapping of result columns (a
+    # DataFrame, a row, a dict of totals), element-wise.
+
+    def counted_fork_ns(self, c, forks=1):
+        """Estimated time of `forks` forks that copied or shared what the counts c
+        say. Sharing a PTE table (odf) takes a reference and write-protects one
+        PMD entry: priced as copying one entry, like a huge PMD."""
+        return self.fork_ns(c["fork_ptes_copied"] + c["fork_pmds_copied"] + c["fork_tables_shared"],
+                            c["fork_tables_copied"], c["fork_pages_copied"], forks)
+
+    def counted_faults_ns(self, c):
+        """Estimated time of the faults counted in c. A fault that maps an existing
+        page (zero page, huge zero page, page cache) is every fault that neither
+        allocated nor copied nor reused; an odf table copied at a fault is priced
+        as a full table copied at fork, a huge page as 512 small ones (upper bounds)."""
+        maps = (c["minor_faults"] - c["zero_fills"] - c["cow_copies"] - c["cow_reuses"]
+                - c["thp_fault_alloc"] - c["thp_copies"])
+        return (self.faults_ns(c["zero_fills"], c["cow_copies"], c["cow_reuses"], maps)
+                + c["fault_tables_copied"] * (self.fork_table_ns + _PTES_PER_TABLE * self.fork_pte_ns)
+                + _PTES_PER_TABLE * (self.zero_fill_ns * c["thp_fault_alloc"] + self.cow_copy_ns * c["thp_copies"]))
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .engine import simulate
+from .simulator import simulate
 from .plot import write_fraction
-from .results import atomic_write
+from .fileio import atomic_write
 from .scenario import Scenario
 
 PERCENTS = (0, 10, 25, 50, 75, 100)

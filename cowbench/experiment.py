@@ -41,11 +41,11 @@ from typing import Callable
 
 import pandas as pd
 
-from .results import atomic_write
-from .sweep import grid, run_sweep
+from .fileio import atomic_write
+from .sweep import SweepError, grid, part_path, run_sweep
 
 __all__ = ["grid", "versus", "main", "run", "find_experiments", "load_experiment", "load_module",
-           "describe", "ORDER"]
+           "resolve_target", "describe", "ORDER"]
 
 #: The order experiments appear in `cowbench list` and in the report.
 ORDER = ("fork_cost", "fork_exec", "redis_bgsave", "redis_thp", "python_prefork", "memory_limit",
@@ -139,7 +139,7 @@ def warm_up() -> None:
     """Load (or compile, on a cold cache) the engine's kernels in this process, under
     every policy, so that the sweep's forked workers inherit them instead of each
     compiling its own copy at the same time."""
-    from .engine import POLICIES, simulate
+    from .simulator import POLICIES, simulate
     from .patterns import uniform
     from .scenario import Scenario
 
@@ -166,7 +166,6 @@ def run(module: ModuleType, *, quick: bool = False, out=None, scheduler=None, wo
     out = Path(out if out is not None else Path("results") / name)
     points = module.QUICK if quick else module.FULL
     title, description = describe(Path(module.__file__))
-    from .sweep import part_path
     computed = len(points) if fresh else sum(not part_path(out / "_points" / name, p).exists() for p in points)
     t0 = time.perf_counter()
     if scheduler is None and computed:
@@ -256,10 +255,19 @@ def main(module_name: str, argv=None) -> int:
     return 0
 
 
-def resolve_point(target: str) -> tuple[Callable, ModuleType | None]:
-    """An experiment name, 'module:function' or 'file.py:function' -> (point function, experiment)."""
+def resolve_target(target: str) -> tuple[Callable, ModuleType | None]:
+    """What `cowbench sweep TARGET` runs: an experiment name (its point function,
+    and the experiment), 'package.module:function' or 'path/to/file.py:function'
+    (the function, and None)."""
     if ":" not in target:
         mod = load_experiment(target)
         return mod.point, mod
-    from .sweep import resolve_function
-    return resolve_function(target), None
+    where, func = target.rsplit(":", 1)
+    if where.endswith(".py") or os.sep in where:
+        module = load_module(Path(where))
+    else:
+        module = importlib.import_module(where)
+    try:
+        return getattr(module, func), None
+    except AttributeError:
+        raise SweepError(f"sweep: {where} has no function {func!r}") from None

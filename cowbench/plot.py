@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .results import atomic_write  # noqa: E402
+from .fileio import atomic_write  # noqa: E402
 
 POLICY_STYLE = {
     "eager": dict(color="#d62728", marker="s", label="eager copy (traditional fork)"),

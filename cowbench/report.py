@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import atomic_write
+from .fileio import atomic_write
 
 __all__ = ["write_report", "find_runs"]
 

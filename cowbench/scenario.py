@@ -18,15 +18,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PAT_SEQUENTIAL, PIN, READ, SPAWN,
+                          UNPIN, VFORK, WRITE)
 from ._params import ScenarioError, check_choice, parse_size
-from .patterns import PAT_SEQUENTIAL, Pattern
+from .patterns import Pattern
 
 __all__ = ["Scenario", "Process", "Region", "Op"]
-
-# Operation codes, shared by the compiler, the kernels and the reference simulator.
-SPAWN, FORK, VFORK, EXEC, EXIT, MMAP, MUNMAP, MPROTECT, MADVISE, READ, WRITE, PIN, UNPIN = range(13)
-OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotect", "madvise", "read", "write",
-            "pin", "unpin")
 
 PROTS = ("none", "r", "rw", "rx", "rwx")
 ON_FORK = ("copy", "dontfork", "wipeonfork")

@@ -36,7 +36,6 @@ Where points run:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import itertools
 import json
 import math
@@ -53,7 +52,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .results import atomic_write
+from .fileio import atomic_write
 
 __all__ = ["grid", "point_id", "run_sweep", "load_sweep", "part_path", "SweepError"]
 
@@ -358,19 +357,3 @@ def _run_dask(fn, todo, store, failures, *, scheduler, bar, **_):
     finally:
         if own:
             client.close()
-
-
-def resolve_function(spec: str) -> Callable:
-    """'package.module:function' or 'path/to/file.py:function' -> the function."""
-    if ":" not in spec:
-        raise SweepError(f"sweep: expected MODULE:FUNCTION or FILE.py:FUNCTION; got {spec!r}")
-    where, func = spec.rsplit(":", 1)
-    if where.endswith(".py") or os.sep in where:
-        from .experiment import load_module
-        module = load_module(Path(where))
-    else:
-        module = importlib.import_module(where)
-    try:
-        return getattr(module, func)
-    except AttributeError:
-        raise SweepError(f"sweep: {where} has no function {func!r}") from None

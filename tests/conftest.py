@@ -31,35 +31,19 @@ def examples(n: int) -> int:
     return max(n, settings.get_profile(PROFILE).max_examples) if PROFILE == "thorough" else n
 
 
-def engine_simulate():
-    """cb.simulate keeping its final machine, or None while the engine is not importable."""
-    try:
-        import cowbench as cb
-    except ImportError:
-        return None
-    if not hasattr(cb, "simulate"):
-        return None
+def engine_simulate(sc, **kw):
+    """cb.simulate keeping its final machine (for check_invariants and memory)."""
+    import cowbench as cb
 
-    def run(sc, **kw):
-        return cb.simulate(sc, keep_state=True, **kw)
-
-    return run
+    return cb.simulate(sc, keep_state=True, **kw)
 
 
 @pytest.fixture(params=["engine", "reference"])
 def simulate(request):
     """Each story runs twice: on the jitted engine and on the reference simulator."""
-    if request.param == "reference":
-        return reference.simulate
-    run = engine_simulate()
-    if run is None:
-        pytest.skip("cowbench.simulate is not importable yet")
-    return run
+    return reference.simulate if request.param == "reference" else engine_simulate
 
 
 @pytest.fixture(scope="session")
 def engine():
-    run = engine_simulate()
-    if run is None:
-        pytest.skip("cowbench.simulate is not importable yet")
-    return run
+    return engine_simulate

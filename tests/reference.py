@@ -29,13 +29,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cowbench import scenario as _scenario
+from cowbench._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PIN, READ, SPAWN, UNPIN,
+                                  VFORK, WRITE)
 from cowbench.patterns import Pattern
-from cowbench.scenario import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK,
-                               WRITE)
-
-PIN = getattr(_scenario, "PIN", None)
-UNPIN = getattr(_scenario, "UNPIN", None)
 
 __all__ = ["simulate", "Reference", "COLUMNS", "INT_COLUMNS", "COUNTERS"]
 
@@ -838,9 +834,9 @@ class _Machine:
                     if not self.touch(proc, op.region, int(p), op.code == WRITE,
                                       op.arg if op.code == WRITE else None):
                         break
-            elif PIN is not None and op.code == PIN:
+            elif op.code == PIN:
                 self.pin(proc, op.region, self.pages_of(op))
-            elif UNPIN is not None and op.code == UNPIN:
+            elif op.code == UNPIN:
                 self.drop_pins(proc, [(op.region, int(p)) for p in dict.fromkeys(self.pages_of(op).tolist())])
             else:
                 raise NotImplementedError(f"reference: op code {op.code} is not modelled")

@@ -26,14 +26,16 @@ def test_a_bad_index_in_a_kernel_raises_instead_of_corrupting_memory():
     out = run_debug("""
         import numpy as np
         import cowbench as cb
-        from cowbench import _kernels as K
-        from cowbench.engine import compile_scenario, _new_machine
+        from cowbench._engine import abi
+        from cowbench._engine.machine import machine_ref, new_machine
+        from cowbench._engine.mmap import set_pte
+        from cowbench.simulator import compile_scenario
         sc = cb.Scenario(phys_mem="1MiB")
         p = sc.spawn("p")
         p.mmap("heap", "64KiB")
-        m = _new_machine(compile_scenario(sc), sc.frames, K.POLICY_COW, K.OOM_LARGEST, True)
+        m = new_machine(compile_scenario(sc), sc.frames, abi.POLICY_COW, abi.OOM_LARGEST, True)
         try:
-            K.set_pte(K.machine_ref(m), 0, 0, 10**6, 0, np.int32(8))   # table 10**6 does not exist
+            set_pte(machine_ref(m), 0, 0, 10**6, 0, np.int32(8))   # table 10**6 does not exist
         except IndexError as e:
             print("IndexError", e)
     """)
@@ -66,22 +68,69 @@ def test_a_full_scenario_runs_clean_under_bounds_checking():
     assert "minor_faults" in out.stdout
 
 
-def test_cached_kernels_older_than_the_code_they_compile_in_are_dropped(tmp_path):
-    """The kernels' cache entries are keyed by _kernels.py alone; entries older
-    than patterns.py or scenario.py (whose code they compile in) are deleted,
-    index and data files, and nothing else is."""
-    import time
+def test_a_changed_source_drops_the_whole_engine_cache_and_nothing_else(tmp_path):
+    """drop_stale_cache deletes every cached kernel (index and data files) of a
+    cache directory whose recorded sources hash differs, records the new one,
+    and leaves other files alone; with the hash current it deletes nothing."""
+    from cowbench._engine import STAMP, drop_stale_cache
 
-    from cowbench._kernels import drop_stale_cache
+    cached = ["touch.touch_each-41.py311.nbi", "touch.touch_each-41.py311.1.nbc", "loop.run-120.py311.nbi"]
+    others = ["touch.cpython-311.pyc", "README"]
+    for name in cached + others:
+        (tmp_path / name).write_bytes(b"x")
+    assert drop_stale_cache(str(tmp_path), "new") == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(others + [STAMP])
+    (tmp_path / cached[0]).write_bytes(b"x")
+    assert drop_stale_cache(str(tmp_path), "new") == 0           # current: kept
+    assert drop_stale_cache(str(tmp_path), "newer") == 1
 
-    old = ["_kernels.run-10.py311.nbi", "_kernels.run-10.py311.1.nbc", "_kernels.run-10.py311.2.nbc"]
-    new = ["_kernels.step-20.py311.nbi", "_kernels.step-20.py311.1.nbc"]
-    others = ["patterns._pattern_fill-5.py311.nbi", "patterns._pattern_fill-5.py311.1.nbc"]
-    for name in old + new + others:
-        (tmp_path / name).write_bytes(b"cached")
-    now = time.time()
-    for name in old + others:
-        os.utime(tmp_path / name, (now - 100, now - 100))
-    assert drop_stale_cache(str(tmp_path), now - 50) == 3
-    assert sorted(os.listdir(tmp_path)) == sorted(new + others)
-    assert drop_stale_cache(str(tmp_path), now - 50) == 0
+
+def test_the_engine_finds_numbas_cache():
+    """If it could not, keep_cache_current would warn instead of checking anything."""
+    from cowbench._engine import cache_dirs
+
+    dirs = cache_dirs()
+    assert dirs and all(os.path.isdir(d) for d in dirs)
+
+
+FAULT_AROUND = """
+    import cowbench as cb
+    sc = cb.Scenario(phys_mem="64MiB")
+    p = sc.spawn("p")
+    shm = p.mmap("shm", "256KiB", shared=True)
+    p.write(shm)
+    kid = p.fork("kid")
+    kid.read(shm)
+    print(cb.__file__, int(cb.simulate(sc).processes.minor_faults.iloc[1]))
+"""
+
+
+def test_an_edit_to_any_engine_file_takes_effect_in_every_kernel_that_compiles_it_in(tmp_path):
+    """Numba keys a cached kernel by its own file, but run() compiles in the
+    fault path of memory.py and the constants of abi.py. In a copy of the
+    package (cache included), the child's 64 reads of a shared region take 4
+    faults (fault-around maps 16 pages); halve FAULT_AROUND_PAGES in abi.py
+    and the same run takes 8: the stale kernels were not used."""
+    import shutil
+
+    import cowbench
+
+    copy = tmp_path / "cowbench"
+    shutil.copytree(os.path.dirname(cowbench.__file__), copy)        # copy2: the cache stays valid
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("COWBENCH_BOUNDSCHECK", None)
+
+    def faults():
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(FAULT_AROUND)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr
+        where, n = out.stdout.split()
+        assert where.startswith(str(copy)), where
+        return int(n)
+
+    assert faults() == 4
+    abi = copy / "_engine" / "abi.py"
+    text = abi.read_text()
+    assert "FAULT_AROUND_PAGES = 16 " in text
+    abi.write_text(text.replace("FAULT_AROUND_PAGES = 16 ", "FAULT_AROUND_PAGES = 8 "))
+    assert faults() == 8

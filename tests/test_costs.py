@@ -166,7 +166,7 @@ def _can_calibrate() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_can_calibrate() is not None, reason=f"cannot calibrate here: {_can_calibrate()}")
 def test_quick_calibration(tmp_path, capsys):
-    from cowbench import calibrate
+    from cowbench.real import calibrate
 
     out = tmp_path / "host.toml"
     assert calibrate.main(["--out", str(out), "--quick"]) == 0

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 import cowbench as cb
 import reference
 from conftest import examples
-from cowbench.scenario import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
+from cowbench._engine.abi import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
 from cowbench.patterns import Pattern
 from test_reference import run_kwargs, scenarios
 
@@ -205,7 +205,7 @@ def test_state_nbytes_names_every_array_and_needs_the_kept_state():
 
 def test_overlay_pool_grows_in_place_between_ops_and_stays_consistent():
     """Ten children's dense private PTEs outgrow the overlay pool reserved up
-    front (two slots a touch); engine.py grows it between ops (in place), and
+    front (two slots a touch); simulator.py grows it between ops (in place), and
     the run still matches the reference page for page."""
     sc = cb.Scenario(phys_mem="1GiB")
     p = sc.spawn("p")

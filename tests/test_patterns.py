@@ -8,8 +8,10 @@ import pytest
 from numba import njit
 
 import cowbench as cb
-from cowbench.patterns import (ZIPF_BUCKET_SKEW, ZIPF_HEAD, ZIPF_MAX_BUCKETS, PAT_HOTSET, PAT_SEQUENTIAL, PAT_UNIFORM,
-                               PAT_ZIPF, Pattern, _pattern_fill, _power_sum, _zipf_bucket_page, zipf_table)
+from cowbench._engine.abi import PAT_SEQUENTIAL
+from cowbench._engine.draws import (ZIPF_BUCKET_SKEW, ZIPF_HEAD, ZIPF_MAX_BUCKETS, pattern_fill, power_sum,
+                                    zipf_bucket_page, zipf_table)
+from cowbench.patterns import Pattern
 
 PATTERNS = [
     cb.uniform(5000, seed=1),
@@ -28,7 +30,7 @@ IDS = [repr(p) for p in PATTERNS]
 
 def fill(p: Pattern, n: int, i0: int, m: int) -> np.ndarray:
     out = np.empty(m, dtype=np.int64)
-    _pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out, p.table(n), 0, np.empty_like(out))
+    pattern_fill(p.kind, p.seed, p.a, p.b, n, i0, out, p.table(n), 0, np.empty_like(out))
     return out
 
 
@@ -236,7 +238,7 @@ def test_zipf_table_is_exact_but_for_32_bit_thresholds(n, s):
     if n > ZIPF_HEAD:
         assert bounds[0] == ZIPF_HEAD + 1 and bounds[-1] == n + 1 and (np.diff(bounds) >= 1).all()
         assert m == ZIPF_HEAD + len(bounds) - 1
-        w = np.r_[w, _power_sum(s, bounds[:-1], bounds[1:] - 1)]
+        w = np.r_[w, power_sum(s, bounds[:-1], bounds[1:] - 1)]
     else:
         assert m == n and len(bounds) == 0
     w /= w.sum()
@@ -258,7 +260,7 @@ def test_zipf_buckets_keep_acceptance_high_and_their_mass_is_exact(s, n):
     for q in np.unique(np.linspace(0, len(lo) - 1, 5).astype(int)):
         if hi[q] - lo[q] < 2_000_000:
             k = np.arange(lo[q], hi[q] + 1, dtype=np.float64)
-            assert _power_sum(s, lo[q], hi[q]) == pytest.approx(np.sort(k ** -s).sum(), rel=1e-12)
+            assert power_sum(s, lo[q], hi[q]) == pytest.approx(np.sort(k ** -s).sum(), rel=1e-12)
 
 
 @pytest.mark.parametrize("s,n", [(0.7, 300_000), (1.1, 300_000), (1.6, 300_000), (5.0, 300_000),
@@ -303,7 +305,7 @@ def bucket_draws(s, tab, b, count):
     """Pages of `count` touches as if each one's table outcome were tail bucket b."""
     out = np.empty(count, dtype=np.int64)
     for i in range(count):
-        out[i] = _zipf_bucket_page(3, i, s, tab, 0, tab[0], b)
+        out[i] = zipf_bucket_page(3, i, s, tab, 0, tab[0], b)
     return out
 
 
@@ -352,24 +354,24 @@ def test_zipf_over_a_billion_pages_stays_in_range_and_its_tail_has_its_mass():
     n, s, total = 10**9, 1.1, 2_000_000
     pages = cb.zipf(total, s=s, seed=5).pages(n)
     assert pages.min() >= 0 and pages.max() < n
-    whole = (np.arange(1, ZIPF_HEAD + 1, dtype=np.float64) ** -s).sum() + _power_sum(s, ZIPF_HEAD + 1, n)
+    whole = (np.arange(1, ZIPF_HEAD + 1, dtype=np.float64) ** -s).sum() + power_sum(s, ZIPF_HEAD + 1, n)
     for edge in (ZIPF_HEAD, 10**6, 10**8):
-        p = _power_sum(s, edge + 1, n) / whole
+        p = power_sum(s, edge + 1, n) / whole
         got = int((pages >= edge).sum())
         assert abs(got - p * total) < 6 * np.sqrt(total * p * (1 - p))
     assert (pages >= 10**8).sum() > 1000        # the deep tail is reached, not clipped
 
 
 def test_a_seeds_later_draws_are_not_the_next_seeds_first():
-    """Touch i draws _unit(seed, i, 0), then (seed, i, 1), ...: children seeded
+    """Touch i draws unit_draw(seed, i, 0), then (seed, i, 1), ...: children seeded
     1, 2, 3, ... must not share random numbers (they once did: j entered the
     hash exactly as the seed does)."""
-    from cowbench.patterns import _unit
+    from cowbench._engine.draws import unit_draw
     from numba import njit
 
     @njit
     def draws(seed, j, n):
-        return np.array([_unit(seed, i, j) for i in range(n)])
+        return np.array([unit_draw(seed, i, j) for i in range(n)])
 
     n = 100_000
     for seed in (1, 2, 1000):

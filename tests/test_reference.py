@@ -541,9 +541,10 @@ def test_without_marks_every_op_touches_in_order_with_the_same_results(engine, m
         kid.read(heap, pages=cb.zipf(500, s=0.9, seed=i))
     p.write(heap, pages=range(0, 1536, 5))
     marked = engine(sc, policy=policy)
-    from cowbench import engine as engine_module
-    monkeypatch.setattr(engine_module, "_touch_marks",
-                        lambda ranges: dict(seen=np.zeros(0, np.uint8), seen_ranges=np.zeros(0, np.uint8)))
+    from cowbench._engine import machine
+    dims = machine._dims
+    monkeypatch.setattr(machine, "_dims", lambda prog, frame_max: {**dims(prog, frame_max), "marks": 0,
+                                                                   "marked_ranges": 0})
     in_order = engine(sc, policy=policy)
     assert in_order.state_nbytes()["seen"] == 0 < marked.state_nbytes()["seen"]
     assert_same(marked, in_order, sc)

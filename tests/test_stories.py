@@ -1,4 +1,4 @@
-"""One short story per rule of docs/semantics.md and DESIGN.md's "Linux semantics".
+"""One short story per rule of docs/semantics.md (the Linux semantics the engine reproduces).
 
 Every story runs twice, on the jitted engine and on the reference simulator (the
 `simulate` fixture of conftest.py). The expected numbers are derived from the

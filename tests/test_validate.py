@@ -1,6 +1,6 @@
 """`cowbench validate`: the simulator against this machine's kernel.
 
-Runs every validation scenario as real processes (cowbench/kernel.py) and in
+Runs every validation scenario as real processes (cowbench/real/) and in
 the simulator, and requires them to agree. Skipped only where the kernel side
 cannot measure at all: no readable /proc/self/pagemap (not Linux, or a
 sandbox hiding it). Without root the PFNs read as 0, and copies/reuses/zero
@@ -15,10 +15,11 @@ import os
 
 import pytest
 
-from cowbench import kernel, validate
+from cowbench import real
+from cowbench.real import validate
 from cowbench.scenario import Scenario
 
-_OK, _WHY = kernel.pagemap_readable()
+_OK, _WHY = real.pagemap_readable()
 pytestmark = pytest.mark.skipif(
     not _OK, reason=f"cowbench validate needs /proc/self/pagemap to measure real processes: {_WHY}")
 
@@ -55,12 +56,12 @@ def test_simulator_matches_kernel(table, name):
 
 # --- the kernel side on its own: facts observed on Linux 6.x -------------
 def _rows(sc):
-    df = kernel.run_real(sc)
+    df = real.run_real(sc)
     return {r["name"]: r for _, r in df.iterrows()}
 
 
 def test_run_real_columns():
-    df = kernel.run_real(validate.cow_child_writes_k())
+    df = real.run_real(validate.cow_child_writes_k())
     for col in ("pid", "name", "state", "reason", "minor_faults", "rss_pages", "pss_pages", "uss_pages",
                 "shared_pages"):
         assert col in df.columns
@@ -69,7 +70,7 @@ def test_run_real_columns():
 
 def test_run_real_cow_and_reuse():
     r = _rows(validate.reuse_after_child_exit())
-    n, k = validate.N, validate.K
+    n, k = validate.N, validate.CHILD_WRITES
     assert r["kid"]["state"] == "exited"
     assert r["kid"]["minor_faults"] == k
     assert (r["kid"]["rss_pages"], r["kid"]["uss_pages"], r["kid"]["shared_pages"]) == (n, k, n - k)
@@ -90,7 +91,7 @@ def test_run_real_zero_page_and_segv():
 
 def test_run_real_vfork_copies_nothing():
     r = _rows(validate.vfork_exec())
-    n, k = validate.N, validate.K
+    n, k = validate.N, validate.CHILD_WRITES
     assert r["kid"]["minor_faults"] == n // 2 + 100       # zero-page reads in the parent's mm, then its own region
     assert r["root"]["minor_faults"] == n                 # n/2 first writes, n/2 zero-page upgrades, none for COW
     assert r["kid2"]["state"] == "exited"
@@ -103,9 +104,9 @@ def test_main_prints_one_line_per_scenario_and_exit_status(capsys, monkeypatch):
     assert len(lines) == 2 and all(ln.endswith("match") and "sim:" in ln and "kernel:" in ln for ln in lines)
 
     # A wrong simulator must be caught: exit status 1 and a MISMATCH line.
-    from cowbench import engine
+    from cowbench import simulator
 
-    real_simulate = engine.simulate
+    real_simulate = simulator.simulate
 
     def off_by_one(sc, **kw):
         res = real_simulate(sc, **kw)
@@ -116,14 +117,14 @@ def test_main_prints_one_line_per_scenario_and_exit_status(capsys, monkeypatch):
             processes = df
         return R()
 
-    monkeypatch.setattr(engine, "simulate", off_by_one)
+    monkeypatch.setattr(simulator, "simulate", off_by_one)
     assert validate.main(["cow_child_writes_k"]) == 1
     out = capsys.readouterr().out
     assert "MISMATCH (kid.minor_faults 301!=300)" in out
 
 
-_THP_OK, _THP_WHY = kernel.thp_usable() if _OK else (False, _WHY)
-_PINS_OK, _PINS_WHY = kernel.pins_usable() if _OK else (False, _WHY)
+_THP_OK, _THP_WHY = real.thp_usable() if _OK else (False, _WHY)
+_PINS_OK, _PINS_WHY = real.pins_usable() if _OK else (False, _WHY)
 
 
 @pytest.mark.skipif(not _THP_OK, reason=f"THP: {_THP_WHY}")
@@ -153,7 +154,7 @@ def test_run_real_pins_copy_at_fork():
 
 
 def test_skipped_scenarios_are_reported_not_failed(monkeypatch, capsys):
-    monkeypatch.setattr(kernel, "thp_usable", lambda: (False, "no huge pages here"))
+    monkeypatch.setattr(real, "thp_usable", lambda: (False, "no huge pages here"))
     df = validate.validate(["thp_first_touch", "cow_child_writes_k"])
     got = df.groupby("scenario", sort=False)["skipped"].first().to_dict()
     assert got == {"thp_first_touch": "no huge pages here", "cow_child_writes_k": ""}

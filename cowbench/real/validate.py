@@ -1,12 +1,12 @@
 """`cowbench validate`: the simulator against the real kernel, scenario by scenario.
 
 Every scenario below is a small `cb.Scenario` (about 4 MiB) that exercises one
-rule of DESIGN.md's "Linux semantics". `validate()` runs each one twice: by the
+rule of docs/semantics.md. `validate()` runs each one twice: by the
 simulator (`cb.simulate(sc, policy="cow")`) and as real processes on this
-kernel (`cowbench.kernel.run_real`), and compares, process by process, the
+kernel (`cowbench.real.run_real`), and compares, process by process, the
 columns both sides measure. The kernel is the ground truth: a MISMATCH means
 the simulator is wrong (or the scenario asks the kernel something run_real
-cannot emulate; see cowbench/kernel.py).
+cannot emulate; see cowbench/real/coordinator.py).
 
     cowbench validate                 # all scenarios, exit status 1 on any mismatch
     cowbench validate --list
@@ -22,12 +22,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from .scenario import Scenario
+from ..columns import by_name
+from ..scenario import Scenario
+from .coordinator import THP_COLUMNS
 
-__all__ = ["SCENARIOS", "COMPARED", "KNOWN_DISAGREEMENTS", "validate", "main"]
+__all__ = ["SCENARIOS", "COMPARED", "KNOWN_DISAGREEMENTS", "validate", "not_compared", "main"]
 
 N = 1000            # pages per region: 4 MB with 4 KiB pages, not a 2 MiB multiple
-K = 300             # pages a child writes
+CHILD_WRITES = 300  # pages a child writes
 HUGE = 512          # pages per 2 MiB huge page
 PHYS = "256MiB"
 
@@ -38,6 +40,8 @@ PHYS = "256MiB"
 COMPARED = ["state", "reason", "minor_faults", "rss_pages", "pss_pages", "uss_pages", "shared_pages",
             "zero_fills", "cow_copies", "cow_reuses", "fork_ptes_copied", "fork_pages_copied",
             "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits"]
+assert all(by_name(c) for c in COMPARED)          # every one a column of the registry
+PFN_COLUMNS = ["zero_fills", "cow_copies", "cow_reuses", "fork_pages_copied"]
 THP_SHOWN = ["anon_huge_pages", "thp_splits", "thp_fault_alloc", "thp_copies", "fork_pmds_copied"]
 
 # Scenarios where this kernel (Linux 6.18) was seen to disagree with the rules of
@@ -67,14 +71,14 @@ def zero_page_read_then_write() -> Scenario:
 
 
 def cow_child_writes_k() -> Scenario:
-    """fork, the child writes K of N shared pages: K faults, K copies; its private
-    pages grow by K, its shared pages are N - K."""
+    """fork, the child writes CHILD_WRITES of N shared pages: CHILD_WRITES faults, CHILD_WRITES copies; its private
+    pages grow by CHILD_WRITES, its shared pages are N - CHILD_WRITES."""
     sc = _sc()
     root = sc.spawn("root")
     heap = root.mmap("heap", N * 4096)
     root.write(heap)
     kid = root.fork("kid")
-    kid.write(heap, pages=range(0, K))
+    kid.write(heap, pages=range(0, CHILD_WRITES))
     return sc
 
 
@@ -86,7 +90,7 @@ def reuse_after_child_exit() -> Scenario:
     heap = root.mmap("heap", N * 4096)
     root.write(heap)
     kid = root.fork("kid")
-    kid.write(heap, pages=range(0, K))
+    kid.write(heap, pages=range(0, CHILD_WRITES))
     kid.exit()
     root.write(heap)
     return sc
@@ -124,9 +128,9 @@ def zero_page_fork() -> Scenario:
     kid = root.fork("kid")
     kid.read(untouched)
     kid.read(mixed)
-    kid.write(untouched, pages=range(0, K))
-    kid.write(mixed, pages=range(1, K))
-    root.write(untouched, pages=range(0, K))
+    kid.write(untouched, pages=range(0, CHILD_WRITES))
+    kid.write(mixed, pages=range(1, CHILD_WRITES))
+    root.write(untouched, pages=range(0, CHILD_WRITES))
     return sc
 
 
@@ -169,7 +173,7 @@ def dontfork_segv() -> Scenario:
     root.write(secret)
     root.madvise(secret, "dontfork")
     kid = root.fork("kid")
-    kid.write(heap, pages=range(0, K))
+    kid.write(heap, pages=range(0, CHILD_WRITES))
     kid.read(secret, pages=range(0, 1))
     kid2 = root.fork("kid2")            # still dontfork: kid2 is fine until it touches
     kid2.read(heap)
@@ -190,7 +194,7 @@ def wipeonfork_grandchild() -> Scenario:
     root.madvise(heap, "wipeonfork")
     kid = root.fork("kid")
     kid.read(heap)
-    kid.write(heap, pages=range(0, K))
+    kid.write(heap, pages=range(0, CHILD_WRITES))
     grandkid = kid.fork("grandkid")
     grandkid.read(heap)
     root.madvise(heap, "keeponfork")
@@ -227,7 +231,7 @@ def vfork_exec() -> Scenario:
     heap = root.mmap("heap", N * 4096)
     root.write(heap, pages=range(0, N // 2))
     kid = root.vfork("kid")
-    kid.write(heap, pages=range(0, K))             # already writable: no faults
+    kid.write(heap, pages=range(0, CHILD_WRITES))             # already writable: no faults
     kid.read(heap, pages=range(N // 2, N))         # zero page, in the shared mm
     kid.exec()
     own = kid.mmap("own", 100 * 4096)
@@ -247,8 +251,8 @@ def pss_three_sharers() -> Scenario:
     root.write(heap)
     a = root.fork("a")
     b = root.fork("b")
-    a.write(heap, pages=range(0, K))
-    b.write(heap, pages=range(K // 2, K + K // 2))
+    a.write(heap, pages=range(0, CHILD_WRITES))
+    b.write(heap, pages=range(CHILD_WRITES // 2, CHILD_WRITES + CHILD_WRITES // 2))
     return sc
 
 
@@ -260,7 +264,7 @@ def exec_after_fork() -> Scenario:
     heap = root.mmap("heap", N * 4096)
     root.write(heap)
     kid = root.fork("kid")
-    kid.write(heap, pages=range(0, K))
+    kid.write(heap, pages=range(0, CHILD_WRITES))
     kid.exec()
     own = kid.mmap("own", 200 * 4096)
     kid.write(own)
@@ -316,7 +320,7 @@ def cow_random_pattern() -> Scenario:
     """Touch patterns: the child writes 2000 uniformly drawn pages (repeats
     included) and reads a zipf sample; only the first write to each distinct
     page faults (and copies)."""
-    from .patterns import uniform, zipf
+    from ..patterns import uniform, zipf
 
     sc = _sc()
     root = sc.spawn("root")
@@ -487,7 +491,7 @@ SCENARIOS = {f.__name__: f for f in (
 def needs(sc: Scenario) -> list[str]:
     """What a scenario needs from the host besides pagemap: "thp" (huge pages on
     MADV_HUGEPAGE regions) and/or "pins" (io_uring fixed buffers)."""
-    from .scenario import MADVISE, PIN
+    from .._engine.abi import MADVISE, PIN
 
     out = []
     if any(r.thp for r in sc.regions) or any(op.code == MADVISE and op.arg == "hugepage" for op in sc.ops):
@@ -533,26 +537,38 @@ def _resolve(scenarios) -> list[tuple[str, Scenario]]:
     return out
 
 
+def not_compared(kernel: pd.DataFrame) -> dict[str, str]:
+    """Columns a run_real table could not measure on this host, and why."""
+    out = {}
+    if not kernel.attrs.get("pfn_visible", True):
+        why = ("PFNs are hidden: /proc/PID/pagemap shows them to CAP_SYS_ADMIN only (run as root); pss_pages "
+               "is then smaps' and compared to within a page")
+        out.update(dict.fromkeys(PFN_COLUMNS, why))
+    if not kernel.attrs.get("huge_pmds_visible", True):
+        out.update(dict.fromkeys(THP_COLUMNS, "no PAGEMAP_SCAN ioctl (Linux >= 6.7) to tell huge PMDs from PTEs"))
+    return out
+
+
 def validate(scenarios=None) -> pd.DataFrame:
     """Run scenarios in the simulator and as real processes; one row per (scenario, process).
 
     scenarios: None (all of SCENARIOS), or a list of names, builder functions,
     (name, Scenario) pairs or Scenarios. Columns: scenario, pid, name, then
-    sim_<col> and kernel_<col> for every column in COMPARED, `match` (bool) and
-    `mismatches` (the columns that differ). `df.attrs["pfn_visible"]` says
-    whether the kernel side could read PFNs (root).
+    sim_<col> and kernel_<col> for every column in COMPARED, `match` (bool),
+    `mismatches` (the columns that differ) and `skipped` (why the kernel side
+    did not run, or empty). `df.attrs["pfn_visible"]` says whether the kernel
+    side could read PFNs (root); `df.attrs["not_compared"]` maps each column
+    it could not measure on this host to the reason.
     """
-    from . import engine
-    from .kernel import run_real
-
-    from . import kernel
+    from .. import real, simulator
 
     rows = []
     pfn_visible = True
+    uncompared: dict[str, str] = {}
     host = {}                           # need -> (ok, why), probed once
-    probes = {"thp": kernel.thp_usable, "pins": kernel.pins_usable}
+    probes = {"thp": real.thp_usable, "pins": real.pins_usable}
     for name, sc in _resolve(scenarios):
-        sim = engine.simulate(sc, policy="cow").processes.set_index("pid")
+        sim = simulator.simulate(sc, policy="cow").processes.set_index("pid")
         skipped = ""
         for need in needs(sc):
             if need not in host:
@@ -560,20 +576,21 @@ def validate(scenarios=None) -> pd.DataFrame:
             if not host[need][0]:
                 skipped = host[need][1]
                 break
-        real = None
+        kern = None
         if not skipped:
-            real = run_real(sc).set_index("pid")
-            pfn_visible &= bool(real.attrs.get("pfn_visible", True))
-            if "thp" in needs(sc) and real.attrs.get("thp_fault_fallback", 0) > 0:
+            kern = real.run_real(sc).set_index("pid")
+            pfn_visible &= bool(kern.attrs.get("pfn_visible", True))
+            uncompared.update(not_compared(kern))
+            if "thp" in needs(sc) and kern.attrs.get("thp_fault_fallback", 0) > 0:
                 skipped = ("a huge page fault fell back to 4 KiB pages during the run (vmstat thp_fault_fallback "
                            "rose): the host refused THP")
-        tol = 1e-6 if real is None or real.attrs.get("pfn_visible", True) else 1.0
+        tol = 1e-6 if kern is None or kern.attrs.get("pfn_visible", True) else 1.0
         for pid in sim.index:
             row = {"scenario": name, "pid": int(pid), "name": sim.at[pid, "name"]}
             bad = []
             for col in COMPARED:
                 a = sim.at[pid, col] if col in sim.columns else None
-                b = None if skipped else real.at[pid, col]
+                b = None if skipped else kern.at[pid, col]
                 row[f"sim_{col}"], row[f"kernel_{col}"] = a, b
                 if not skipped and a is not None and not _same(col, a, b, tol):
                     bad.append(col)
@@ -583,6 +600,7 @@ def validate(scenarios=None) -> pd.DataFrame:
             rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["pfn_visible"] = pfn_visible
+    df.attrs["not_compared"] = uncompared
     return df
 
 
@@ -644,7 +662,7 @@ def _num_or(v) -> str:
 
 
 def main(argv=None) -> int:
-    """`cowbench validate [NAME ...] [--list] [-v] [--csv PATH]`; returns the exit status."""
+    """`cowbench validate [NAME ...] [--list] [-v] [--strict] [--csv PATH]`; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="cowbench validate",
         description="Run each validation scenario in the simulator (policy cow) and as real processes on this "
@@ -654,12 +672,15 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="list the scenarios and what each checks")
     parser.add_argument("-v", "--verbose", action="store_true", help="print both tables for mismatching scenarios")
     parser.add_argument("--csv", help="write the comparison table to this CSV file")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit status 1) if any column could not be compared on this host, or any "
+                             "scenario was skipped, as well as on a mismatch")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.list:
         for name, f in SCENARIOS.items():
             print(f"{name:<28} {(f.__doc__ or '').split(chr(10))[0].strip()}")
         return 0
-    from .kernel import KernelUnavailable
+    from .coordinator import KernelUnavailable
 
     unknown = [n for n in args.names if n not in SCENARIOS]
     if unknown:
@@ -675,8 +696,9 @@ def main(argv=None) -> int:
           "THP scenarios add [anon_huge_pages/thp_splits/thp_fault_alloc/thp_copies/fork_pmds_copied]")
     for line in format_lines(df):
         print(line)
-    if not df.attrs.get("pfn_visible", True):
-        print("note: PFNs are hidden (not root): copies, reuses and zero fills not compared; pss to 1 kB")
+    missing = df.attrs.get("not_compared", {})
+    for why in dict.fromkeys(missing.values()):
+        print(f"not compared on this host: {', '.join(c for c, w in missing.items() if w == why)}: {why}")
     if args.csv:
         df.to_csv(args.csv, index=False)
     bad = df.loc[~df["match"], "scenario"].unique()
@@ -692,6 +714,9 @@ def main(argv=None) -> int:
     known = sum(1 for b in bad if b in KNOWN_DISAGREEMENTS)
     print(f"{n - len(bad)}/{n} scenarios match" + (f" ({known} of the mismatches known)" if known else "")
           + (f", {len(skipped)} skipped" if len(skipped) else "") + f" ({time.perf_counter() - t0:.1f} s)")
+    if args.strict and (missing or len(skipped)):
+        print(f"--strict: {len(missing)} column(s) not compared, {len(skipped)} scenario(s) skipped on this host")
+        return 1
     return 1 if len(bad) else 0
 
 

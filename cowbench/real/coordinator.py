@@ -1,4 +1,4 @@
-"""Run a Scenario as real processes on this Linux kernel and measure what it did.
+"""run_real(): a Scenario as real processes on this Linux kernel, and what the kernel did.
 
 `run_real(sc)` interprets the same `sc.ops` list that `simulate` runs, in order,
 with real processes: every scenario process is a real forked Python process (a
@@ -100,7 +100,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import pickle
 import signal
 import socket
 import time
@@ -108,32 +107,17 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._params import ScenarioError
-from .patterns import Pattern
-from .scenario import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PIN, READ, SPAWN, UNPIN, VFORK,
-                       WRITE, OP_NAMES, Scenario)
+from .._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, OP_NAMES, PIN, READ, SPAWN, UNPIN,
+                           VFORK, WRITE)
+from .._params import ScenarioError
+from ..scenario import Scenario
+from .libc import (ADVICE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PR_GET_CHILD_SUBREAPER,
+                   PR_SET_CHILD_SUBREAPER, PROT_NONE, PROT_READ, PROT_WRITE, PROTS, libc, map_anon)
+from .procfs import (HUGE, HUGE_PAGES, PAGE_SIZE, PMD_ANON, PMD_NONE, PMD_ZERO, page_values, pagemap_readable,
+                     pmd_states, vmstat)
+from .worker import WorkerEnv, op_pages, recv, send, worker_main
 
-__all__ = ["run_real", "pagemap_readable", "thp_usable", "pins_usable", "KernelUnavailable", "COLUMNS"]
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-_HUGE = 2 << 20
-
-PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
-MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
-MADV_DONTFORK, MADV_DOFORK, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_WIPEONFORK, MADV_KEEPONFORK = 10, 11, 14, 15, 18, 19
-PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
-
-PROTS = {"none": PROT_NONE, "r": PROT_READ, "rw": PROT_READ | PROT_WRITE,
-         "rx": PROT_READ | PROT_EXEC, "rwx": PROT_READ | PROT_WRITE | PROT_EXEC}
-ADVICE = {"dontfork": MADV_DONTFORK, "dofork": MADV_DOFORK,
-          "wipeonfork": MADV_WIPEONFORK, "keeponfork": MADV_KEEPONFORK,
-          "hugepage": MADV_HUGEPAGE, "nohugepage": MADV_NOHUGEPAGE}
-HUGE_PAGES = _HUGE // PAGE_SIZE     # subpages of a PMD-sized huge page (512)
-
-# PAGEMAP_SCAN (Linux >= 6.7): which 2 MiB ranges are mapped by a huge PMD.
-PAGE_IS_PRESENT, PAGE_IS_PFNZERO, PAGE_IS_HUGE = 1 << 3, 1 << 5, 1 << 6
-PMD_NONE, PMD_ZERO, PMD_ANON = 0, 1, 2     # per 2 MiB range: PTEs (or nothing), huge zero page, anonymous THP
-KPF_ZERO_PAGE = 1 << 24
+__all__ = ["run_real", "KernelUnavailable", "COLUMNS"]
 
 COLUMNS = ["pid", "name", "parent", "state", "reason", "minor_faults", "zero_fills", "cow_copies",
            "cow_reuses", "rss_pages", "pss_pages", "uss_pages", "shared_pages", "fork_ptes_copied",
@@ -147,385 +131,6 @@ class KernelUnavailable(RuntimeError):
     """This host cannot run scenarios as real processes (no /proc/PID/pagemap, other page size...)."""
 
 
-# --------------------------------------------------------------------------- libc
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-_MAP_FAILED = ctypes.c_void_p(-1).value
-
-
-class _Timeval(ctypes.Structure):
-    _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long)]
-
-
-class _Rusage(ctypes.Structure):
-    _fields_ = [("utime", _Timeval), ("stime", _Timeval)] + [
-        (n, ctypes.c_long) for n in ("maxrss", "ixrss", "idrss", "isrss", "minflt", "majflt", "nswap",
-                                     "inblock", "oublock", "msgsnd", "msgrcv", "nsignals", "nvcsw", "nivcsw")]
-
-
-def _errcheck(ret, what: str) -> None:
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"{what}: {os.strerror(e)}")
-
-
-def _map(addr: int, length: int, prot: int, flags: int) -> int:
-    got = _libc.mmap(addr, length, prot, flags, -1, 0)
-    if got in (None, _MAP_FAILED):
-        e = ctypes.get_errno()
-        raise OSError(e, f"mmap({addr:#x}, {length}): {os.strerror(e)}")
-    return got
-
-
-def _reserve(addr: int, length: int) -> None:
-    """(Re)place a PROT_NONE reservation over [addr, addr+length)."""
-    _map(addr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED)
-
-
-def pagemap_readable() -> tuple[bool, str]:
-    """Whether /proc/self/pagemap can be read here, and why not if it cannot."""
-    try:
-        with open("/proc/self/pagemap", "rb") as f:
-            f.seek((id(f) // PAGE_SIZE) * 8)
-            if len(f.read(8)) != 8:
-                return False, "/proc/self/pagemap returned no data"
-    except OSError as e:
-        return False, f"/proc/self/pagemap cannot be read: {e}"
-    return True, ""
-
-
-class _PmScanArg(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in (
-        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages", "category_inverted",
-        "category_mask", "category_anyof_mask", "return_mask")]
-
-
-class _PageRegion(ctypes.Structure):
-    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
-
-
-PAGEMAP_SCAN = (3 << 30) | (ctypes.sizeof(_PmScanArg) << 16) | (ord("f") << 8) | 16     # _IOWR('f', 16, ...)
-
-
-def _pmd_states(pid: int, addr: int, npages: int) -> np.ndarray:
-    """PMD_NONE / PMD_ZERO / PMD_ANON for each whole 2 MiB range of [addr, addr + npages pages)
-    in process pid (addr 2 MiB-aligned), read with the PAGEMAP_SCAN ioctl: PAGE_IS_HUGE is
-    reported for PMD-mapped ranges only, so a split huge page (PTE-mapped) reads PMD_NONE."""
-    n = npages // HUGE_PAGES
-    out = np.zeros(n, dtype=np.int8)
-    if n == 0:
-        return out
-    vec = (_PageRegion * n)()
-    arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), start=addr, end=addr + n * _HUGE, vec=ctypes.addressof(vec),
-                     vec_len=n, category_anyof_mask=PAGE_IS_HUGE, return_mask=PAGE_IS_HUGE | PAGE_IS_PFNZERO)
-    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
-    try:
-        got = _libc.ioctl(fd, PAGEMAP_SCAN, ctypes.byref(arg))
-        if got < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"ioctl(PAGEMAP_SCAN): {os.strerror(e)}")
-    finally:
-        os.close(fd)
-    for i in range(got):
-        lo, hi = (vec[i].start - addr) // _HUGE, (vec[i].end - addr) // _HUGE
-        out[lo:hi] = PMD_ZERO if vec[i].categories & PAGE_IS_PFNZERO else PMD_ANON
-    return out
-
-
-def _vmstat(*keys: str) -> dict:
-    want, out = set(keys), {}
-    with open("/proc/vmstat") as f:
-        for line in f:
-            k, _, v = line.partition(" ")
-            if k in want:
-                out[k] = int(v)
-    return out
-
-
-def thp_usable() -> tuple[bool, str]:
-    """Whether this host gives a MADV_HUGEPAGE region a 2 MiB huge page on a write fault right now,
-    and whether run_real can see it (PAGEMAP_SCAN); the reason if not."""
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            mode = f.read()
-    except OSError:
-        return False, "no /sys/kernel/mm/transparent_hugepage (kernel built without THP)"
-    if "[never]" in mode:
-        return False, "transparent huge pages are disabled (/sys/kernel/mm/transparent_hugepage/enabled: never)"
-    if PAGE_SIZE != 4096:
-        return False, f"page size {PAGE_SIZE}: the THP scenarios assume 4 KiB pages and 2 MiB PMDs"
-    base = _map(0, 2 * _HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
-    try:
-        addr = -(-base // _HUGE) * _HUGE
-        if _libc.madvise(addr, _HUGE, MADV_HUGEPAGE) != 0:
-            return False, f"madvise(MADV_HUGEPAGE) failed: {os.strerror(ctypes.get_errno())}"
-        ctypes.c_uint8.from_address(addr).value = 1
-        try:
-            st = _pmd_states(os.getpid(), addr, HUGE_PAGES)
-        except OSError as e:
-            return False, f"cannot tell huge PMDs from PTEs (PAGEMAP_SCAN needs Linux >= 6.7): {e}"
-        if st[0] != PMD_ANON:
-            return False, "the kernel refused a huge page even with MADV_HUGEPAGE (memory fragmented or THP limited)"
-    finally:
-        _libc.munmap(base, 2 * _HUGE)
-    return True, ""
-
-
-# --------------------------------------------------------------------------- worker
-class _WorkerEnv:
-    """What a worker needs; set by the coordinator before the first fork, inherited by every worker."""
-    sc: Scenario = None
-    slots: list = []            # (addr, slot_len) per region
-    scratch: int = 0            # MAP_SHARED scratch, as many pages as the largest region
-    ru0 = _Rusage()
-    ru1 = _Rusage()
-    rings: list = []            # this worker's pins: [io_uring fd, region index, pages, live mask] per pin op
-
-
-# --------------------------------------------------------------------------- pins (io_uring fixed buffers)
-SYS_IO_URING_SETUP, SYS_IO_URING_REGISTER = 425, 427            # x86-64 and arm64 (asm-generic) alike
-IORING_REGISTER_BUFFERS, IORING_UNREGISTER_BUFFERS, IORING_REGISTER_BUFFERS_UPDATE = 0, 1, 16
-_libc.syscall.restype = ctypes.c_long
-
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _RsrcUpdate2(ctypes.Structure):
-    _fields_ = [("offset", ctypes.c_uint32), ("resv", ctypes.c_uint32), ("data", ctypes.c_uint64),
-                ("tags", ctypes.c_uint64), ("nr", ctypes.c_uint32), ("resv2", ctypes.c_uint32)]
-
-
-def _ring_register(fd: int, opcode: int, arg, nr: int) -> int:
-    got = _libc.syscall(SYS_IO_URING_REGISTER, ctypes.c_uint(fd), ctypes.c_uint(opcode), arg, ctypes.c_uint(nr))
-    return 0 if got >= 0 else ctypes.get_errno()
-
-
-def _pin(region: int, addr: int, pages: list) -> tuple[int, int]:
-    """Pin `pages` of the region at addr as io_uring fixed buffers, one page per buffer
-    (io_sqe_buffer_register: pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)). Returns
-    (minor faults charged to this task during the registration, errno or 0)."""
-    params = ctypes.create_string_buffer(120)                   # struct io_uring_params
-    fd = _libc.syscall(SYS_IO_URING_SETUP, ctypes.c_uint(4), params)
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"io_uring_setup: {os.strerror(e)}")
-    iov = (_Iovec * len(pages))(*[_Iovec(addr + p * PAGE_SIZE, PAGE_SIZE) for p in pages])
-    gr, sc, r0, r1 = _libc.getrusage, _libc.syscall, ctypes.byref(_WorkerEnv.ru0), ctypes.byref(_WorkerEnv.ru1)
-    ru0, ru1 = _WorkerEnv.ru0, _WorkerEnv.ru1
-    nr, op = ctypes.c_uint(len(pages)), ctypes.c_uint(IORING_REGISTER_BUFFERS)
-    good = (SYS_IO_URING_REGISTER, ctypes.c_uint(fd), op, iov, nr)
-    bad = (SYS_IO_URING_REGISTER, ctypes.c_uint(0xFFFFFFFF), op, iov, nr)     # EBADF: nothing happens
-    # Warm-up: the very same call path on a bad fd, so that the interpreter's own
-    # (copy-on-write) faults land before the measured window; the last one is the baseline.
-    for _ in range(3):
-        gr(0, r0)
-        sc(*bad)
-        gr(0, r1)
-    base = ru1.minflt - ru0.minflt
-    gr(0, r0)
-    got = sc(*good)
-    gr(0, r1)
-    err = 0 if got >= 0 else ctypes.get_errno()
-    faults = ru1.minflt - ru0.minflt - base
-    if err:
-        os.close(fd)
-    else:
-        _WorkerEnv.rings.append([fd, region, np.asarray(pages, dtype=np.int64), np.ones(len(pages), dtype=bool)])
-    return faults, err
-
-
-def _unpin(region: int, pages) -> None:
-    """Drop this worker's pins on `pages` of `region` (None: all): each buffer slot is replaced
-    by an empty one (IORING_REGISTER_BUFFERS_UPDATE), which unpins its page at once."""
-    empty = (_Iovec * 1)(_Iovec(None, 0))
-    for ring in _WorkerEnv.rings:
-        fd, reg, pinned, live = ring
-        if reg != region:
-            continue
-        hit = live & (np.isin(pinned, pages) if pages is not None else True)
-        for k in np.flatnonzero(hit).tolist():
-            upd = _RsrcUpdate2(offset=k, data=ctypes.addressof(empty), nr=1)
-            err = _ring_register(fd, IORING_REGISTER_BUFFERS_UPDATE, ctypes.byref(upd), ctypes.sizeof(upd))
-            if err:
-                raise OSError(err, f"io_uring_register(BUFFERS_UPDATE): {os.strerror(err)}")
-            live[k] = False
-    _WorkerEnv.rings = [r for r in _WorkerEnv.rings if r[3].any() or os.close(r[0])]
-
-
-def pins_usable() -> tuple[bool, str]:
-    """Whether this process can pin pages as io_uring fixed buffers (run_real's pin/unpin); why not if not."""
-    params = ctypes.create_string_buffer(120)
-    fd = _libc.syscall(SYS_IO_URING_SETUP, ctypes.c_uint(4), params)
-    if fd < 0:
-        e = ctypes.get_errno()
-        return False, (f"io_uring_setup failed ({os.strerror(e)}): run_real pins pages as io_uring fixed buffers "
-                       "(see /proc/sys/kernel/io_uring_disabled)")
-    try:
-        buf = ctypes.create_string_buffer(PAGE_SIZE)
-        iov = (_Iovec * 1)(_Iovec(ctypes.addressof(buf), PAGE_SIZE))
-        err = _ring_register(fd, IORING_REGISTER_BUFFERS, iov, 1)
-        if err:
-            return False, f"io_uring_register(IORING_REGISTER_BUFFERS) failed: {os.strerror(err)}"
-    finally:
-        os.close(fd)
-    return True, ""
-
-
-def _drop_rings(unregister: bool) -> None:
-    """Close this worker's rings; unregister their buffers first (unpinning synchronously) when
-    the pins are ours, and just close them in a freshly forked child, whose fds are inherited."""
-    for fd, *_ in _WorkerEnv.rings:
-        if unregister:
-            _ring_register(fd, IORING_UNREGISTER_BUFFERS, None, 0)
-        os.close(fd)
-    _WorkerEnv.rings = []
-
-
-def _loop_write(p, offs, val):
-    gr, r0, r1 = _libc.getrusage, ctypes.byref(_WorkerEnv.ru0), ctypes.byref(_WorkerEnv.ru1)
-    gr(0, r0)
-    for o in offs:
-        p[o] = val
-    gr(0, r1)
-    return _WorkerEnv.ru1.minflt - _WorkerEnv.ru0.minflt
-
-
-def _loop_read(p, offs, val):
-    gr, r0, r1 = _libc.getrusage, ctypes.byref(_WorkerEnv.ru0), ctypes.byref(_WorkerEnv.ru1)
-    gr(0, r0)
-    for o in offs:
-        p[o]
-    gr(0, r1)
-    return _WorkerEnv.ru1.minflt - _WorkerEnv.ru0.minflt
-
-
-def _touch(addr: int, pages: np.ndarray, write: bool, val: int) -> tuple[int, int]:
-    """Touch one byte at the start of each page; return (faults - baseline, baseline)."""
-    loop = _loop_write if write else _loop_read
-    offs = (pages.astype(np.int64) * PAGE_SIZE).tolist()
-    p = ctypes.cast(addr, ctypes.POINTER(ctypes.c_uint8))
-    s = ctypes.cast(_WorkerEnv.scratch, ctypes.POINTER(ctypes.c_uint8))
-    # Warm-up: the same loop over the same list on shared scratch memory, so that
-    # the interpreter's own first-touch/COW faults happen before the measurement.
-    loop(s, offs, val)
-    loop(s, offs, val)
-    base = loop(p, [], val)
-    return loop(p, offs, val) - base, base
-
-
-def _send(sock: socket.socket, msg, fds=()) -> None:
-    data = pickle.dumps(msg)
-    if fds:
-        socket.send_fds(sock, [data], list(fds))
-    else:
-        sock.sendall(data)
-
-
-def _recv(sock: socket.socket):
-    """One message (SOCK_SEQPACKET keeps boundaries), or None at EOF."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
-    if not data:
-        return None, []
-    return pickle.loads(data), fds
-
-
-def _worker_setup() -> None:
-    import faulthandler
-    import resource
-
-    faulthandler.disable()                  # pytest enables it; a SIGSEGV must just kill us
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def _worker_main(sock: socket.socket) -> None:
-    """Serve commands until told to exit; never returns."""
-    code = 0
-    try:
-        _worker_setup()
-        _send(sock, ("ready", os.getpid()))
-        while True:
-            msg, fds = _recv(sock)
-            if msg is None:
-                break
-            cmd = msg[0]
-            try:
-                if cmd == "touch":
-                    _, i, addr, write, val = msg
-                    op = _WorkerEnv.sc.ops[i]
-                    pages = _op_pages(_WorkerEnv.sc, op)
-                    _send(sock, ("ok", _touch(addr, pages, write, val)))
-                elif cmd == "mmap":
-                    _, addr, length, prot, shared, advice, thp = msg
-                    flags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
-                    _map(addr, length, prot, flags)
-                    huge = MADV_HUGEPAGE if thp else MADV_NOHUGEPAGE
-                    _errcheck(_libc.madvise(addr, length, huge), f"madvise({huge})")
-                    if advice is not None:
-                        _errcheck(_libc.madvise(addr, length, advice), f"madvise({advice})")
-                    _send(sock, ("ok", None))
-                elif cmd == "munmap":
-                    for addr, length in msg[1]:
-                        _errcheck(_libc.munmap(addr, length), "munmap")
-                        _reserve(addr, length)
-                    _send(sock, ("ok", None))
-                elif cmd == "mprotect":
-                    _, addr, length, prot = msg
-                    _errcheck(_libc.mprotect(addr, length, prot), "mprotect")
-                    _send(sock, ("ok", None))
-                elif cmd == "madvise":
-                    _, addr, length, advice = msg
-                    _errcheck(_libc.madvise(addr, length, advice), "madvise")
-                    _send(sock, ("ok", None))
-                elif cmd == "fork":
-                    child_sock = socket.socket(fileno=fds[0])
-                    pid = os.fork()
-                    if pid == 0:
-                        sock.close()
-                        sock = child_sock
-                        _drop_rings(False)          # the parent's pins stay the parent's
-                        _send(sock, ("ready", os.getpid()))
-                        continue
-                    child_sock.close()
-                    _send(sock, ("ok", pid))
-                elif cmd == "pin":
-                    _, region, addr, pages = msg
-                    _send(sock, ("ok", _pin(region, addr, pages)))
-                elif cmd == "unpin":
-                    _, region, pages = msg
-                    _unpin(region, pages)
-                    _send(sock, ("ok", None))
-                elif cmd == "exit":
-                    _drop_rings(True)               # as io_uring's teardown at exit, but synchronously
-                    break
-                else:
-                    _send(sock, ("error", f"unknown command {cmd!r}"))
-            except OSError as e:
-                _send(sock, ("error", f"{cmd}: {e}"))
-    except BaseException:                       # pragma: no cover - a broken pipe to a dead coordinator
-        code = 1
-    finally:
-        os._exit(code)
-
-
-def _op_pages(sc: Scenario, op) -> np.ndarray:
-    npages = sc.regions[op.region].npages
-    pages = op.pages
-    if isinstance(pages, Pattern):
-        return pages.pages(npages)
-    return np.asarray(pages, dtype=np.int64)
-
-
-# --------------------------------------------------------------------------- coordinator
 class _Worker:
     def __init__(self, pid: int, sock: socket.socket, child_of_coordinator: bool):
         self.pid = pid
@@ -536,20 +141,6 @@ class _Worker:
 
 class _Died(Exception):
     pass
-
-
-def _page_values(pid: int, slots):
-    """(present, pfn) arrays for all regions of a worker, concatenated."""
-    with open(f"/proc/{pid}/pagemap", "rb", buffering=0) as f:
-        out = []
-        for addr, npages in slots:
-            f.seek((addr // PAGE_SIZE) * 8)
-            data = f.read(8 * npages)
-            out.append(np.frombuffer(data, dtype=np.uint64))
-    e = np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
-    present = ((e >> np.uint64(63)) & np.uint64(1)).astype(bool)
-    pfn = (e & np.uint64((1 << 55) - 1)).astype(np.int64)
-    return present, pfn
 
 
 class _Coordinator:
@@ -571,34 +162,34 @@ class _Coordinator:
     def setup(self):
         sc = self.sc
         ps = PAGE_SIZE
-        slot_lens = [-(-r.npages * ps // _HUGE) * _HUGE for r in sc.regions]
-        total = sum(slot_lens) + _HUGE * (len(slot_lens) + 2)
-        base = _map(0, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+        slot_lens = [-(-r.npages * ps // HUGE) * HUGE for r in sc.regions]
+        total = sum(slot_lens) + HUGE * (len(slot_lens) + 2)
+        base = map_anon(0, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
         self.reserve = (base, total)
-        addr = -(-base // _HUGE) * _HUGE + _HUGE
+        addr = -(-base // HUGE) * HUGE + HUGE
         slots = []
         for r, ln in zip(sc.regions, slot_lens):
             slots.append((addr, ln))
-            addr += ln + _HUGE
+            addr += ln + HUGE
         self.slots = slots
         self.region_pages = [(slots[r.index][0], r.npages) for r in sc.regions]
         big = max([r.npages for r in sc.regions] + [1])
-        self.scratch = (_map(0, big * ps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS), big * ps)
-        _WorkerEnv.sc, _WorkerEnv.slots, _WorkerEnv.scratch = sc, slots, self.scratch[0]
+        self.scratch = (map_anon(0, big * ps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS), big * ps)
+        WorkerEnv.sc, WorkerEnv.slots, WorkerEnv.scratch = sc, slots, self.scratch[0]
         # The zero page's PFN: read one never-written private page.
-        probe = _map(0, ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+        probe = map_anon(0, ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
         ctypes.c_uint8.from_address(probe).value
-        present, pfn = _page_values(os.getpid(), [(probe, 1)])
-        _libc.munmap(probe, ps)
+        present, pfn = page_values(os.getpid(), [(probe, 1)])
+        libc.munmap(probe, ps)
         self.zero_pfn = int(pfn[0])
         self.pfn_ok = bool(present[0]) and self.zero_pfn != 0
         # Huge PMDs are told from PTE-mapped pages by PAGEMAP_SCAN (Linux >= 6.7).
         try:
-            _pmd_states(os.getpid(), -(-base // _HUGE) * _HUGE, HUGE_PAGES)     # PROT_NONE reservation
+            pmd_states(os.getpid(), -(-base // HUGE) * HUGE, HUGE_PAGES)     # PROT_NONE reservation
             self.huge_ok = True
         except OSError:
             self.huge_ok = False
-        self.fallback0 = _vmstat("thp_fault_fallback").get("thp_fault_fallback", 0)
+        self.fallback0 = vmstat("thp_fault_fallback").get("thp_fault_fallback", 0)
         self.kpagecount = None
         if self.pfn_ok:
             try:
@@ -606,26 +197,26 @@ class _Coordinator:
             except OSError:
                 self.pfn_ok = False
         self.prev_subreaper = ctypes.c_int(0)
-        _libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(self.prev_subreaper), 0, 0, 0)
-        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(self.prev_subreaper), 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     def teardown(self):
         for w in list(self.workers.values()):
             if w.alive:
                 try:
-                    _send(w.sock, ("exit",))
+                    send(w.sock, ("exit",))
                     self._wait_eof(w)
                 except OSError:
                     pass
         for w in self.workers.values():
             w.sock.close()
         self._reap_all()
-        _libc.prctl(PR_SET_CHILD_SUBREAPER, self.prev_subreaper.value, 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, self.prev_subreaper.value, 0, 0, 0)
         if self.kpagecount is not None:
             os.close(self.kpagecount)
         if self.reserve:
-            _libc.munmap(*self.reserve)
-        _libc.munmap(*self.scratch)
+            libc.munmap(*self.reserve)
+        libc.munmap(*self.scratch)
 
     def _reap_all(self):
         deadline = time.monotonic() + 5
@@ -651,7 +242,7 @@ class _Coordinator:
             a.close()
             for s in others:
                 s.close()
-            _worker_main(b)
+            worker_main(b)
         b.close()
         w = _Worker(pid, a, True)
         self._hello(w)
@@ -659,7 +250,7 @@ class _Coordinator:
 
     def _fork_worker(self, host: _Worker) -> _Worker:
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        _send(host.sock, ("fork",), fds=[b.fileno()])
+        send(host.sock, ("fork",), fds=[b.fileno()])
         b.close()
         reply = self._reply(host)
         w = _Worker(reply, a, False)
@@ -668,14 +259,14 @@ class _Coordinator:
 
     def _hello(self, w: _Worker):
         w.sock.settimeout(self.timeout)
-        msg, _ = _recv(w.sock)
+        msg, _ = recv(w.sock)
         if msg is None or msg[0] != "ready":
             raise RuntimeError(f"worker {w.pid} did not start")
         w.pid = msg[1]
         self.workers[w.pid] = w
 
     def _reply(self, w: _Worker):
-        msg, _ = _recv(w.sock)
+        msg, _ = recv(w.sock)
         if msg is None:
             raise _Died()
         if msg[0] == "error":
@@ -683,13 +274,13 @@ class _Coordinator:
         return msg[1]
 
     def _call(self, w: _Worker, *msg):
-        _send(w.sock, msg)
+        send(w.sock, msg)
         return self._reply(w)
 
     def _wait_eof(self, w: _Worker):
         w.sock.settimeout(self.timeout)
         while True:
-            msg, _ = _recv(w.sock)
+            msg, _ = recv(w.sock)
             if msg is None:
                 break
         w.alive = False
@@ -725,7 +316,7 @@ class _Coordinator:
     # -- measurement -------------------------------------------------------------
     def _pfns(self, w: _Worker, regions=None):
         slots = self.region_pages if regions is None else [self.region_pages[i] for i in regions]
-        return _page_values(w.pid, slots)
+        return page_values(w.pid, slots)
 
     def _state(self, w: _Worker, regions=None):
         """(present, pfn, zero, pmds) over the regions (all by default), concatenated: zero marks
@@ -733,11 +324,11 @@ class _Coordinator:
         PMD_NONE/PMD_ZERO/PMD_ANON state of each whole 2 MiB range (all PMD_NONE without PAGEMAP_SCAN)."""
         idx = range(len(self.sc.regions)) if regions is None else regions
         slots = [self.region_pages[i] for i in idx]
-        present, pfn = _page_values(w.pid, slots)
+        present, pfn = page_values(w.pid, slots)
         zero = present & (pfn == self.zero_pfn)
         pmds, off = [], 0
         for addr, npages in slots:
-            st = _pmd_states(w.pid, addr, npages) if self.huge_ok else np.zeros(npages // HUGE_PAGES, np.int8)
+            st = pmd_states(w.pid, addr, npages) if self.huge_ok else np.zeros(npages // HUGE_PAGES, np.int8)
             for j in np.flatnonzero(st == PMD_ZERO).tolist():
                 zero[off + j * HUGE_PAGES: off + (j + 1) * HUGE_PAGES] = True
             pmds.append(st)
@@ -771,7 +362,7 @@ class _Coordinator:
         kb = PAGE_SIZE // 1024
         d = {"smaps_rss_pages": sm["Rss"] // kb, "smaps_pss_pages": sm["Pss"] / kb,
              "smaps_uss_pages": (sm["Private_Clean"] + sm["Private_Dirty"]) // kb,
-             "smaps_anon_huge_pages": sm["AnonHugePages"] // (_HUGE // 1024)}
+             "smaps_anon_huge_pages": sm["AnonHugePages"] // (HUGE // 1024)}
         d["anon_huge_pages"] = int(sum(int((st == PMD_ANON).sum()) for st in pmds)) if self.huge_ok else np.nan
         if self.pfn_ok:
             frames = pfn[present & ~zero]
@@ -824,7 +415,7 @@ class _Coordinator:
         df.attrs["pfn_visible"] = self.pfn_ok
         df.attrs["zero_pfn"] = self.zero_pfn
         df.attrs["huge_pmds_visible"] = self.huge_ok
-        df.attrs["thp_fault_fallback"] = (_vmstat("thp_fault_fallback").get("thp_fault_fallback", 0)
+        df.attrs["thp_fault_fallback"] = (vmstat("thp_fault_fallback").get("thp_fault_fallback", 0)
                                           - self.fallback0)
         return df
 
@@ -877,7 +468,7 @@ class _Coordinator:
             row["state"] = "exited"
             if pid in self.own:
                 w = self.own.pop(pid)
-                _send(w.sock, ("exit",))
+                send(w.sock, ("exit",))
                 self._wait_eof(w)               # EOF comes after exit_mm(): the mm is gone
                 self._reap(w)
             else:
@@ -919,10 +510,10 @@ class _Coordinator:
         host = self._host(pid)
         row = self.rows[pid]
         self.snap[pid] = self._snapshot(host)    # the values at death, should this touch kill
-        pages = np.unique(_op_pages(self.sc, op))
+        pages = np.unique(op_pages(self.sc, op))
         present0, pfn0, zero0, (pmd0,) = self._state(host, [r.index])
         val = (int(op.arg) % 255 + 1) if write else 0
-        split0 = _vmstat("thp_split_pmd").get("thp_split_pmd", 0)
+        split0 = vmstat("thp_split_pmd").get("thp_split_pmd", 0)
         try:
             faults, base = self._call(host, "touch", i, self.slots[r.index][0], write, val)
         except _Died:
@@ -936,7 +527,7 @@ class _Coordinator:
             self._drop_mm(pid)
             return
         self.snap.pop(pid, None)
-        row["vmstat_thp_split_pmd"] += _vmstat("thp_split_pmd").get("thp_split_pmd", 0) - split0
+        row["vmstat_thp_split_pmd"] += vmstat("thp_split_pmd").get("thp_split_pmd", 0) - split0
         row["minor_faults"] += faults
         row["baseline_faults"] += base
         present1, pfn1, zero1, (pmd1,) = self._state(host, [r.index])

@@ -355,7 +355,7 @@ def _spin(seconds: float) -> None:
 # ================================================================================ the caller
 
 def _parse_sizes(func: str, param: str, sizes) -> list[int]:
-    from ._params import ScenarioError, parse_size
+    from .._params import ScenarioError, parse_size
 
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
         raise ScenarioError(f"The {param!r} parameter of {func} must be a list of sizes; got {sizes!r}")
@@ -591,7 +591,7 @@ def _host() -> dict:
 def _fit(samples: list[dict], info: dict, plan: dict, host: dict):
     import pandas as pd
 
-    from .costs import CostModel
+    from ..costs import CostModel
 
     raw, med = _medians(samples)
     costs, rows, notes = _fit_costs(med, plan, "median_cpu_ns")
@@ -639,7 +639,7 @@ def calibrate(sizes=None, repeats=None, progress=True, *, quick=False, sparse_si
         bytes, ...); default 16, 64, 256 MiB and 1 GiB (quick: 16, 64, 256 MiB).
         At least two. Sizes that do not fit into MemAvailable are dropped (all
         stay mapped at once, and a child copies the largest).
-    repeats: rounds after one warm-up round; default 7 (quick: 5).
+    repeats: rounds after one warm-up round; default FULL_REPEATS (9), quick QUICK_REPEATS (5).
     sparse_sizes: virtual sizes of the sparse regions (one dirty page per 2 MiB);
         default 1 and 2 GiB (quick: 0.5 and 1 GiB); [] folds the table cost
         into fork_pte_ns.
@@ -652,7 +652,7 @@ def calibrate(sizes=None, repeats=None, progress=True, *, quick=False, sparse_si
     "measurements" (per-size medians), "samples" (every repetition),
     "wall_over_cpu", "wall_model", "info" and "elapsed_s".
     """
-    from ._params import ScenarioError
+    from .._params import ScenarioError
 
     _check_platform()
     t0 = time.perf_counter()
@@ -741,7 +741,7 @@ def format_report(report) -> str:
 
 
 def _warnings(report) -> list[str]:
-    from .costs import COST_FIELDS
+    from ..costs import COST_FIELDS
 
     out = []
     huge = report.attrs["info"].get("anon_huge_kib")
@@ -771,7 +771,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="rounds after the warm-up (default 9, quick 5)")
     parser.add_argument("--csv", default=None, help="also write the per-size medians to this CSV file")
     args = parser.parse_args(argv)
-    from .results import atomic_write
+    from ..fileio import atomic_write
 
     model, report = calibrate(repeats=args.repeats, quick=args.quick, progress=True)
     table = format_report(report)

@@ -1,0 +1,300 @@
+"""The fault path (mm/memory.c): do_anonymous_page, do_wp_page, do_shared_fault, handle_mm_fault.
+
+Each handler returns FAULT_OK, or FAULT_OOM when it needed a frame and found
+none; it then changed nothing, so handle_mm_fault can run the OOM killer and
+take the fault again from the start, as the kernel does after
+pagefault_out_of_memory().
+
+Next to two of the rules sit their batched forms, which touch.py runs on a
+whole 2 MiB range, or page by page on arrays held in locals: fill_range
+(do_anonymous_page's write of fresh pages) and wp_page_copy_quick and
+copy_range (wp_page_copy of a page another user of the table maps). They
+must do exactly what the rule does; tests/test_reference.py's
+test_engine_matches_reference_however_an_op_visits_its_pages checks that
+every way an op visits its pages gives the reference's run.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
+
+from .abi import (C_COW_COPIES, C_COW_REUSES, C_MINOR_FAULTS, C_ZERO_FILLS, F_FOLIO, F_MAP, F_PINS, F_TAG,
+                  FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE, OV_DENSE, PTE_E, PTE_I,
+                  PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
+from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
+from .machine import count_event
+from .mmap import count_rss, pte_alloc, set_pte
+from .oom_kill import oom_kill
+from .page_alloc import frame_alloc, frame_charge, frame_mapcount
+from .pgtable import ov_cap, ov_find, ov_put, ov_record, pte_peek, pte_write, store_tag, table_unshare
+from .pte import NO_ENTRY, pte_frame, pte_id, pte_inline, pte_is_inline, pte_make
+
+
+# --- shared mappings ---------------------------------------------------------------------------
+
+@njit(cache=True)
+def map_cached_page(m, mm, r, t, slot, f):
+    m.frame[f, F_MAP] += 1
+    writable = (m.vma[mm, r] & VM_WRITE) != 0
+    set_pte(m, mm, r, t, slot, pte_make(f, PTE_W if writable else 0))
+
+
+@njit(cache=True)
+def do_fault_around(m, mm, r, t, page):
+    """A read fault on a shared page first maps every page of its aligned 64 KiB
+    block that the page cache already holds (filemap_map_pages)."""
+    lo = page - page % FAULT_AROUND_PAGES
+    hi = min(lo + FAULT_AROUND_PAGES, m.reg_npages[r])
+    base = m.reg_shm0[r]
+    for p in range(lo, hi):
+        slot = p & (PTRS_PER_TABLE - 1)
+        f = m.shm_frame[base + p]
+        if f >= 0 and m.pt[t, slot] == 0:
+            map_cached_page(m, mm, r, t, slot, f)
+
+
+@njit(cache=True)
+def do_shared_fault(m, pid, mm, r, t, slot, page, write):
+    """First touch of a MAP_SHARED page in mm: a read first maps its cached
+    neighbours (and itself, if cached); then find or create it in the page cache."""
+    if not write:
+        do_fault_around(m, mm, r, t, page)
+        if m.pt[t, slot] != 0:
+            count_event(m, pid, C_MINOR_FAULTS)
+            return FAULT_OK
+    k = m.reg_shm0[r] + page
+    f = m.shm_frame[k]
+    if f < 0:
+        f = frame_alloc(m)
+        if f < 0:
+            return FAULT_OOM                       # the neighbours stay mapped, as in the kernel
+        count_event(m, pid, C_ZERO_FILLS)
+        m.shm_frame[k] = f
+    map_cached_page(m, mm, r, t, slot, f)
+    count_event(m, pid, C_MINOR_FAULTS)
+    return FAULT_OK
+
+
+# --- first touch of private anonymous memory ---------------------------------------------------
+
+@njit(cache=True)
+def do_anonymous_page(m, pid, mm, r, row, k, t, slot, write, tag):
+    """First touch of a private page: a read maps the zero page, a write a new
+    page holding tag (when > 0)."""
+    if not write and m.g[G_ZERO_PAGE] != 0:
+        pte_write(m, row, k, t, slot, NO_ENTRY, pte_make(0, 0))
+        count_event(m, pid, C_MINOR_FAULTS)
+        return FAULT_OK
+    if not frame_charge(m):
+        return FAULT_OOM
+    m.vma[mm, r] |= VM_ANON_VMA
+    pte_write(m, row, k, t, slot, NO_ENTRY, pte_inline(max(tag, 0), PTE_W | PTE_E))
+    count_rss(m, mm, r, 1)
+    count_event(m, pid, C_MINOR_FAULTS)
+    count_event(m, pid, C_ZERO_FILLS)
+    return FAULT_OK
+
+
+RANGE_WORDS = PTRS_PER_TABLE // 8     # a range's touch marks read as uint64 words, 8 pages a word
+
+
+@njit(cache=True, inline="always")
+def next_mark(x):
+    """Slot offset (0..7) of the lowest marked byte of the non-zero word x."""
+    return np.int64(trailing_zeros(x)) >> 3
+
+
+@njit(cache=True)
+def fill_range(pt, t, words, e):
+    """do_anonymous_page's write for every slot of the new table t marked in
+    words (a range's marks): install the fresh inline page e, clearing the
+    marks; returns how many. The caller charges the pages and counts the
+    faults, as do_anonymous_page does one at a time."""
+    q = 0
+    for w in range(RANGE_WORDS):
+        x = words[w]
+        words[w] = 0
+        while x != 0:
+            pt[t, 8 * w + next_mark(x)] = e
+            q += 1
+            x &= x - np.uint64(1)
+    return q
+
+
+# --- write-protect faults ----------------------------------------------------------------------
+
+@njit(cache=True)
+def can_reuse_anon_page(m, row, k, t, f):
+    """wp_can_reuse_anon_folio for a page that is not AnonExclusive. A small
+    page: nobody else maps or pins it. A subpage of a huge folio: the folio is
+    mapped by this address space only (all its mappings are in its 2 MiB
+    range k, in table t), more than once, and nothing pins it."""
+    fo = m.frame[f, F_FOLIO]
+    if fo < 0:
+        return m.frame[f, F_PINS] == 0 and frame_mapcount(m, f) == 1
+    if m.folio_pins[fo] > 0:
+        return False
+    total = 0
+    for s in range(PTRS_PER_TABLE):
+        g = m.folio_frames[fo, s]
+        if m.frame[g, F_FOLIO] == fo:
+            total += frame_mapcount(m, g)
+    mine = 0
+    for s in range(PTRS_PER_TABLE):
+        g = pte_id(pte_peek(m, row, k, t, s))
+        if g > 0 and m.frame[g, F_FOLIO] == fo:
+            mine += 1
+    return total > 1 and mine == total
+
+
+@njit(cache=True)
+def do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag):
+    """Write to a present, write-protected private page: reuse it or copy it;
+    the page then holds tag (when > 0)."""
+    e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
+    f = -1 if pte_is_inline(e) else pte_frame(e)
+    # The entry of a table others use too maps a frame homed right there: while
+    # another user maps it, it is shared, and the frame need not be looked at.
+    shared = oi < 0 and f > 0 and m.tab_ref[t] - m.tab_ovr[t, slot] > 1
+    if not shared and (f < 0 or (e & PTE_E) != 0 or (f != 0 and can_reuse_anon_page(m, row, k, t, f))):
+        oi = pte_write(m, row, k, t, slot, oi, e | PTE_W | PTE_E)      # wp_page_reuse
+        if tag > 0:
+            store_tag(m, row, k, slot, tag)
+        count_event(m, pid, C_MINOR_FAULTS)
+        count_event(m, pid, C_COW_REUSES)
+        return FAULT_OK
+    if not frame_charge(m):                                   # wp_page_copy
+        return FAULT_OOM
+    m.vma[mm, r] |= VM_ANON_VMA
+    data = tag if tag > 0 else (m.frame[f, F_TAG] if f != 0 else 0)
+    pte_write(m, row, k, t, slot, oi, pte_inline(data, PTE_W | PTE_E))
+    count_event(m, pid, C_MINOR_FAULTS)
+    if f == 0:
+        count_rss(m, mm, r, 1)                     # the zero page was not in RSS
+        count_event(m, pid, C_ZERO_FILLS)
+    else:
+        count_event(m, pid, C_COW_COPIES)
+    return FAULT_OK
+
+
+@njit(cache=True, inline="always")
+def must_copy(pt, tab_ovr, ref, t, slot):
+    """The entry at slot of table t, which ref users share, maps a write-protected
+    page another of them maps too: do_wp_page's copy (wp_page_copy), which
+    wp_page_copy_quick and copy_range do without it."""
+    e = pt[t, slot]
+    return e > (1 << PTE_SHIFT) and (e & (PTE_I | PTE_W)) == 0 and ref - tab_ovr[t, slot] > 1
+
+
+@njit(cache=True, inline="always")
+def copy_override(tab_ovr, tab_maxovr, t, slot):
+    """A copy's mark in the shared table t: one more user overrides slot. (must_copy
+    said another user still maps the entry, so it does not die: add_override's
+    clear_table_entry has nothing to do.)"""
+    o = tab_ovr[t, slot] + 1
+    tab_ovr[t, slot] = o
+    if o > tab_maxovr[t]:
+        tab_maxovr[t] = o
+
+
+@njit(cache=True, inline="always")
+def wp_page_copy_quick(m, row, k, t, slot, e, ov_key, ov_val, ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr):
+    """do_wp_page's copy, where must_copy holds and a page was charged: e, the
+    copy (an inline page), becomes (row, k)'s PTE at slot in its overlay, on
+    the arrays the caller holds. True when the overlay pool may have moved
+    (the caller reloads it); the caller counts the fault and the copy."""
+    c = ovc_row[k]
+    n = ovn_row[k]
+    moved = False
+    if c >= 0 and (c == OV_DENSE or n < ov_cap(c)):
+        ov_put(ov_key, ov_val, ovl_row[k], c, n, slot, e)
+        ovn_row[k] = n + 1
+    else:
+        ov_record(m, row, k, slot, e)
+        moved = True
+    copy_override(tab_ovr, tab_maxovr, t, slot)
+    return moved
+
+
+@njit(cache=True)
+def copy_range(pt, tab_ovr, tab_maxovr, ref, t, words, key, val, off, dense, e):
+    """wp_page_copy for every slot marked in words whose entry in table t (ref
+    users) must be copied: e goes to the new overlay chunk at off (dense, or
+    sorted slots), the slot gains an override and its mark is cleared; the
+    other marks stay. Returns the copies; the caller charges the pages and
+    counts the faults, as do_wp_page does one at a time."""
+    q = 0
+    for w in range(RANGE_WORDS):
+        x = words[w]
+        while x != 0:
+            low = x & (~x + np.uint64(1))
+            slot = 8 * w + next_mark(x)
+            x ^= low
+            if not must_copy(pt, tab_ovr, ref, t, slot):
+                continue
+            words[w] ^= low
+            if dense:
+                val[off + slot] = e
+            else:
+                key[off + q] = slot
+                val[off + q] = e
+            q += 1
+            copy_override(tab_ovr, tab_maxovr, t, slot)
+    return q
+
+
+# --- one fault ---------------------------------------------------------------------------------
+
+@njit(cache=True)
+def fault_once(m, pid, mm, r, page, write, tag):
+    """One touch of page of region r by pid: FAULT_OK or FAULT_OOM. A write
+    stores tag (> 0) in the page; tag -1 is a pin's write-intent fault."""
+    row = m.mm_row[mm]
+    k = m.reg_pmd0[r] + (page >> TABLE_SHIFT)
+    slot = page & (PTRS_PER_TABLE - 1)
+    t = m.pmd[row, k]
+    oi = -1
+    e = np.int32(0)
+    if t >= 0:
+        oi = ov_find(m, row, k, slot)
+        e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
+    if not write:
+        if e != 0:
+            return FAULT_OK
+    elif (e & PTE_W) != 0:
+        if tag > 0:
+            store_tag(m, row, k, slot, tag)
+        return FAULT_OK
+    if t < 0:
+        if thp_eligible(m, mm, r, page):
+            st = do_huge_pmd_anonymous_page(m, pid, mm, r, k, write)
+            if st != FAULT_FALLBACK:
+                if st == FAULT_OK and write and tag > 0:
+                    store_tag(m, row, k, slot, tag)
+                return st
+        t = pte_alloc(m, mm, row, k)
+        if t < 0:
+            return FAULT_OOM
+    elif not table_unshare(m, pid, row, k):
+        return FAULT_OOM
+    if e == 0 and m.reg_shared[r] == 0:
+        return do_anonymous_page(m, pid, mm, r, row, k, t, slot, write, tag)
+    if e == 0:
+        st = do_shared_fault(m, pid, mm, r, t, slot, page, write)
+    else:                                           # shared PTEs are never write-protected
+        if m.tab_huge[t] == 0 or do_huge_pmd_wp_page(m, pid, mm, r, t) == FAULT_FALLBACK:
+            return do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag)
+        st = FAULT_OK
+    if st == FAULT_OK and write and tag > 0:
+        store_tag(m, row, k, slot, tag)
+    return st
+
+
+@njit(cache=True)
+def handle_mm_fault(m, pid, mm, r, page, write, tag):
+    """One touch, with the OOM killer behind it. False if pid died on the way."""
+    while fault_once(m, pid, mm, r, page, write, tag) == FAULT_OOM:
+        if not oom_kill(m, pid):
+            return False
+    return True

@@ -1,0 +1,179 @@
+"""Address spaces: mapping and unmapping regions, tearing an mm down, overcommit (mm/mmap.c, mm/util.c).
+
+An address space (the kernel's mm) is a directory row (pgtable.py) plus its
+VMA flags, one byte per (mm, region): regions are laid out by simulator.py,
+each on its own 2 MiB ranges, and a mapping is a flag, not an address range
+to search.
+"""
+from __future__ import annotations
+
+from numba import njit
+
+from .abi import (F_PINS, G_COMMIT_LIMIT, G_COMMITTED, G_FRAME_MAX, G_OVERCOMMIT, G_POLICY, G_ROW_HWM,
+                  G_ROW_TOP, OVERCOMMIT_GUESS, OVERCOMMIT_NEVER, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT,
+                  VM_MAPPED, VM_WRITE, C_ENOMEM)
+from .machine import count_event, region_span
+from .page_alloc import frame_release, id_alloc, id_release, pte_alloc_one, pte_drop, pte_free
+from .pgtable import odf_leave, ov_at, ov_drop, ov_len, table_alloc, table_free, table_put
+from .pte import pte_page
+
+
+@njit(cache=True)
+def mm_init(m, mm):
+    """Give mm an empty directory row and one user."""
+    row = id_alloc(m.row_free, m.g, G_ROW_TOP, G_ROW_HWM)
+    m.pmd[row, :] = -1
+    m.ovc[row, :] = -1
+    m.ovn[row, :] = 0
+    if m.g[G_POLICY] == POLICY_ODF:
+        m.odfg[row, :] = -1
+    m.mm_row[mm] = row
+    m.mm_users[mm] = 1
+    m.mm_tables[mm] = 0
+    m.mm_rss[mm, :] = 0
+    m.vma[mm, :] = 0
+
+
+@njit(cache=True, inline="always")
+def count_rss(m, mm, r, pages):
+    """mm maps `pages` more pages (other than the zero page) in region r."""
+    m.mm_rss[mm, r] += pages
+
+
+@njit(cache=True)
+def mm_rss_total(m, mm):
+    return m.mm_rss[mm].sum()
+
+
+@njit(cache=True)
+def pte_alloc(m, mm, row, k):
+    """The PTE table of mm covering range k, allocated on first use
+    (__pte_alloc); -1 if there is no page for it."""
+    t = m.pmd[row, k]
+    if t < 0:
+        if not pte_alloc_one(m):
+            return -1
+        t = table_alloc(m)
+        m.pmd[row, k] = t
+        m.mm_tables[mm] += 1
+    return t
+
+
+@njit(cache=True)
+def set_pte(m, mm, r, t, slot, e):
+    """Install e in an empty slot of an unshared table."""
+    m.pt[t, slot] = e
+    m.tab_count[t] += 1
+    count_rss(m, mm, r, pte_page(e))
+
+
+# --- unmapping ---------------------------------------------------------------------------------
+
+@njit(cache=True)
+def zap_table(m, mm, row, k, anon):
+    """Remove mm's PTEs in range k and its use of the table (zap_pte_range + free_pgtables)."""
+    t = m.pmd[row, k]
+    for i in range(ov_len(m, row, k)):
+        slot, j = ov_at(m, row, k, i)
+        e = m.ov_val[j]
+        if e != 0:
+            m.tab_ovr[t, slot] -= 1
+            pte_drop(m, e, anon)
+    ov_drop(m, row, k)
+    if not anon:
+        for slot in range(PTRS_PER_TABLE):     # a shared region's table: its frames are counted
+            e = m.pt[t, slot]
+            if e != 0:
+                pte_drop(m, e, anon)           # anon is False here
+        m.tab_ref[t] = 0
+        table_free(m, t)
+    else:
+        table_put(m, t)
+    m.pmd[row, k] = -1
+    m.mm_tables[mm] -= 1
+    if odf_leave(m, row, k):
+        pte_free(m)
+
+
+@njit(cache=True)
+def zap_region(m, mm, r):
+    """Remove every PTE and table of region r from mm."""
+    row = m.mm_row[mm]
+    anon = m.reg_shared[r] == 0
+    lo, hi = region_span(m, r)
+    for k in range(lo, hi):
+        if m.pmd[row, k] >= 0:
+            zap_table(m, mm, row, k, anon)
+    m.mm_rss[mm, r] = 0
+
+
+@njit(cache=True)
+def region_put(m, r):
+    """One address space fewer maps r; the last one frees a shared region's page cache."""
+    m.reg_maps[r] -= 1
+    if m.reg_maps[r] == 0 and m.reg_shared[r] != 0:
+        base = m.reg_shm0[r]
+        for k in range(base, base + m.reg_npages[r]):
+            f = m.shm_frame[k]
+            if f >= 0:
+                if m.frame[f, F_PINS] == 0:
+                    frame_release(m, f)       # a pinned page outlives the page cache
+                m.shm_frame[k] = -1
+        vm_unacct(m, m.reg_npages[r])
+
+
+@njit(cache=True)
+def unmap_region(m, mm, r):
+    """munmap(): r's PTEs and tables go, its commit charge and its mapping."""
+    zap_region(m, mm, r)
+    if (m.vma[mm, r] & VM_ACCOUNT) != 0:
+        vm_unacct(m, m.reg_npages[r])
+    m.vma[mm, r] = 0
+    region_put(m, r)
+
+
+@njit(cache=True)
+def mmput(m, mm):
+    """Drop one user of mm; the last one tears it down (exit_mmap)."""
+    m.mm_users[mm] -= 1
+    if m.mm_users[mm] > 0:
+        return
+    for r in range(m.vma.shape[1]):
+        if (m.vma[mm, r] & VM_MAPPED) != 0:
+            unmap_region(m, mm, r)
+    id_release(m.row_free, m.g, G_ROW_TOP, m.mm_row[mm])
+    m.mm_row[mm] = -1
+
+
+# --- overcommit accounting (mm/util.c __vm_enough_memory) ----------------------------------------
+
+@njit(cache=True)
+def vm_enough_memory(m, pages):
+    """Charge pages to the commit if the overcommit mode allows it."""
+    g = m.g
+    mode = g[G_OVERCOMMIT]
+    if mode == OVERCOMMIT_GUESS and pages > g[G_FRAME_MAX]:
+        return False                     # more than all of RAM (and there is no swap)
+    if mode == OVERCOMMIT_NEVER and g[G_COMMITTED] + pages > g[G_COMMIT_LIMIT]:
+        return False
+    g[G_COMMITTED] += pages
+    return True
+
+
+@njit(cache=True)
+def vm_unacct(m, pages):
+    m.g[G_COMMITTED] -= pages
+
+
+@njit(cache=True)
+def do_mmap(m, pid, mm, r, flags):
+    """mmap(): private writable and shared regions are charged to the commit."""
+    shared = m.reg_shared[r] != 0
+    if shared or (flags & VM_WRITE) != 0:
+        if not vm_enough_memory(m, m.reg_npages[r]):
+            count_event(m, pid, C_ENOMEM)
+            return
+        if not shared:
+            flags |= VM_ACCOUNT          # shmem charges the object instead, once
+    m.vma[mm, r] = flags
+    m.reg_maps[r] += 1

@@ -1,0 +1,167 @@
+"""What /proc/PID/smaps_rollup would say of an address space, and what its pages hold (fs/proc/task_mmu.c).
+
+Rss counts present pages but the zero page; Pss adds 1/mapcount per page;
+USS (smem's name) counts the pages mapped once. A table many address spaces
+share is summed once per G_EPOCH (callers bump it before a batch of
+mm_smaps), and each sharer adds only what its overlay changes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .abi import (C_ANON_HUGE, C_PTE_PAGES, C_RSS, C_USS, G_EPOCH, OV_DENSE, P_RUNNING, P_SUSPENDED, PTE_I,
+                  PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
+from .machine import region_span
+from .page_alloc import frame_mapcount
+from .pgtable import directory_of, pte_peek, pte_tag_of
+from .pte import pte_frame, pte_is_inline
+
+
+@njit(cache=True)
+def pte_weight(m, e):
+    """(rss, pss, uss) one PTE contributes to its address space."""
+    if e == 0:
+        return 0, 0.0, 0
+    if pte_is_inline(e):
+        return 1, 1.0, 1
+    f = pte_frame(e)
+    if f == 0:
+        return 0, 0.0, 0
+    n = frame_mapcount(m, f)
+    return 1, 1.0 / n, 1 if n == 1 else 0
+
+
+@njit(cache=True)
+def table_weights(m, t):
+    """smaps of table t's own entries, summed once per G_EPOCH (a table a
+    thousand address spaces share is added up once, not a thousand times),
+    and each entry's pss share kept in tab_w for the users that override it."""
+    if m.tab_epoch[t] == m.g[G_EPOCH]:
+        return
+    rss = 0
+    uss = 0
+    pss = 0.0
+    w = m.tab_w[t]
+    w[:] = -1.0
+    if m.tab_count[t] > 0:
+        for slot in range(PTRS_PER_TABLE):
+            a, p, u = pte_weight(m, m.pt[t, slot])
+            if a != 0:
+                w[slot] = p
+            rss += a
+            pss += p
+            uss += u
+    m.tab_rss[t], m.tab_uss[t], m.tab_pss[t] = rss, uss, pss
+    m.tab_epoch[t] = m.g[G_EPOCH]
+
+
+@njit(cache=True, inline="always")
+def overlay_weights(m, key, val, tab_w, t, off, n, dense):
+    """(rss, pss, uss) an overlay (n positions at off) changes its table t's
+    by: each of its PTEs replaces the table's at its slot, whose pss share is
+    tab_w[t, slot] (-1: no page). The loop is branch-free (a dense overlay's
+    empty slots come at random: a branch on them would mostly be mispredicted)
+    and calls nothing; PTEs with a frame id, rare, are weighed in a second one."""
+    replaced = unique = inline = framed = 0
+    gone = 0.0
+    base = np.uint64(off)                   # unsigned indices: no wraparound checks
+    for i in range(n):
+        e = val[base + np.uint64(i)]
+        p = tab_w[t, i if dense else np.int64(key[base + np.uint64(i)])]
+        has = (e != 0) & (p >= 0.0)
+        replaced += has
+        unique += has & (p == 1.0)
+        gone += p * has
+        mine = (e & PTE_I) != 0
+        inline += mine
+        framed += (e != 0) & (not mine)
+    rss = uss = 0
+    own = 0.0
+    for i in range(n if framed > 0 else 0):
+        e = val[off + i]
+        if e != 0 and (e & PTE_I) == 0:
+            b, q, v = pte_weight(m, e)
+            rss += b
+            own += q
+            uss += v
+    return rss + inline - replaced, (inline - gone) + own, uss + inline - unique
+
+
+@njit(cache=True)
+def mm_smaps(m, mm):
+    """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report
+    them. Callers bump G_EPOCH once before a batch of these."""
+    row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
+    tab_w = m.tab_w
+    tab_epoch = m.tab_epoch
+    tab_rss = m.tab_rss
+    tab_pss = m.tab_pss
+    tab_uss = m.tab_uss
+    tab_huge = m.tab_huge
+    epoch = m.g[G_EPOCH]
+    ov_key = m.ov_key
+    ov_val = m.ov_val
+    rss = 0
+    uss = 0
+    huge = 0
+    pss = 0.0
+    for r in range(m.vma.shape[1]):
+        if (m.vma[mm, r] & VM_MAPPED) == 0:
+            continue
+        lo, hi = region_span(m, r)
+        for k in range(lo, hi):
+            t = pmd_row[k]
+            if t < 0:
+                continue
+            if tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
+                huge += 1
+            if tab_epoch[t] != epoch:
+                table_weights(m, t)
+            rss += tab_rss[t]
+            pss += tab_pss[t]
+            uss += tab_uss[t]
+            c = ovc_row[k]
+            if c < 0:
+                continue
+            dense = c == OV_DENSE
+            a, p, u = overlay_weights(m, ov_key, ov_val, tab_w, t, ovl_row[k],
+                                      PTRS_PER_TABLE if dense else ovn_row[k], dense)
+            rss += a
+            pss += p
+            uss += u
+    return rss, pss, uss, huge
+
+
+@njit(cache=True)
+def freeze_memory(m, pid):
+    """Freeze the memory columns of pid (rss, uss, pss, VmPTE, AnonHugePages)
+    from its address space as it is now."""
+    mm = m.proc_mm[pid]
+    rss, pss, uss, huge = mm_smaps(m, mm)
+    m.ctr[pid, C_ANON_HUGE] = huge
+    m.ctr[pid, C_RSS] = rss
+    m.ctr[pid, C_USS] = uss
+    m.ctr[pid, C_PTE_PAGES] = m.mm_tables[mm]
+    m.proc_pss[pid] = pss
+
+
+@njit(cache=True)
+def freeze_live(m):
+    """The memory columns of every process still running or suspended, as they stand at the end."""
+    m.g[G_EPOCH] += 1
+    for pid in range(1, m.proc_state.shape[0]):
+        s = m.proc_state[pid]
+        if s == P_RUNNING or s == P_SUSPENDED:
+            freeze_memory(m, pid)
+
+
+@njit(cache=True)
+def mm_tags(m, mm, r, out):
+    """Value tag of every page of region r in mm (0: never written, or absent)."""
+    row = m.mm_row[mm]
+    for p in range(m.reg_npages[r]):
+        k = m.reg_pmd0[r] + (p >> TABLE_SHIFT)
+        t = m.pmd[row, k]
+        if t >= 0:
+            out[p] = pte_tag_of(m, pte_peek(m, row, k, t, p & (PTRS_PER_TABLE - 1)))

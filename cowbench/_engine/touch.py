@@ -1,0 +1,302 @@
+"""The batched touch path: one read or write op over its pages (cowbench's own, no kernel file).
+
+A read or write op is one process touching pages while nothing else runs,
+and every write of an op stores the op's one tag: once the first touch of a
+page has made its PTE allow the touch, touching the page again changes
+nothing. So touch_pages first marks the pages an op touches (a byte per page
+in m.seen, a byte per 2 MiB range in m.seen_ranges), then handles each marked
+page once, in address order, a range at a time (touch_marked): the faults
+that dominate forked workloads a whole range in one pass (memory.fill_range,
+memory.copy_range), the rest by touch_each. Handling first touches in another
+order than the op's is the same run as long as no fault can fail (which
+process the OOM killer picks depends on what was faulted before) and no
+fault maps more than its own page (fault-around on shared mappings, huge
+pages): ops where either could happen touch their pages one at a time, in the
+op's order.
+
+Pins (gup.py) fault their pages in here too: pin_user_pages.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .abi import (C_COW_COPIES, C_MINOR_FAULTS, C_ZERO_FILLS, F_TAG, G_FRAME_MAX, G_FRAMES_USED, G_POLICY,
+                  OV_DENSE, P_KILLED, POLICY_ODF, PTE_E, PTE_I, PTE_W, PTRS_PER_TABLE, R_SIGSEGV, TABLE_SHIFT,
+                  TOUCH_CHUNK, VM_ANON_VMA, VM_HUGEPAGE, VM_MAPPED, VM_READ, VM_WRITE)
+from .draws import pattern_fill
+from .exit import do_exit
+from .gup import pin_page
+from .machine import count_events
+from .memory import (RANGE_WORDS, copy_range, fill_range, handle_mm_fault, must_copy, next_mark,
+                     wp_page_copy_quick)
+from .mmap import count_rss, pte_alloc
+from .page_alloc import frames_taken
+from .pgtable import directory_of, ov_alloc, ov_cap, ov_lookup, ov_release, table_unshare
+from .pte import pte_frame, pte_inline, pte_with_tag
+
+
+@njit(cache=True)
+def touch_each(m, pid, mm, r, pages, write, tag):
+    """Touch every page in pages, one by one, in order. False if pid died on the way.
+
+    Most touches find a PTE that already allows them, and most faults that
+    remain are a child's first write to a page its parent still maps: both
+    are handled here on arrays held in locals (every m.field read costs a
+    reference count), and the rest go to handle_mm_fault."""
+    row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
+    pt = m.pt
+    frame = m.frame
+    tab_ref = m.tab_ref
+    tab_ovr = m.tab_ovr
+    tab_maxovr = m.tab_maxovr
+    g = m.g
+    ctr = m.ctr
+    totals = m.totals
+    ov_key = m.ov_key
+    ov_val = m.ov_val
+    first = m.reg_pmd0[r]
+    odf = g[G_POLICY] == POLICY_ODF
+    odfg_row = m.odfg[row if odf else 0]
+    quick_copy = write and tag > 0
+    for page in pages:
+        k = first + (page >> TABLE_SHIFT)
+        slot = page & (PTRS_PER_TABLE - 1)
+        t = pmd_row[k]
+        if t >= 0:
+            oi = ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot)
+            if oi >= 0:
+                e = ov_val[oi]
+                if not write:
+                    continue
+                if (e & PTE_W) != 0:
+                    if (e & PTE_I) != 0:
+                        ov_val[oi] = pte_with_tag(e, tag)
+                    else:
+                        frame[pte_frame(e), F_TAG] = tag
+                    continue
+            else:
+                e = pt[t, slot]
+                if write:
+                    if (e & PTE_W) != 0:
+                        if (e & PTE_I) != 0:
+                            pt[t, slot] = pte_with_tag(e, tag)
+                        else:
+                            frame[pte_frame(e), F_TAG] = tag
+                        continue
+                elif e != 0:
+                    continue
+                # do_wp_page's copy of a page another user of the table maps too (under odf
+                # once the simulated kernel has copied the table, if it still shares it)
+                if (quick_copy and must_copy(pt, tab_ovr, tab_ref[t], t, slot)
+                        and (not odf or odfg_row[k] < 0 or table_unshare(m, pid, row, k))
+                        and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
+                    frames_taken(g, 1)
+                    if wp_page_copy_quick(m, row, k, t, slot, pte_inline(tag, PTE_W | PTE_E), ov_key, ov_val,
+                                          ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr):
+                        ov_key = m.ov_key
+                        ov_val = m.ov_val
+                    count_events(ctr, totals, pid, C_MINOR_FAULTS, 1)
+                    count_events(ctr, totals, pid, C_COW_COPIES, 1)
+                    continue
+        if not handle_mm_fault(m, pid, mm, r, page, write, tag):
+            return False
+        ov_key = m.ov_key                  # the fault may have grown the pool
+        ov_val = m.ov_val
+    return True
+
+
+@njit(cache=True, inline="always")
+def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
+    """Pages of touches i0 .. i0+size-1 of an op's page set (see touch_pages);
+    buf holds 2 * TOUCH_CHUNK (the pages, and pattern_fill's scratch)."""
+    if kind < 0:
+        return pool[off + i0: off + i0 + size]
+    chunk = buf[:size]
+    pattern_fill(kind, seed, a, b, n, off + i0, chunk, ztab, table, buf[TOUCH_CHUNK:])
+    return chunk
+
+
+@njit(cache=True)
+def mark_touched(seen, seen_ranges, pages):
+    """Mark pages and their ranges (bytes, not bits: two stores a page, no
+    load, no branch)."""
+    for p in pages:
+        u = np.uint64(p)                  # an unsigned index: no wraparound check
+        seen[u] = 1
+        seen_ranges[u >> np.uint64(TABLE_SHIFT)] = 1
+
+
+@njit(cache=True, inline="always")
+def marks_in(words):
+    """Pages marked in a range's words (a marked byte is 1, so a word's byte sum counts them)."""
+    q = 0
+    for w in range(RANGE_WORDS):
+        q += np.int64((words[w] * np.uint64(0x0101010101010101)) >> np.uint64(56))
+    return q
+
+
+@njit(cache=True)
+def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
+    """Touch each page marked in the region's ranges jlo .. jhi once, in
+    address order, clearing the marks. False if pid died on the way.
+
+    First writes in a range without a table (do_anonymous_page) and in a
+    table others share where mm has no PTE of its own yet (wp_page_copy of
+    pages another user maps) are done here, a range at a time, on arrays held
+    in locals; the rest go to touch_each."""
+    seen_ranges = m.seen_ranges
+    words = m.seen.view(np.uint64)
+    row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
+    pt = m.pt
+    tab_ovr = m.tab_ovr
+    tab_ref = m.tab_ref
+    tab_count = m.tab_count
+    tab_maxovr = m.tab_maxovr
+    g = m.g
+    first = m.reg_pmd0[r]
+    batch = write and tag > 0
+    e = pte_inline(max(tag, 0), PTE_W | PTE_E)
+    zero_fills = copies = 0
+    todo = np.empty(TOUCH_CHUNK, dtype=np.int64)
+    nt = 0
+    alive = True
+    for j in range(jlo, jhi + 1):
+        if seen_ranges[j] == 0:
+            continue
+        seen_ranges[j] = 0
+        marks = words[j * RANGE_WORDS: (j + 1) * RANGE_WORDS]
+        k = first + j
+        t = pmd_row[k]
+        if not (alive and batch):
+            pass
+        elif t < 0:
+            t = pte_alloc(m, mm, row, k)
+            q = fill_range(pt, t, marks, e)
+            tab_count[t] += q
+            zero_fills += q
+            frames_taken(g, q)
+        elif tab_ref[t] > 1 and ovc_row[k] < 0:
+            n = marks_in(marks)
+            c = 0
+            while c < OV_DENSE and ov_cap(c) < n:
+                c += 1
+            off = ov_alloc(m, c)
+            q = copy_range(pt, tab_ovr, tab_maxovr, tab_ref[t], t, marks, m.ov_key, m.ov_val, off, c == OV_DENSE, e)
+            if q == 0:
+                ov_release(m, c, off)
+            else:
+                table_unshare(m, pid, row, k)
+                ovl_row[k] = off
+                ovc_row[k] = c
+                ovn_row[k] = q
+                copies += q
+                frames_taken(g, q)
+        for w in range(RANGE_WORDS):
+            x = marks[w]
+            if x == 0:
+                continue
+            marks[w] = 0
+            while alive and x != 0:
+                todo[nt] = (j * RANGE_WORDS + w) * 8 + next_mark(x)
+                nt += 1
+                x &= x - np.uint64(1)
+        if alive and nt > TOUCH_CHUNK - PTRS_PER_TABLE:
+            alive = touch_each(m, pid, mm, r, todo[:nt], write, tag)
+            nt = 0
+    if zero_fills + copies > 0:           # (room was made sure of: nothing here can fail)
+        count_rss(m, mm, r, zero_fills)
+        m.vma[mm, r] |= VM_ANON_VMA
+        ctr = m.ctr
+        totals = m.totals
+        count_events(ctr, totals, pid, C_MINOR_FAULTS, zero_fills + copies)
+        count_events(ctr, totals, pid, C_ZERO_FILLS, zero_fills)
+        count_events(ctr, totals, pid, C_COW_COPIES, copies)
+    if alive and nt > 0:
+        alive = touch_each(m, pid, mm, r, todo[:nt], write, tag)
+    return alive
+
+
+@njit(cache=True)
+def marked_pages(m, jlo, jhi):
+    """Pages marked in ranges jlo .. jhi."""
+    words = m.seen.view(np.uint64)
+    seen_ranges = m.seen_ranges
+    n = 0
+    for j in range(jlo, jhi + 1):
+        if seen_ranges[j] != 0:
+            n += marks_in(words[j * RANGE_WORDS: (j + 1) * RANGE_WORDS])
+    return n
+
+
+@njit(cache=True)
+def huge_mapped(m, mm, r, jlo, jhi):
+    """mm maps a huge page in one of the marked ranges jlo .. jhi of region r."""
+    pmd_row = m.pmd[m.mm_row[mm]]
+    seen_ranges = m.seen_ranges
+    tab_huge = m.tab_huge
+    first = m.reg_pmd0[r]
+    for j in range(jlo, jhi + 1):
+        if seen_ranges[j] != 0:
+            t = pmd_row[first + j]
+            if t >= 0 and tab_huge[t] != 0:
+                return True
+    return False
+
+
+@njit(cache=True)
+def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
+    """Run one read/write op over a page set pset = (kind, count, seed, off,
+    table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
+    of a generated pattern, TOUCH_CHUNK pages at a time. Marks the pages and
+    touches each once (touch_marked), or, where the order of faults could
+    matter (see above), touches them in the op's order."""
+    kind, count, seed, off, table = pset[0], pset[1], pset[2], pset[3], pset[4]
+    mm = m.proc_mm[pid]
+    if count == 0:
+        return
+    flags = m.vma[mm, r]
+    if (flags & VM_MAPPED) == 0 or (flags & VM_READ) == 0 or (write and (flags & VM_WRITE) == 0):
+        do_exit(m, pid, np.int8(P_KILLED), np.int8(R_SIGSEGV))
+        return
+    n = m.reg_npages[r]
+    buf = np.empty(2 * TOUCH_CHUNK, dtype=np.int64)
+    if m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0 and m.seen.shape[0] >= n:
+        seen = m.seen
+        seen_ranges = m.seen_ranges
+        lo, hi = n, -1
+        for i0 in range(0, count, TOUCH_CHUNK):
+            chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
+            mark_touched(seen, seen_ranges, chunk)
+            lo = min(lo, chunk.min())
+            hi = max(hi, chunk.max())
+        jlo, jhi = lo >> TABLE_SHIFT, hi >> TABLE_SHIFT
+        # A page and a table a page at most, and no huge page (left by MADV_NOHUGEPAGE) whose
+        # fault copies 2 MiB or splits it by what is free then: no fault's outcome depends on order.
+        room = m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED]
+        if (2 * count < room or 2 * marked_pages(m, jlo, jhi) < room) and not huge_mapped(m, mm, r, jlo, jhi):
+            touch_marked(m, pid, mm, r, write, tag, jlo, jhi)
+            return
+        seen[jlo * PTRS_PER_TABLE: (jhi + 1) * PTRS_PER_TABLE] = 0      # a fault might fail: in order
+        seen_ranges[jlo: jhi + 1] = 0
+    for i0 in range(0, count, TOUCH_CHUNK):
+        chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
+        if not touch_each(m, pid, mm, r, chunk, write, tag):
+            return
+
+
+@njit(cache=True)
+def pin_user_pages(m, pid, r, pages):
+    """Pin each page for DMA: fault it in writable and exclusive, as GUP does
+    (those faults are the task's minor faults too), then hold a pin on its
+    frame (gup.pin_page). A page the process cannot write pins nothing (the
+    kernel answers EFAULT)."""
+    mm = m.proc_mm[pid]
+    flags = m.vma[mm, r]
+    if (flags & VM_MAPPED) == 0 or (flags & VM_WRITE) == 0:
+        return
+    write = (flags & VM_WRITE) != 0      # True; a run-time value, as touch_each passes: literal
+    for page in pages:                   # arguments would compile the fault path a second time
+        if not handle_mm_fault(m, pid, mm, r, page, write, np.int64(-1)):
+            return
+        pin_page(m, pid, r, page)

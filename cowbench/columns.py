@@ -1,0 +1,90 @@
+"""Every column cowbench reports, in one registry: its name, where it comes from, what it means.
+
+Names follow the kernel's vocabulary: smaps (Rss, Pss; USS as smem names
+it), vmstat (pgfault as minor_faults, pgreuse as cow_reuses), /proc status
+(VmPTE as pte_pages). Counts are in pages unless the unit says otherwise.
+A column read from an engine counter names the counter (`abi.C_*`);
+results.py checks, by name, that every counter has exactly one column. This
+module imports nothing of the engine, so plots and the real-kernel side can
+use the names without compiling anything.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["Column", "PROCESS", "EVENTS", "MEMORY", "TIME", "TIMELINE_TOTALS", "PROCESS_COLUMNS",
+           "EVENT_NAMES", "MEMORY_NAMES", "TIMELINE_NAMES", "by_name"]
+
+
+class Column(NamedTuple):
+    name: str
+    source: str           # an engine counter (C_*), a timeline entry (T_*), or how it is derived
+    doc: str
+
+
+PROCESS = (
+    Column("pid", "scenario", "process id, 1 for the first spawned"),
+    Column("name", "scenario", "the name given at spawn or fork"),
+    Column("parent", "scenario", "pid of the process that forked it, 0 for a spawned one"),
+    Column("state", "P_*", "running (a vfork parent still waiting included), exited, killed or fork_failed"),
+    Column("reason", "R_*", "SIGSEGV or OOM for a killed process, else empty"),
+)
+
+# Per process and summed over the run (the run totals): the engine's event
+# counters, in the order of their C_* indices.
+EVENTS = (
+    Column("minor_faults", "C_MINOR_FAULTS", "page faults the process took (vmstat pgfault, ru_minflt)"),
+    Column("zero_fills", "C_ZERO_FILLS", "faults that allocated a zeroed page (do_anonymous_page; a shared "
+                                         "page's first fault)"),
+    Column("cow_copies", "C_COW_COPIES", "write faults that copied a shared page (wp_page_copy)"),
+    Column("cow_reuses", "C_COW_REUSES", "write faults that reused the page in place (wp_page_reuse, pgreuse)"),
+    Column("fork_pages_copied", "C_FORK_PAGES", "pages the fork that created it copied (eager; pinned pages)"),
+    Column("fork_ptes_copied", "C_FORK_PTES", "PTEs the fork that created it copied (copy_pte_range)"),
+    Column("fork_tables_copied", "C_FORK_TABLES", "PTE tables the fork that created it copied"),
+    Column("fork_tables_shared", "C_FORK_TABLES_SHARED", "PTE tables the fork shared instead (odf)"),
+    Column("fault_tables_copied", "C_FAULT_TABLES", "shared PTE tables its faults copied (odf)"),
+    Column("fork_pmds_copied", "C_FORK_PMDS", "huge PMDs the fork that created it copied (copy_huge_pmd)"),
+    Column("thp_fault_alloc", "C_THP_FAULT_ALLOC", "huge pages its faults allocated (vmstat thp_fault_alloc)"),
+    Column("thp_copies", "C_THP_COPIES", "huge pages its writes copied whole (thp_cow='copy')"),
+    Column("thp_splits", "C_THP_SPLITS", "huge PMDs split under it (vmstat thp_split_pmd)"),
+    Column("enomem", "C_ENOMEM", "mmap, mprotect or fork calls refused with ENOMEM"),
+)
+
+# Per process, as smaps_rollup and status would show them at the end of the
+# run (or at the process's exit or death).
+MEMORY = (
+    Column("rss_pages", "C_RSS", "resident pages but the zero page (smaps Rss)"),
+    Column("pss_pages", "proc_pss", "proportional set size: a page mapped by n processes adds 1/n (smaps Pss)"),
+    Column("uss_pages", "C_USS", "pages mapped by this process only (smem USS)"),
+    Column("shared_pages", "rss_pages - uss_pages", "resident pages another process maps too"),
+    Column("pte_pages", "C_PTE_PAGES", "PTE tables of its address space (status VmPTE / 4 KiB)"),
+    Column("anon_huge_pages", "C_ANON_HUGE", "PMD-mapped transparent huge pages (smaps AnonHugePages / 2 MiB)"),
+)
+
+# Per process, from the cost model (costs.CostModel).
+TIME = (
+    Column("fork_ns", "CostModel.fork_ns", "estimated latency of the fork that created it (NaN if spawned)"),
+    Column("est_time_ns", "CostModel.faults_ns", "estimated time of its own faults"),
+)
+
+# The timeline: after every op, the run totals (EVENTS), then these.
+TIMELINE_TOTALS = (
+    Column("frames_used", "T_FRAMES_USED", "pages of physical memory in use, page tables included"),
+    Column("processes_running", "T_RUNNING", "processes running or suspended by vfork"),
+    Column("forks", "T_FORKS", "forks and vforks so far"),
+    Column("pte_frames", "T_PTE_FRAMES", "page-table pages in use"),
+)
+
+EVENT_NAMES = tuple(c.name for c in EVENTS)
+MEMORY_NAMES = tuple(c.name for c in MEMORY)
+TIMELINE_NAMES = EVENT_NAMES + tuple(c.name for c in TIMELINE_TOTALS)
+#: res.processes, in order: who, the four fault counts, memory, then the rest
+PROCESS_COLUMNS = (tuple(c.name for c in PROCESS) + EVENT_NAMES[:4] + MEMORY_NAMES + EVENT_NAMES[4:]
+                   + tuple(c.name for c in TIME))
+
+_ALL = {c.name: c for c in PROCESS + EVENTS + MEMORY + TIME + TIMELINE_TOTALS}
+
+
+def by_name(name: str) -> Column:
+    """The registry entry of a column (KeyError for a name cowbench does not report)."""
+    return _ALL[name]

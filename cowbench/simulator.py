@@ -1,0 +1,222 @@
+"""simulate(): compile a Scenario into op arrays, run the jitted engine on them, report.
+
+This is the boundary between Python and the kernels (cowbench/_engine/).
+Everything the kernels index with was validated by the scenario builder or is
+computed here from validated values; the kernels themselves check nothing.
+Set COWBENCH_BOUNDSCHECK=1 in the environment (before importing cowbench) to
+run them with Numba's bounds checking instead, from a separate compilation
+cache.
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._engine import abi
+from ._engine.loop import op_needs, run
+from ._engine.machine import Machine, MachineRef, grow, machine_ref, new_machine, overlay_pool
+from ._engine.task_mmu import freeze_live
+from ._params import ScenarioError, check_choice
+from .costs import CostModel
+from .patterns import Pattern
+from .results import Result
+from .scenario import Scenario
+
+__all__ = ["simulate", "POLICIES"]
+
+POLICIES = ("eager", "cow", "odf")
+OOM_RULES = ("largest", "faulting")
+
+_PROT_BITS = {"none": 0, "r": abi.VM_READ, "rx": abi.VM_READ, "rw": abi.VM_READ | abi.VM_WRITE,
+              "rwx": abi.VM_READ | abi.VM_WRITE}
+_ON_FORK_BITS = {"copy": 0, "dontfork": abi.VM_DONTFORK, "wipeonfork": abi.VM_WIPEONFORK}
+_ADVICE = {"dontfork": abi.ADV_DONTFORK, "dofork": abi.ADV_DOFORK, "wipeonfork": abi.ADV_WIPEONFORK,
+           "keeponfork": abi.ADV_KEEPONFORK, "hugepage": abi.ADV_HUGEPAGE, "nohugepage": abi.ADV_NOHUGEPAGE}
+THP_COW = ("split", "copy")
+_BATCH_TOUCHES = 1 << 24                # touches per kernel call between progress updates
+
+
+class Program(NamedTuple):
+    """A scenario compiled to arrays: what the kernels execute."""
+
+    ops: np.ndarray       # int64[n, 6]: code, pid, region, arg, mm, pageset
+    ps: np.ndarray        # int64[n_ps, 5]: pattern kind (-1: explicit pages), count, seed,
+                          #   first touch (pattern) or offset in pool (explicit pages), zipf table offset
+    psf: np.ndarray       # float64[n_ps, 2]: pattern parameters a, b
+    pool: np.ndarray      # int64: explicit page lists, concatenated
+    ztab: np.ndarray      # uint64, read-only: zipf tables, concatenated (ps[:, 4] is where a pattern's starts)
+    reg_pmd0: np.ndarray
+    reg_npages: np.ndarray
+    reg_shared: np.ndarray
+    reg_shm0: np.ndarray
+    n_pmd: int
+    n_mm: int
+    n_proc: int
+    work: np.ndarray      # int64[n]: touches per op, for progress and batching
+    n_pins: int           # pages pinned by all pin ops: room for pin records
+    tag_values: np.ndarray  # int64: the value each value tag stands for (tag 0: never written)
+
+
+def compile_scenario(sc: Scenario) -> Program:
+    """Lay the regions out in virtual memory and encode every op as integers."""
+    nreg = len(sc.regions)
+    reg_npages = np.array([r.npages for r in sc.regions], dtype=np.int64)
+    reg_shared = np.array([r.shared for r in sc.regions], dtype=np.uint8)
+    ntab = (reg_npages + abi.PTRS_PER_TABLE - 1) >> abi.TABLE_SHIFT
+    reg_pmd0 = np.zeros(nreg, dtype=np.int64)
+    reg_pmd0[1:] = np.cumsum(ntab)[:-1]           # every region starts on a 2 MiB boundary
+    shm_pages = np.where(reg_shared != 0, reg_npages, 0)
+    reg_shm0 = np.zeros(nreg, dtype=np.int64)
+    reg_shm0[1:] = np.cumsum(shm_pages)[:-1]
+
+    n = len(sc.ops)
+    ops = np.zeros((n, 6), dtype=np.int64)
+    work = np.zeros(n, dtype=np.int64)
+    ps_rows, psf_rows, pool_parts, pool_len = [], [], [], 0
+    tables: dict[tuple, int] = {}                 # (s, npages) -> offset of its zipf table
+    table_parts, table_len = [], 0
+    tag_values = [0]
+    for i, op in enumerate(sc.ops):
+        arg = op.arg
+        if op.code == abi.WRITE:
+            arg = len(tag_values)          # kernels store small tags; inline PTEs have 28 bits for one
+            tag_values.append(op.arg)
+            if arg > abi.MAX_PTE_VALUE:
+                raise ScenarioError(f"simulate: at most {abi.MAX_PTE_VALUE} write ops are supported; got {arg}")
+        elif op.code == abi.MMAP:
+            reg = sc.regions[op.region]
+            arg = abi.VM_MAPPED | _PROT_BITS[reg.prot] | _ON_FORK_BITS[reg.on_fork] | (abi.VM_HUGEPAGE if reg.thp else 0)
+        elif op.code == abi.MPROTECT:
+            arg = _PROT_BITS[op.arg]
+        elif op.code == abi.MADVISE:
+            arg = _ADVICE[op.arg]
+        elif arg is None:
+            arg = 0
+        ops[i, :5] = (op.code, op.pid, op.region, arg, op.mm)
+        ops[i, 5] = -1
+        if op.code in (abi.READ, abi.WRITE, abi.PIN, abi.UNPIN):
+            ops[i, 5] = len(ps_rows)
+            pages = op.pages
+            if isinstance(pages, Pattern):
+                toff = -1
+                if pages.kind == abi.PAT_ZIPF:
+                    key = (pages.a, int(reg_npages[op.region]))
+                    if key not in tables:
+                        tab = pages.table(key[1])
+                        tables[key] = table_len
+                        table_parts.append(tab)
+                        table_len += len(tab)
+                    toff = tables[key]
+                ps_rows.append((pages.kind, pages.count, pages.seed, pages.first, toff))
+                psf_rows.append((pages.a, pages.b))
+                work[i] = pages.count
+            else:
+                ps_rows.append((-1, pages.size, 0, pool_len, -1))
+                psf_rows.append((0.0, 0.0))
+                pool_parts.append(pages)
+                pool_len += pages.size
+                work[i] = pages.size
+    ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 5)
+    psf = np.array(psf_rows, dtype=np.float64).reshape(-1, 2)
+    pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
+    ztab = np.concatenate(table_parts) if table_parts else np.zeros(0, dtype=np.uint64)
+    ztab.flags.writeable = False            # like Pattern.table's: one Numba specialisation of the kernels
+    n_pins = int(sum(work[i] for i, op in enumerate(sc.ops) if op.code == abi.PIN))
+    return Program(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0,
+                   int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
+                   np.array(tag_values, dtype=np.int64))
+
+
+def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = None, oom: str = "largest",
+             thp_cow: str = "split", overcommit: int = 0, overcommit_ratio: int = 50, zero_page: bool = True,
+             keep_state: bool = False, progress: bool | None = None) -> Result:
+    """Run scenario `sc` under a fork policy and return its Result.
+
+    policy: "eager" (traditional fork: copy every present private page),
+        "cow" (Linux: copy PTEs, share frames copy-on-write) or "odf"
+        (On-demand-fork: share PTE tables too, copy a table on the first
+        fault that changes it).
+    costs: the CostModel that turns counts into fork_ns and est_time_ns
+        (default: CostModel.default(); `cowbench calibrate` measures yours).
+    oom: which process the OOM killer picks when a fault finds no frame:
+        "largest" (Linux: largest RSS) or "faulting" (xv6: the one faulting).
+    thp_cow: a write to a shared transparent huge page: "split" (Linux >= 5.8)
+        splits the PMD and copies the 4 KiB page written; "copy" (older
+        kernels) copies all 2 MiB in one fault.
+    overcommit: vm.overcommit_memory. 0: refuse only a request larger than
+        RAM (the kernel's heuristic); 1: never refuse; 2: charge private
+        writable and shared mappings at mmap, and again at fork, against
+        overcommit_ratio % of RAM (no swap), failing mmap, mprotect or fork with
+        ENOMEM past it (the `enomem` column counts the failures a process saw).
+    overcommit_ratio: vm.overcommit_ratio, percent of RAM, for mode 2.
+    zero_page: map the shared zero page on a read of never-written private
+        memory (Linux); False allocates a zeroed frame instead.
+    keep_state: keep the final machine so `res.memory()` and
+        `res.check_invariants()` work; costs the memory of the simulated state.
+    progress: show a progress bar; None shows one for runs of 10**8 touches or more.
+    """
+    if not isinstance(sc, Scenario):
+        raise ScenarioError(f"The 'sc' parameter of simulate must be a Scenario; got {sc!r}")
+    check_choice("simulate", "policy", policy, POLICIES)
+    check_choice("simulate", "oom", oom, OOM_RULES)
+    check_choice("simulate", "zero_page", zero_page, (True, False))
+    check_choice("simulate", "overcommit", overcommit, (0, 1, 2))
+    check_choice("simulate", "thp_cow", thp_cow, THP_COW)
+    if isinstance(overcommit_ratio, bool) or not isinstance(overcommit_ratio, (int, np.integer)) \
+            or not 0 <= overcommit_ratio <= 100_000:
+        raise ScenarioError(f"The 'overcommit_ratio' parameter of simulate must be an integer in [0, 100000]; "
+                            f"got {overcommit_ratio!r}")
+    if costs is None:
+        costs = CostModel.default()
+    elif not isinstance(costs, CostModel):
+        raise ScenarioError(f"The 'costs' parameter of simulate must be a CostModel or None; got {costs!r}")
+    prog = compile_scenario(sc)
+    m = new_machine(prog, sc.frames, POLICIES.index(policy), OOM_RULES.index(oom), zero_page,
+                    overcommit, int(overcommit_ratio), THP_COW.index(thp_cow))
+    tl = np.zeros((len(prog.ops), abi.N_TL), dtype=np.int64)
+    total_work = int(prog.work.sum())
+    show = total_work >= 10**8 if progress is None else bool(progress)
+    bounds = _batches(prog.work)
+    t0 = time.perf_counter()
+    with tqdm(total=total_work, unit="touch", unit_scale=True, disable=not show, desc=f"simulate[{policy}]") as bar:
+        ref = machine_ref(m)
+        for start, stop in bounds:
+            i = start
+            while run(ref, prog.ops, prog.ps, prog.psf, prog.pool, prog.ztab, tl, i, stop) == abi.RUN_GROW:
+                i = int(m.g[abi.G_RESUME])
+                m = _with_pool(m, ref)
+                m = grow(m, op_needs(machine_ref(m), prog.ops[i], prog.ps))
+                ref = machine_ref(m)
+            bar.update(int(prog.work[start:stop].sum()))
+    freeze_live(ref)
+    m = _with_pool(m, ref)
+    wall = time.perf_counter() - t0
+    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl, policy, costs, wall)
+
+
+def _batches(work: np.ndarray) -> list[tuple[int, int]]:
+    """Split ops into runs of about _BATCH_TOUCHES touches (one op never splits)."""
+    n = len(work)
+    if n == 0:
+        return []
+    cum = np.cumsum(work)
+    cuts = np.searchsorted(cum, np.arange(_BATCH_TOUCHES, cum[-1] + _BATCH_TOUCHES, _BATCH_TOUCHES), side="left")
+    edges = sorted(set([0, n] + [min(int(c) + 1, n) for c in cuts]))
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _with_pool(m: Machine, ref: MachineRef) -> Machine:
+    """m with the overlay pool the kernels behind ref may have grown."""
+    ov_key, ov_val = overlay_pool(ref)
+    return m._replace(ov_key=ov_key, ov_val=ov_val)
+
+
+def _copy_outputs(m: Machine) -> dict:
+    """The per-process and run-level numbers a Result needs, detached from the machine."""
+    return dict(proc_state=m.proc_state.copy(), proc_reason=m.proc_reason.copy(), ctr=m.ctr.copy(),
+                proc_pss=m.proc_pss.copy(), totals=m.totals.copy(),
+                frames_used=int(m.g[abi.G_FRAMES_USED]), pte_frames=int(m.g[abi.G_PTE_FRAMES]),
+                peak_frames=int(m.g[abi.G_FRAMES_PEAK]))
