@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Column", "PROCESS", "EVENTS", "MEMORY", "TIME", "TIMELINE_TOTALS", "PROCESS_COLUMNS",
+__all__ = ["Column", "PROCESS", "EVENTS", "MEMORY", "TIME", "TIMELINE_TOTALS", "REAL_ONLY", "PROCESS_COLUMNS",
            "EVENT_NAMES", "MEMORY_NAMES", "TIMELINE_NAMES", "by_name"]
 
 
@@ -48,6 +48,8 @@ EVENTS = (
     Column("thp_copies", "C_THP_COPIES", "huge pages its writes copied whole (thp_cow='copy')"),
     Column("thp_splits", "C_THP_SPLITS", "huge PMDs split under it (vmstat thp_split_pmd)"),
     Column("enomem", "C_ENOMEM", "mmap, mprotect or fork calls refused with ENOMEM"),
+    Column("exit_pages_unmapped", "C_EXIT_PAGES", "pages unmapped when it released an address space as its "
+                                                  "last user: at exit, death or exec (exit_mmap)"),
 )
 
 # Per process, as smaps_rollup and status would show them at the end of the
@@ -65,6 +67,7 @@ MEMORY = (
 TIME = (
     Column("fork_ns", "CostModel.fork_ns", "estimated latency of the fork that created it (NaN if spawned)"),
     Column("est_time_ns", "CostModel.faults_ns", "estimated time of its own faults"),
+    Column("exit_ns", "CostModel.exit_ns", "estimated time of the address-space teardowns it did (exit, exec)"),
 )
 
 # The timeline: after every op, the run totals (EVENTS), then these.
@@ -75,6 +78,18 @@ TIMELINE_TOTALS = (
     Column("pte_frames", "T_PTE_FRAMES", "page-table pages in use"),
 )
 
+# run_real (cowbench/real/) measures these beside the simulator's columns, as cross-checks.
+REAL_ONLY = (
+    Column("baseline_faults", "getrusage", "the interpreter's own faults around an empty touch loop, subtracted"),
+    Column("smaps_rss_pages", "smaps", "Rss of the scenario's VMAs in /proc/PID/smaps, in pages"),
+    Column("smaps_pss_pages", "smaps", "Pss of the scenario's VMAs (to 1 kB)"),
+    Column("smaps_uss_pages", "smaps", "Private_Clean + Private_Dirty of the scenario's VMAs"),
+    Column("smaps_anon_huge_pages", "smaps", "AnonHugePages of the scenario's VMAs / 2 MiB"),
+    Column("vmstat_thp_split_pmd", "vmstat", "system-wide thp_split_pmd delta around the process's touches"),
+    Column("pin_errno", "io_uring", "errno of the last pin's buffer registration (0: pinned)"),
+    Column("real_pid", "kernel", "the real process's pid (0 for a vfork child borrowing its parent's)"),
+)
+
 EVENT_NAMES = tuple(c.name for c in EVENTS)
 MEMORY_NAMES = tuple(c.name for c in MEMORY)
 TIMELINE_NAMES = EVENT_NAMES + tuple(c.name for c in TIMELINE_TOTALS)
@@ -82,7 +97,7 @@ TIMELINE_NAMES = EVENT_NAMES + tuple(c.name for c in TIMELINE_TOTALS)
 PROCESS_COLUMNS = (tuple(c.name for c in PROCESS) + EVENT_NAMES[:4] + MEMORY_NAMES + EVENT_NAMES[4:]
                    + tuple(c.name for c in TIME))
 
-_ALL = {c.name: c for c in PROCESS + EVENTS + MEMORY + TIME + TIMELINE_TOTALS}
+_ALL = {c.name: c for c in PROCESS + EVENTS + MEMORY + TIME + TIMELINE_TOTALS + REAL_ONLY}
 
 
 def by_name(name: str) -> Column:

@@ -238,6 +238,12 @@ class CostModel:
                 + c["fault_tables_copied"] * (self.fork_table_ns + _PTES_PER_TABLE * self.fork_pte_ns)
                 + _PTES_PER_TABLE * (self.zero_fill_ns * c["thp_fault_alloc"] + self.cow_copy_ns * c["thp_copies"]))
 
+    def counted_exit_ns(self, c):
+        """Estimated time of the address-space teardowns counted in c: every page
+        unmapped priced as munmap of a dirty private page (the calibration), an
+        upper bound for a page another process still maps (no page is freed)."""
+        return self.exit_ns(c["exit_pages_unmapped"])
+
 
 # --- helpers -----------------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class Result:
         forked = (df.parent != 0).to_numpy()
         df["fork_ns"] = np.where(forked, self.costs.counted_fork_ns(df, 1), np.nan)
         df["est_time_ns"] = self.costs.counted_faults_ns(df).astype(np.float64)
+        df["exit_ns"] = self.costs.counted_exit_ns(df).astype(np.float64)
         return df[list(columns.PROCESS_COLUMNS)]
 
     @property
@@ -108,15 +109,17 @@ class Result:
             **events,
             "fork_ns": float(self.costs.counted_fork_ns(events, forks)),
             "est_time_ns": float(self.costs.counted_faults_ns(events)),
+            "exit_ns": float(self.costs.counted_exit_ns(events)),
         }, name=self.policy)
 
     @property
     def timeline(self) -> pd.DataFrame:
         """Run totals sampled after every op: one row per op, in order, with the
-        estimated time (forks and faults) spent up to the end of that op."""
+        estimated time (forks, faults and exits) spent up to the end of that op."""
         ops = self._prog.ops
         df = pd.DataFrame(self._tl, columns=list(columns.TIMELINE_NAMES))
-        df["est_time_ns"] = self.costs.counted_fork_ns(df, df.forks) + self.costs.counted_faults_ns(df)
+        df["est_time_ns"] = (self.costs.counted_fork_ns(df, df.forks) + self.costs.counted_faults_ns(df)
+                             + self.costs.counted_exit_ns(df))
         df.insert(0, "op", [abi.OP_NAMES[c] for c in ops[:, 0]])
         df.insert(0, "pid", ops[:, 1])
         df.insert(0, "step", np.arange(len(ops), dtype=np.int64))

@@ -31,6 +31,7 @@ import pandas as pd
 
 from cowbench._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PIN, READ, SPAWN, UNPIN,
                                   VFORK, WRITE)
+from cowbench import columns
 from cowbench.patterns import Pattern
 
 __all__ = ["simulate", "Reference", "COLUMNS", "INT_COLUMNS", "COUNTERS"]
@@ -45,16 +46,12 @@ HUGE_PAGES = PTES_PER_TABLE   # 4 KiB pages in a 2 MiB huge page (one PMD)
 # deposited at the first fault. (The engine asks 513, as for a first fault.)
 WP_HUGE_FREE = HUGE_PAGES
 
-COUNTERS = ("minor_faults", "zero_fills", "cow_copies", "cow_reuses",
-            "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied", "fault_tables_copied", "enomem",
-            "fork_pmds_copied", "thp_fault_alloc", "thp_copies", "thp_splits")
-VALUES = ("rss_pages", "pss_pages", "uss_pages", "shared_pages", "pte_pages", "anon_huge_pages")
-COLUMNS = ("pid", "name", "parent", "state", "reason",
-           "minor_faults", "zero_fills", "cow_copies", "cow_reuses",
-           "rss_pages", "pss_pages", "uss_pages", "shared_pages",
-           "fork_pages_copied", "fork_ptes_copied", "fork_tables_copied", "pte_pages",
-           "fault_tables_copied", "enomem",
-           "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits", "fork_pmds_copied")
+# The registry's columns (cowbench/columns.py) the reference models: all but odf's count of
+# tables shared at fork (it only counts what is copied) and the cost model's times.
+COUNTERS = tuple(c for c in columns.EVENT_NAMES if c != "fork_tables_shared")
+VALUES = columns.MEMORY_NAMES
+COLUMNS = tuple(c for c in columns.PROCESS_COLUMNS
+                if c in {"pid", "name", "parent", "state", "reason"} | set(COUNTERS) | set(VALUES))
 INT_COLUMNS = tuple(c for c in COLUMNS if c not in ("name", "state", "reason", "pss_pages"))
 
 
@@ -426,6 +423,7 @@ class _Machine:
         proc.mm = None
         mm.users -= 1
         if mm.users == 0:
+            proc.counters["exit_pages_unmapped"] += self.rss(mm)      # exit_mmap unmaps what is resident
             for r in list(mm.vmas):
                 self.unmap_region(mm, r)
             assert not mm.ptes and not mm.huge and not mm.tables

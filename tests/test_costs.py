@@ -151,6 +151,29 @@ def test_arrays_and_series(model):
     assert model.fork_ns(df["cow_copies"], 0).dtype == np.float64
 
 
+def test_a_runs_times_are_its_counts_priced(model):
+    """fork_ns prices what the fork that created a process copied, est_time_ns
+    its faults, exit_ns the pages its exit unmapped; the timeline's running
+    total adds all three."""
+    import cowbench as cb
+
+    sc = cb.Scenario(phys_mem="64MiB")
+    root = sc.spawn("root")
+    heap = root.mmap("heap", "1MiB")                  # 256 pages, one PTE table
+    root.write(heap)
+    kid = root.fork("kid")
+    kid.write(heap, pages=range(0, 10))
+    kid.exit()
+    res = cb.simulate(sc, costs=model)
+    p = res.processes.set_index("name")
+    assert p.at["kid", "fork_ns"] == 500_000 + 80 * 256 + 1_500 * 1
+    assert p.at["kid", "est_time_ns"] == 2_000 * 10
+    assert p.at["kid", "exit_ns"] == 250 * 256
+    assert p.at["root", "est_time_ns"] == 1_300 * 256 and p.at["root", "exit_ns"] == 0
+    assert res.timeline.est_time_ns.iloc[-1] == p.fork_ns.sum() + p.est_time_ns.sum() + p.exit_ns.sum()
+    assert res.summary.exit_ns == 250 * 256
+
+
 # --- calibration on this host --------------------------------------------------------------------
 
 def _can_calibrate() -> str | None:

@@ -982,6 +982,31 @@ def test_exec_of_the_only_user_frees_its_frames(simulate):
     check(res, p, state="running", rss_pages=0, pte_pages=0, minor_faults=10, zero_fills=10)
 
 
+def test_the_last_user_of_an_address_space_unmaps_what_is_resident(simulate):
+    """exit_mmap: a process that releases an address space as its last user
+    (exit, or exec) unmaps its resident pages, zero page aside; a vfork child
+    that exits leaves the mm to its parent and unmaps nothing."""
+    sc = machine()
+    root = sc.spawn("root")
+    heap = root.mmap("heap", 10 * PAGE)
+    root.write(heap, pages=range(0, 6))
+    root.read(heap, pages=range(6, 10))                 # zero page: not resident
+    kid = root.fork("kid")
+    kid.write(heap, pages=range(0, 2))
+    kid.exit()
+    v = root.vfork("v")
+    v.write(heap, pages=range(6, 7))
+    v.exit()
+    sh = root.fork("sh")
+    sh.exec()
+    root.exit()
+    res = simulate(sc, policy="cow")
+    check(res, kid, exit_pages_unmapped=6)
+    check(res, v, exit_pages_unmapped=0)
+    check(res, sh, exit_pages_unmapped=7)                # its copy of root's mm, at exec
+    check(res, root, exit_pages_unmapped=7)
+
+
 @pytest.mark.parametrize("policy", ["cow", "eager"])
 def test_everything_comes_back_after_every_process_exits(simulate, policy):
     sc = machine()

@@ -25,7 +25,7 @@ def do_exit(m, pid, state, reason):
     m.proc_reason[pid] = reason
     m.g[G_RUNNING] -= 1
     wake_vfork_parent(m, pid)
-    mmput(m, m.proc_mm[pid])
+    mmput(m, pid, m.proc_mm[pid])
     unpin_all(m, pid)
 
 

@@ -103,7 +103,7 @@ def step(m, op, ps, psf, pool, ztab):
         mm_init(m, mm)
         m.proc_mm[pid] = mm
         wake_vfork_parent(m, pid)
-        mmput(m, old)
+        mmput(m, pid, old)
     elif code == EXIT:
         do_exit(m, pid, np.int8(P_EXITED), np.int8(R_NONE))
     elif code == MMAP:

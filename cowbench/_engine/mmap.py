@@ -11,8 +11,8 @@ from numba import njit
 
 from .abi import (F_PINS, G_COMMIT_LIMIT, G_COMMITTED, G_FRAME_MAX, G_OVERCOMMIT, G_POLICY, G_ROW_HWM,
                   G_ROW_TOP, OVERCOMMIT_GUESS, OVERCOMMIT_NEVER, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT,
-                  VM_MAPPED, VM_WRITE, C_ENOMEM)
-from .machine import count_event, region_span
+                  VM_MAPPED, VM_WRITE, C_ENOMEM, C_EXIT_PAGES)
+from .machine import count_event, count_events, region_span
 from .page_alloc import frame_release, id_alloc, id_release, pte_alloc_one, pte_drop, pte_free
 from .pgtable import odf_leave, ov_at, ov_drop, ov_len, table_alloc, table_free, table_put
 from .pte import pte_page
@@ -133,11 +133,13 @@ def unmap_region(m, mm, r):
 
 
 @njit(cache=True)
-def mmput(m, mm):
-    """Drop one user of mm; the last one tears it down (exit_mmap)."""
+def mmput(m, pid, mm):
+    """pid drops its use of mm; the last user tears it down (exit_mmap),
+    and the pages it unmaps are counted to pid (what its exit, death or exec costs)."""
     m.mm_users[mm] -= 1
     if m.mm_users[mm] > 0:
         return
+    count_events(m.ctr, m.totals, pid, C_EXIT_PAGES, mm_rss_total(m, mm))
     for r in range(m.vma.shape[1]):
         if (m.vma[mm, r] & VM_MAPPED) != 0:
             unmap_region(m, mm, r)

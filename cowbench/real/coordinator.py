@@ -110,6 +110,7 @@ import pandas as pd
 from .._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, OP_NAMES, PIN, READ, SPAWN, UNPIN,
                            VFORK, WRITE)
 from .._params import ScenarioError
+from ..columns import REAL_ONLY, by_name
 from ..scenario import Scenario
 from .libc import (ADVICE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PR_GET_CHILD_SUBREAPER,
                    PR_SET_CHILD_SUBREAPER, PROT_NONE, PROT_READ, PROT_WRITE, PROTS, libc, map_anon)
@@ -119,11 +120,11 @@ from .worker import WorkerEnv, op_pages, recv, send, worker_main
 
 __all__ = ["run_real", "KernelUnavailable", "COLUMNS"]
 
-COLUMNS = ["pid", "name", "parent", "state", "reason", "minor_faults", "zero_fills", "cow_copies",
-           "cow_reuses", "rss_pages", "pss_pages", "uss_pages", "shared_pages", "fork_ptes_copied",
-           "fork_pages_copied", "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits",
-           "baseline_faults", "smaps_rss_pages", "smaps_pss_pages", "smaps_uss_pages", "smaps_anon_huge_pages",
-           "vmstat_thp_split_pmd", "pin_errno", "real_pid"]
+# The simulator's columns run_real measures (in the simulator's order), then its own cross-checks.
+MEASURED = ("pid", "name", "parent", "state", "reason", "minor_faults", "zero_fills", "cow_copies", "cow_reuses",
+            "rss_pages", "pss_pages", "uss_pages", "shared_pages", "fork_ptes_copied", "fork_pages_copied",
+            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits")
+COLUMNS = [by_name(c).name for c in MEASURED] + [c.name for c in REAL_ONLY]
 THP_COLUMNS = ["fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits"]
 
 
@@ -385,13 +386,9 @@ class _Coordinator:
     def run(self) -> pd.DataFrame:
         sc = self.sc
         for p in sc.processes:
-            self.rows[p.pid] = dict(pid=p.pid, name=p.name, parent=p.parent.pid if p.parent else 0,
-                                    state="fork_failed", reason="", minor_faults=0, zero_fills=0,
-                                    cow_copies=0, cow_reuses=0, rss_pages=0, pss_pages=0.0, uss_pages=0,
-                                    shared_pages=0, fork_ptes_copied=0, fork_pages_copied=0, fork_pmds_copied=0,
-                                    anon_huge_pages=0, thp_fault_alloc=0, thp_copies=0, thp_splits=0,
-                                    baseline_faults=0, smaps_rss_pages=0, smaps_pss_pages=0.0, smaps_uss_pages=0,
-                                    smaps_anon_huge_pages=0, vmstat_thp_split_pmd=0, pin_errno=0, real_pid=0)
+            self.rows[p.pid] = {**dict.fromkeys(COLUMNS, 0), "pid": p.pid, "name": p.name,
+                                "parent": p.parent.pid if p.parent else 0, "state": "fork_failed", "reason": "",
+                                "pss_pages": 0.0, "smaps_pss_pages": 0.0}
         for i, op in enumerate(sc.ops):
             if op.code != SPAWN and self.rows[op.pid]["state"] not in ("running", "suspended"):
                 continue                         # killed earlier, or never forked
