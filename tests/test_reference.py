@@ -550,3 +550,39 @@ def test_without_marks_every_op_touches_in_order_with_the_same_results(engine, m
     assert_same(marked, in_order, sc)
     assert_same(reference.simulate(sc, policy=policy), in_order, sc)
     in_order.check_invariants()
+
+
+@pytest.mark.parametrize("policy", ["cow", "odf", "eager"])
+def test_a_fork_server_matches_the_reference_as_its_children_come_and_go(engine, policy):
+    """A server forks children that write a few pages and exit or exec, some
+    alive at once; between them it writes itself, while it shares its tables
+    and when it is their only user again (they stop being ready to share), and
+    pins a page. Tables rejoined at fork without a copy, smaps
+    re-summed only where something changed, and exits that leave shared
+    tables at once must give the reference's run, page for page."""
+    sc = cb.Scenario(phys_mem="256MiB")
+    server = sc.spawn("server")
+    heap = server.mmap("heap", "48MiB")           # 24 tables: most untouched by any one child
+    server.write(heap)
+    alive = []
+    for i in range(12):
+        kid = server.fork(f"kid{i}")
+        kid.write(heap, pages=cb.uniform(3, seed=i))
+        if i % 3 == 0:
+            alive.append(kid)
+        elif i % 3 == 1:
+            kid.exit()
+        else:
+            kid.exec()
+            kid.write(kid.mmap(f"own{i}", "16KiB"))
+        if i == 5:
+            server.write(heap, pages=range(0, 12288, 997))
+        if i == 8:
+            server.pin(heap, pages=[3])
+        if i == 9:                                # all gone: the server alone writes its own tables
+            while alive:
+                alive.pop().exit()
+            server.write(heap, pages=range(5, 12288, 1499))
+    res = engine(sc, policy=policy)
+    res.check_invariants()
+    assert_same(reference.simulate(sc, policy=policy), res, sc)

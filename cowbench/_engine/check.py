@@ -95,8 +95,24 @@ def check_machine(m: Machine) -> None:
         assert (base != 0).sum() == m.tab_count[t], f"check_invariants: table {t} count {m.tab_count[t]} is off"
         assert not (base[overrides[t] == n] != 0).any(), f"check_invariants: table {t} keeps a slot every user overrides"
         inline_pages += int(((base & PTE_I) != 0).sum())
-        if n > 1:
+        if n > 1 or m.tab_wp[t]:
             assert not (base & PTE_FLAGS).any(), f"check_invariants: shared table {t} holds a W, E or inline PTE"
+        if m.tab_uniform[t] and m.tab_seen[t] == m.tab_ver[t]:         # what table_smaps relies on
+            pages = np.flatnonzero((base & PTE_I) != 0)
+            assert len(pages) == 0, f"check_invariants: table {t} is cached uniform but maps an inline page"
+            slots = np.flatnonzero(base > (1 << PTE_SHIFT))
+            frames = (base[slots] >> PTE_SHIFT) - 1
+            assert (m.frame[frames, F_HOME] == t * PTRS_PER_TABLE + slots).all() \
+                and not m.frame[frames, F_MAP].any() and not m.tab_ovr[t, slots].any(), \
+                f"check_invariants: table {t} is cached uniform, but a change since was not recorded (tab_ver)"
+            assert m.tab_rss[t] == len(slots), f"check_invariants: table {t}'s cached rss is stale"
+        if m.tab_wp[t]:
+            slots = np.flatnonzero(base > (1 << PTE_SHIFT))         # entries mapping a frame but the zero page
+            frames = (base[slots] >> PTE_SHIFT) - 1
+            assert (m.frame[frames, F_HOME] == t * PTRS_PER_TABLE + slots).all(), \
+                f"check_invariants: table {t} is marked ready to share but maps a frame homed elsewhere"
+            assert not m.frame[frames, F_PINS].any(), f"check_invariants: table {t} is marked ready to share " \
+                                                      "but maps a pinned page"
     free = m.frame_free[: m.g[G_FREE_TOP]]
     allocated = np.ones(hwm, dtype=bool)
     allocated[0] = False

@@ -23,7 +23,7 @@ from .abi import (C_ENOMEM, C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TAB
 from .huge_memory import copy_huge_pmd, huge_pinned, split_huge_pmd
 from .machine import count_event, count_events, region_span
 from .mmap import mm_init, vm_enough_memory, vm_unacct
-from .page_alloc import folio_pinned, frame_charge, frames_free, frames_taken, pte_alloc_one
+from .page_alloc import folio_pinned, frame_charge, frame_map, frames_free, frames_taken, pte_alloc_one
 from .pgtable import odf_share, ov_at, ov_clone, ov_len, ov_record, pte_assign_frame, pte_peek, pte_tag_of, \
     table_alloc
 from .pte import NO_ENTRY, home_of, pte_frame, pte_id, pte_inline, pte_is_inline, pte_page
@@ -95,6 +95,7 @@ def prepare_shared_table(m, prow, k, t):
     its entries, give inline pages a frame id homed here, and move to the
     parent's overlay what must stay its own (a pinned page, which stays
     writable, and a page homed in another table)."""
+    m.tab_ver[t] += 1
     for slot in range(PTRS_PER_TABLE):
         e = m.pt[t, slot]
         if e == 0:
@@ -130,8 +131,9 @@ def share_pte_table(m, child, prow, crow, k, writable):
     a pinned page is copied for the child at once and stays writable in the
     parent (copy_present_page). Returns (PTEs the kernel copies, pinned pages)."""
     t = m.pmd[prow, k]
-    if m.tab_ref[t] == 1 and m.tab_count[t] > 0:
+    if m.tab_ref[t] == 1 and m.tab_count[t] > 0 and m.tab_wp[t] == 0:
         prepare_shared_table(m, prow, k, t)
+    m.tab_wp[t] = 1           # prepared, or shared already: its entries change no more (overlays do)
     ptes = m.tab_count[t]
     pinned = 0
     n = ov_len(m, prow, k)
@@ -150,6 +152,7 @@ def share_pte_table(m, child, prow, crow, k, writable):
         else:
             m.ov_val[j] = e & ~(PTE_W | PTE_E)
     if n > 0:
+        m.tab_ver[t] += 1                        # the child's overrides
         ov_clone(m, prow, crow, k)
         for i in range(n):
             slot, j = ov_at(m, crow, k, i)
@@ -162,7 +165,7 @@ def share_pte_table(m, child, prow, crow, k, writable):
                 m.ov_val[j] = pte_inline(m.frame[f, F_TAG], (PTE_W | PTE_E) if writable else PTE_E)
                 count_event(m, child, C_FORK_PAGES)
             elif f != 0:
-                m.frame[f, F_MAP] += 1
+                frame_map(m, f)
             m.tab_ovr[t, slot] += 1
             m.tab_maxovr[t] = max(m.tab_maxovr[t], m.tab_ovr[t, slot])
     m.tab_ref[t] += 1
@@ -207,6 +210,7 @@ def dup_mmap(m, parent, child, cmm):
     tab_ref = m.tab_ref
     tab_huge = m.tab_huge
     tab_count = m.tab_count
+    tab_wp = m.tab_wp
     for r in range(m.vma.shape[1]):
         fl = m.vma[pmm, r]
         if (fl & VM_MAPPED) == 0 or (fl & VM_DONTFORK) != 0:
@@ -228,7 +232,9 @@ def dup_mmap(m, parent, child, cmm):
             if t < 0:
                 continue
             m.mm_tables[cmm] += 1
-            if not eager and tab_ref[t] > 1 and ovc_p[k] < 0 and tab_huge[t] == 0:
+            # A table already shared, or shared before and unchanged since (a fork server's
+            # parent after its last child exited), without PTEs of the parent's own: join it.
+            if not eager and (tab_ref[t] > 1 or tab_wp[t] != 0) and ovc_p[k] < 0 and tab_huge[t] == 0:
                 tab_ref[t] += 1
                 pmd_c[k] = t
                 shared += 1

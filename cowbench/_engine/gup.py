@@ -30,6 +30,8 @@ def pin_page(m, pid, r, page):
     e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
     if pte_is_inline(e):
         e = pte_assign_frame(m, t, slot, oi, e)
+    if oi < 0:
+        m.tab_wp[t] = 0                 # a pinned page must leave the table before it is shared
     f = pte_frame(e)
     m.frame[f, F_PINS] += 1
     if m.frame[f, F_FOLIO] >= 0:

@@ -51,6 +51,7 @@ def map_new_huge_page(m, t, src, flags):
         if src >= 0:
             m.frame[f, F_TAG] = m.frame[pte_frame(m.pt[src, slot]), F_TAG]
         m.pt[t, slot] = pte_make(f, flags)
+    m.tab_ver[t] += 1
 
 
 @njit(cache=True)
@@ -157,7 +158,7 @@ def copy_huge_pmd(m, child, crow, k, t, eager, writable):
             if f != 0:
                 e &= ~(PTE_W | PTE_E)
                 m.pt[t, slot] = e
-                m.frame[f, F_MAP] += 1
+                m.frame[f, F_MAP] += 1                # a huge page's frames are homed nowhere
             m.pt[nt, slot] = e
     m.tab_count[nt] = PTRS_PER_TABLE
     count_event(m, child, C_FORK_PMDS)

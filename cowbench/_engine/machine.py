@@ -58,7 +58,14 @@ FIELDS = (
     Field("tab_ref", np.int32, ("table",), 0, "directory entries pointing at the table (its users)"),
     Field("tab_ovr", np.int32, ("table", "PTRS"), 0, "users of the table that override the slot"),
     Field("tab_maxovr", np.int32, ("table",), 0, "an upper bound on the table's tab_ovr"),
+    Field("tab_wp", np.uint8, ("table",), 0, "1: ready to share as it is: no entry writable, exclusive or inline, "
+                                            "every frame homed at its slot and unpinned (fork.py)"),
     Field("tab_epoch", np.int64, ("table",), -1, "G_EPOCH when tab_rss/uss/pss were computed"),
+    Field("tab_ver", np.int64, ("table",), 0, "changes to the table's entries, overrides, or the mapcounts of "
+                                             "frames homed in it: what its cached smaps depend on but tab_ref"),
+    Field("tab_seen", np.int64, ("table",), -1, "tab_ver when its smaps were last summed in full"),
+    Field("tab_uniform", np.uint8, ("table",), 0, "1: as last summed, every page it maps has mapcount tab_ref "
+                                                 "(pss = rss / tab_ref whoever joins or leaves)"),
     Field("tab_rss", np.int32, ("table",), 0, "smaps of the table's own entries, cached"),
     Field("tab_uss", np.int32, ("table",), 0, "(cached with tab_rss)"),
     Field("tab_pss", np.float64, ("table",), 0, "(cached with tab_rss)"),

@@ -19,14 +19,14 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from .abi import (C_COW_COPIES, C_COW_REUSES, C_MINOR_FAULTS, C_ZERO_FILLS, F_FOLIO, F_MAP, F_PINS, F_TAG,
+from .abi import (C_COW_COPIES, C_COW_REUSES, C_MINOR_FAULTS, C_ZERO_FILLS, F_FOLIO, F_PINS, F_TAG,
                   FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE, OV_DENSE, PTE_E, PTE_I,
                   PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
 from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
 from .machine import count_event
 from .mmap import count_rss, pte_alloc, set_pte
 from .oom_kill import oom_kill
-from .page_alloc import frame_alloc, frame_charge, frame_mapcount
+from .page_alloc import frame_alloc, frame_charge, frame_map, frame_mapcount
 from .pgtable import ov_cap, ov_find, ov_put, ov_record, pte_peek, pte_write, store_tag, table_unshare
 from .pte import NO_ENTRY, pte_frame, pte_id, pte_inline, pte_is_inline, pte_make
 
@@ -35,7 +35,7 @@ from .pte import NO_ENTRY, pte_frame, pte_id, pte_inline, pte_is_inline, pte_mak
 
 @njit(cache=True)
 def map_cached_page(m, mm, r, t, slot, f):
-    m.frame[f, F_MAP] += 1
+    frame_map(m, f)
     writable = (m.vma[mm, r] & VM_WRITE) != 0
     set_pte(m, mm, r, t, slot, pte_make(f, PTE_W if writable else 0))
 
@@ -188,18 +188,20 @@ def must_copy(pt, tab_ovr, ref, t, slot):
 
 
 @njit(cache=True, inline="always")
-def copy_override(tab_ovr, tab_maxovr, t, slot):
+def copy_override(tab_ovr, tab_maxovr, tab_ver, t, slot):
     """A copy's mark in the shared table t: one more user overrides slot. (must_copy
     said another user still maps the entry, so it does not die: add_override's
     clear_table_entry has nothing to do.)"""
     o = tab_ovr[t, slot] + 1
     tab_ovr[t, slot] = o
+    tab_ver[t] += 1
     if o > tab_maxovr[t]:
         tab_maxovr[t] = o
 
 
 @njit(cache=True, inline="always")
-def wp_page_copy_quick(m, row, k, t, slot, e, ov_key, ov_val, ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr):
+def wp_page_copy_quick(m, row, k, t, slot, e, ov_key, ov_val, ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr,
+                       tab_ver):
     """do_wp_page's copy, where must_copy holds and a page was charged: e, the
     copy (an inline page), becomes (row, k)'s PTE at slot in its overlay, on
     the arrays the caller holds. True when the overlay pool may have moved
@@ -213,12 +215,12 @@ def wp_page_copy_quick(m, row, k, t, slot, e, ov_key, ov_val, ovc_row, ovl_row, 
     else:
         ov_record(m, row, k, slot, e)
         moved = True
-    copy_override(tab_ovr, tab_maxovr, t, slot)
+    copy_override(tab_ovr, tab_maxovr, tab_ver, t, slot)
     return moved
 
 
 @njit(cache=True)
-def copy_range(pt, tab_ovr, tab_maxovr, ref, t, words, key, val, off, dense, e):
+def copy_range(pt, tab_ovr, tab_maxovr, tab_ver, ref, t, words, key, val, off, dense, e):
     """wp_page_copy for every slot marked in words whose entry in table t (ref
     users) must be copied: e goes to the new overlay chunk at off (dense, or
     sorted slots), the slot gains an override and its mark is cleared; the
@@ -240,7 +242,7 @@ def copy_range(pt, tab_ovr, tab_maxovr, ref, t, words, key, val, off, dense, e):
                 key[off + q] = slot
                 val[off + q] = e
             q += 1
-            copy_override(tab_ovr, tab_maxovr, t, slot)
+            copy_override(tab_ovr, tab_maxovr, tab_ver, t, slot)
     return q
 
 

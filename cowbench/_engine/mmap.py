@@ -64,6 +64,7 @@ def set_pte(m, mm, r, t, slot, e):
     """Install e in an empty slot of an unshared table."""
     m.pt[t, slot] = e
     m.tab_count[t] += 1
+    m.tab_ver[t] += 1
     count_rss(m, mm, r, pte_page(e))
 
 
@@ -73,6 +74,8 @@ def set_pte(m, mm, r, t, slot, e):
 def zap_table(m, mm, row, k, anon):
     """Remove mm's PTEs in range k and its use of the table (zap_pte_range + free_pgtables)."""
     t = m.pmd[row, k]
+    if m.ovc[row, k] >= 0:
+        m.tab_ver[t] += 1                      # its overrides go
     for i in range(ov_len(m, row, k)):
         slot, j = ov_at(m, row, k, i)
         e = m.ov_val[j]

@@ -47,6 +47,8 @@ def change_protection(m, pid, mm, r, prot):
         if m.tab_ref[t] == 1:
             for slot in range(PTRS_PER_TABLE):
                 m.pt[t, slot] = pte_protect(m.pt[t, slot], prot, shared)
+            if (prot & VM_WRITE) != 0:
+                m.tab_wp[t] = 0
         for i in range(ov_len(m, row, k)):
             slot, j = ov_at(m, row, k, i)
             m.ov_val[j] = pte_protect(m.ov_val[j], prot, shared)

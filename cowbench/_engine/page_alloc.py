@@ -151,10 +151,27 @@ def frame_put(m, f):
         frame_release(m, f)
 
 
+@njit(cache=True, inline="always")
+def frame_mapcount_changed(m, f):
+    """f gained or lost a mapping outside its home: the table it is homed in
+    must sum its smaps afresh (task_mmu.py caches them)."""
+    h = m.frame[f, F_HOME]
+    if h >= 0:
+        m.tab_ver[h >> TABLE_SHIFT] += 1
+
+
+@njit(cache=True)
+def frame_map(m, f):
+    """One more counted PTE maps frame id f."""
+    m.frame[f, F_MAP] += 1
+    frame_mapcount_changed(m, f)
+
+
 @njit(cache=True)
 def frame_unmap(m, f):
     """Drop one counted PTE mapping of anonymous frame id f; free it if nobody maps it."""
     m.frame[f, F_MAP] -= 1
+    frame_mapcount_changed(m, f)
     frame_put(m, f)
 
 
@@ -172,4 +189,4 @@ def pte_drop(m, e, anon):
         if anon:
             frame_unmap(m, f)
         else:
-            m.frame[f, F_MAP] -= 1
+            m.frame[f, F_MAP] -= 1            # a page-cache frame, homed nowhere

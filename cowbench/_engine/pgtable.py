@@ -23,7 +23,8 @@ from numba import njit
 from .abi import (F_HOME, F_MAP, F_TAG, G_GROUP_HWM, G_GROUP_TOP, G_OV_FREE, G_OV_HWM, G_POLICY, G_TAB_HWM,
                   G_TAB_TOP, OV_DENSE, POLICY_ODF, PTE_E, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, C_FAULT_TABLES)
 from .machine import count_event
-from .page_alloc import frame_new_id, frame_put, frame_uncharge, frame_unmap, id_alloc, id_release, pte_alloc_one
+from .page_alloc import (frame_map, frame_new_id, frame_put, frame_uncharge, frame_unmap, id_alloc, id_release,
+                         pte_alloc_one)
 from .pte import home_of, pte_frame, pte_id, pte_is_inline, pte_make, pte_with_tag
 
 # --- tables --------------------------------------------------------------------------------------
@@ -38,7 +39,11 @@ def table_alloc(m):
     m.tab_huge[t] = 0
     m.tab_ref[t] = 1
     m.tab_maxovr[t] = 0
+    m.tab_wp[t] = 0
     m.tab_epoch[t] = -1
+    m.tab_ver[t] = 0
+    m.tab_seen[t] = -1
+    m.tab_uniform[t] = 0
     return t
 
 
@@ -71,6 +76,7 @@ def clear_table_entry(m, t, slot):
         return
     m.pt[t, slot] = 0
     m.tab_count[t] -= 1
+    m.tab_ver[t] += 1
     zap_table_entry(m, t, slot, e)
 
 
@@ -79,6 +85,7 @@ def add_override(m, t, slot):
     """One more user of t overrides slot (with a PTE in its overlay)."""
     n = m.tab_ovr[t, slot] + 1
     m.tab_ovr[t, slot] = n
+    m.tab_ver[t] += 1
     if n > m.tab_maxovr[t]:
         m.tab_maxovr[t] = n
     if n == m.tab_ref[t]:
@@ -88,7 +95,10 @@ def add_override(m, t, slot):
 @njit(cache=True)
 def table_put(m, t):
     """One user fewer of t. Slots every remaining user overrides die; the
-    last user frees the table and everything only it mapped."""
+    last user frees the table and everything only it mapped. The search for
+    dying slots leaves tab_maxovr exact, so that while no user overrides a
+    slot, a user leaving costs O(1) (a fork server's children: each leaves
+    the tables it did not write at once)."""
     m.tab_ref[t] -= 1
     n = m.tab_ref[t]
     if n == 0:
@@ -99,9 +109,13 @@ def table_put(m, t):
                     zap_table_entry(m, t, slot, e)
         table_free(m, t)
     elif m.tab_maxovr[t] >= n and m.tab_count[t] > 0:
+        top = 0
         for slot in range(PTRS_PER_TABLE):
-            if m.tab_ovr[t, slot] == n:
+            o = m.tab_ovr[t, slot]
+            if o == n:
                 clear_table_entry(m, t, slot)
+            top = max(top, o)
+        m.tab_maxovr[t] = top
 
 
 # --- overlays: an address space's own PTEs in a table it shares ---------------------------------
@@ -322,24 +336,26 @@ def pte_write(m, row, k, t, slot, oi, e):
         m.ov_val[oi] = e
         if fo != fn:
             if fn > 0:
-                m.frame[fn, F_MAP] += 1
+                frame_map(m, fn)
             if fo > 0:
                 frame_unmap(m, fo)
         return oi
     if m.tab_ref[t] == 1:
         old = m.pt[t, slot]
         m.pt[t, slot] = e
+        m.tab_wp[t] = 0
+        m.tab_ver[t] += 1
         if old == 0:
             m.tab_count[t] += 1
         fo = pte_id(old)
         if fo != fn:
             if fn > 0:
-                m.frame[fn, F_MAP] += 1
+                frame_map(m, fn)
             if fo > 0:
                 zap_table_entry(m, t, slot, old)
         return -1
     if fn > 0:
-        m.frame[fn, F_MAP] += 1             # before the table's own entry can die
+        frame_map(m, fn)                    # before the table's own entry can die
     oi = ov_record(m, row, k, slot, e)
     add_override(m, t, slot)
     return oi
@@ -372,6 +388,7 @@ def pte_assign_frame(m, t, slot, oi, e):
     else:
         m.frame[f, F_HOME] = home_of(t, slot)
         m.pt[t, slot] = e
+        m.tab_ver[t] += 1
     return e
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .abi import (C_ANON_HUGE, C_PTE_PAGES, C_RSS, C_USS, G_EPOCH, OV_DENSE, P_RUNNING, P_SUSPENDED, PTE_I,
-                  PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
+from .abi import (C_ANON_HUGE, C_PTE_PAGES, C_RSS, C_USS, F_HOME, F_MAP, G_EPOCH, OV_DENSE, P_RUNNING,
+                  P_SUSPENDED, PTE_I, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
 from .machine import region_span
 from .page_alloc import frame_mapcount
 from .pgtable import directory_of, pte_peek, pte_tag_of
-from .pte import pte_frame, pte_is_inline
+from .pte import home_of, pte_frame, pte_is_inline, pte_page
 
 
 @njit(cache=True)
@@ -36,24 +36,59 @@ def pte_weight(m, e):
 def table_weights(m, t):
     """smaps of table t's own entries, summed once per G_EPOCH (a table a
     thousand address spaces share is added up once, not a thousand times),
-    and each entry's pss share kept in tab_w for the users that override it."""
+    and each entry's pss share kept in tab_w for the users that override it.
+
+    Pages mapped by all tab_ref users add up as one count divided by tab_ref.
+    A table where that is every page, each homed at its slot and nobody's
+    override (tab_uniform), keeps that property while only its users change
+    (joins at fork, leaves at exit): table_smaps then re-sums it in O(1)."""
     if m.tab_epoch[t] == m.g[G_EPOCH]:
         return
-    rss = 0
-    uss = 0
+    ref = m.tab_ref[t]
+    rss = uss = at_ref = 0
     pss = 0.0
+    uniform = True
     w = m.tab_w[t]
     w[:] = -1.0
     if m.tab_count[t] > 0:
         for slot in range(PTRS_PER_TABLE):
-            a, p, u = pte_weight(m, m.pt[t, slot])
-            if a != 0:
-                w[slot] = p
-            rss += a
-            pss += p
-            uss += u
-    m.tab_rss[t], m.tab_uss[t], m.tab_pss[t] = rss, uss, pss
+            e = m.pt[t, slot]
+            if pte_page(e) == 0:
+                continue
+            if pte_is_inline(e):
+                n = 1
+                uniform = False
+            else:
+                f = pte_frame(e)
+                n = frame_mapcount(m, f)
+                uniform &= (m.frame[f, F_HOME] == home_of(t, slot) and m.frame[f, F_MAP] == 0
+                            and m.tab_ovr[t, slot] == 0)
+            w[slot] = 1.0 / n
+            rss += 1
+            uss += n == 1
+            if n == ref:
+                at_ref += 1
+            else:
+                pss += 1.0 / n
+    m.tab_rss[t], m.tab_uss[t], m.tab_pss[t] = rss, uss, at_ref / ref + pss
+    m.tab_uniform[t] = uniform
+    m.tab_seen[t] = m.tab_ver[t]
     m.tab_epoch[t] = m.g[G_EPOCH]
+
+
+@njit(cache=True, inline="always")
+def table_smaps(m, t):
+    """Bring table t's cached smaps up to G_EPOCH: in O(1) if it is uniform
+    and nothing but its users changed since it was summed, else in full."""
+    if m.tab_epoch[t] == m.g[G_EPOCH]:
+        return
+    if m.tab_uniform[t] != 0 and m.tab_seen[t] == m.tab_ver[t]:
+        ref = m.tab_ref[t]
+        m.tab_pss[t] = m.tab_rss[t] / ref
+        m.tab_uss[t] = m.tab_rss[t] if ref == 1 else 0
+        m.tab_epoch[t] = m.g[G_EPOCH]
+    else:
+        table_weights(m, t)
 
 
 @njit(cache=True, inline="always")
@@ -117,7 +152,7 @@ def mm_smaps(m, mm):
             if tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
                 huge += 1
             if tab_epoch[t] != epoch:
-                table_weights(m, t)
+                table_smaps(m, t)
             rss += tab_rss[t]
             pss += tab_pss[t]
             uss += tab_uss[t]

@@ -50,6 +50,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
     tab_ref = m.tab_ref
     tab_ovr = m.tab_ovr
     tab_maxovr = m.tab_maxovr
+    tab_ver = m.tab_ver
     g = m.g
     ctr = m.ctr
     totals = m.totals
@@ -93,7 +94,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                         and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
                     frames_taken(g, 1)
                     if wp_page_copy_quick(m, row, k, t, slot, pte_inline(tag, PTE_W | PTE_E), ov_key, ov_val,
-                                          ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr):
+                                          ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr, tab_ver):
                         ov_key = m.ov_key
                         ov_val = m.ov_val
                     count_events(ctr, totals, pid, C_MINOR_FAULTS, 1)
@@ -153,6 +154,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
     tab_ref = m.tab_ref
     tab_count = m.tab_count
     tab_maxovr = m.tab_maxovr
+    tab_ver = m.tab_ver
     g = m.g
     first = m.reg_pmd0[r]
     batch = write and tag > 0
@@ -182,7 +184,8 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
             while c < OV_DENSE and ov_cap(c) < n:
                 c += 1
             off = ov_alloc(m, c)
-            q = copy_range(pt, tab_ovr, tab_maxovr, tab_ref[t], t, marks, m.ov_key, m.ov_val, off, c == OV_DENSE, e)
+            q = copy_range(pt, tab_ovr, tab_maxovr, tab_ver, tab_ref[t], t, marks, m.ov_key, m.ov_val, off,
+                           c == OV_DENSE, e)
             if q == 0:
                 ov_release(m, c, off)
             else:
