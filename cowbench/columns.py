@@ -48,8 +48,10 @@ EVENTS = (
     Column("thp_copies", "C_THP_COPIES", "huge pages its writes copied whole (thp_cow='copy')"),
     Column("thp_splits", "C_THP_SPLITS", "huge PMDs split under it (vmstat thp_split_pmd)"),
     Column("enomem", "C_ENOMEM", "mmap, mprotect or fork calls refused with ENOMEM"),
-    Column("exit_pages_unmapped", "C_EXIT_PAGES", "pages unmapped when it released an address space as its "
-                                                  "last user: at exit, death or exec (exit_mmap)"),
+    Column("exit_ptes_zapped", "C_EXIT_PTES", "PTEs mapping a page that its teardown of an address space (as "
+                                               "its last user: exit, death or exec) walked (exit_mmap; under odf "
+                                               "not those of tables still shared, dropped whole)"),
+    Column("exit_pages_freed", "C_EXIT_FREED", "pages that teardown freed (no other mapping, cache or pin held them)"),
 )
 
 # Per process, as smaps_rollup and status would show them at the end of the

@@ -9,6 +9,7 @@ the counts:
                 + fork_page_ns * pages_copied
     faults_ns = zero_fill_ns * zero_fills + cow_copy_ns * cow_copies
                 + reuse_ns * reuses + map_ns * maps
+    exit_ns   = exit_pte_ns * ptes_zapped + exit_page_ns * pages_freed
 
 `cowbench calibrate --out host.toml` measures these numbers on the machine it
 runs on (cowbench/real/calibrate.py); `CostModel.load("host.toml")` reads them
@@ -38,7 +39,10 @@ reuse_ns       a write fault that reuses the page in place (wp_page_reuse,
 map_ns         a fault that maps an existing page without allocating: a read of
                never-written anonymous memory (the zero page), or a page of a
                shared mapping already in the page cache.
-exit_page_ns   per page unmapped at exit (zap_pte_range + freeing the frame).
+exit_pte_ns    per PTE mapping a page that exit_mmap zaps (zap_pte_range: the rmap,
+               the refcount, the TLB batch), whether or not the page is freed.
+exit_page_ns   per page that teardown frees, on top of its zap (back to the
+               page allocator).
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ __all__ = ["CostModel", "COST_FIELDS"]
 
 #: The per-event costs, in nanoseconds, in file order.
 COST_FIELDS = ("fork_base_ns", "fork_pte_ns", "fork_table_ns", "fork_page_ns", "zero_fill_ns",
-               "cow_copy_ns", "reuse_ns", "map_ns", "exit_page_ns")
+               "cow_copy_ns", "reuse_ns", "map_ns", "exit_pte_ns", "exit_page_ns")
 _ALL_FIELDS = COST_FIELDS + ("source", "page_size")
 _PTES_PER_TABLE = 512         # PTEs in a table, pages in a huge page (x86-64)
 
@@ -71,6 +75,7 @@ class CostModel:
     cow_copy_ns: float
     reuse_ns: float
     map_ns: float
+    exit_pte_ns: float
     exit_page_ns: float
     source: str
     page_size: int = 4096
@@ -130,11 +135,16 @@ class CostModel:
             # first read of fresh anonymous memory (maps the zero page). Runs: 623-646 ns.
             # (A child's first touch of a MAP_SHARED page in the page cache: 358-386 ns.)
             map_ns=636.0,
-            # munmap of a dirty private region, per page. Runs: 228-231 ns.
-            exit_page_ns=230.0,
+            # munmap of a dirty private region, per page (zap and free). Runs: 228-231 ns. Split
+            # by one later calibration (2026-12-02, the machine busy: all of its costs ran
+            # 1.3-1.5x these) into its zap, 40 % (a child's exit over pages it shares with its
+            # parent: 103.9 of 260.2 ns/page), and the freeing, 60 %.
+            exit_pte_ns=92.0,
+            exit_page_ns=138.0,
             source=("built-in default: cowbench calibrate on the development host, 2026-11-28, "
                     "Linux 6.18.44-fc-v509, x86_64 AMD EPYC, 2 vCPUs (Firecracker/KVM guest), "
-                    "THP madvise, measured per 4 KiB page (MADV_NOHUGEPAGE); median of 4 runs; "
+                    "THP madvise, measured per 4 KiB page (MADV_NOHUGEPAGE); median of 4 runs (exit costs: one "
+                    "run of 2026-12-02, as a share of munmap's); "
                     "fork_page_ns is an estimate (MADV_POPULATE_WRITE + 4 KiB memcpy): Linux has no eager fork"),
         )
 
@@ -213,9 +223,10 @@ class CostModel:
         return (self.zero_fill_ns * zero_fills + self.cow_copy_ns * cow_copies
                 + self.reuse_ns * reuses + self.map_ns * maps)
 
-    def exit_ns(self, pages):
-        """Estimated time to unmap `pages` pages at exit."""
-        return self.exit_page_ns * pages
+    def exit_ns(self, ptes, pages_freed=0):
+        """Estimated time of address-space teardowns (exit_mmap) that zapped
+        `ptes` PTEs and freed `pages_freed` of their pages."""
+        return self.exit_pte_ns * ptes + self.exit_page_ns * pages_freed
 
     # The engine's counts priced: c is a mapping of result columns (a
     # DataFrame, a row, a dict of totals), element-wise.
@@ -239,10 +250,9 @@ class CostModel:
                 + _PTES_PER_TABLE * (self.zero_fill_ns * c["thp_fault_alloc"] + self.cow_copy_ns * c["thp_copies"]))
 
     def counted_exit_ns(self, c):
-        """Estimated time of the address-space teardowns counted in c: every page
-        unmapped priced as munmap of a dirty private page (the calibration), an
-        upper bound for a page another process still maps (no page is freed)."""
-        return self.exit_ns(c["exit_pages_unmapped"])
+        """Estimated time of the address-space teardowns counted in c: each PTE
+        zapped, and each page freed on top."""
+        return self.exit_ns(c["exit_ptes_zapped"], c["exit_pages_freed"])
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -423,10 +423,16 @@ class _Machine:
         proc.mm = None
         mm.users -= 1
         if mm.users == 0:
-            proc.counters["exit_pages_unmapped"] += self.rss(mm)      # exit_mmap unmaps what is resident
+            # exit_mmap walks every PTE mapping a page, but (odf) those of tables another mm still shares
+            shared = {key for key, tab in mm.tables.items() if tab.sharers > 1}
+            walked = self.rss(mm) - sum(1 for (r, p), pte in mm.ptes.items()
+                                        if pte.frame != ZERO_PAGE and (r, p // PTES_PER_TABLE) in shared)
+            frames = len(self.frames)
             for r in list(mm.vmas):
                 self.unmap_region(mm, r)
             assert not mm.ptes and not mm.huge and not mm.tables
+            proc.counters["exit_ptes_zapped"] += walked
+            proc.counters["exit_pages_freed"] += frames - len(self.frames)
 
     def values(self, mm: MM) -> dict:
         rss = uss = 0
@@ -477,7 +483,9 @@ class _Machine:
             proc.reason = reason
             proc.suspended = False
             self.release_vfork_parent(proc)
+            frames = len(self.frames)
             self.drop_pins(proc, list(proc.pins))
+            proc.counters["exit_pages_freed"] += frames - len(self.frames)    # pinned pages nothing maps
             self.drop_mm(proc)
 
     def out_of_memory(self, faulting: Proc) -> None:

@@ -22,7 +22,7 @@ def raises(*parts):
 def model():
     return CostModel(fork_base_ns=500_000.0, fork_pte_ns=80.0, fork_table_ns=1_500.0, fork_page_ns=1_200.0,
                      zero_fill_ns=1_300.0, cow_copy_ns=2_000.0, reuse_ns=700.0, map_ns=650.0,
-                     exit_page_ns=250.0, source="test model")
+                     exit_pte_ns=90.0, exit_page_ns=250.0, source="test model")
 
 
 def good_toml(**override) -> str:
@@ -133,7 +133,7 @@ def test_fork_ns_scalar(model):
 def test_faults_ns_scalar(model):
     assert model.faults_ns(0, 0, 0, 0) == 0.0
     assert model.faults_ns(1, 2, 3, 4) == 1_300 + 2 * 2_000 + 3 * 700 + 4 * 650
-    assert model.exit_ns(10) == 2_500.0
+    assert model.exit_ns(10) == 900.0 and model.exit_ns(10, 4) == 900.0 + 1_000.0
 
 
 def test_arrays_and_series(model):
@@ -153,8 +153,8 @@ def test_arrays_and_series(model):
 
 def test_a_runs_times_are_its_counts_priced(model):
     """fork_ns prices what the fork that created a process copied, est_time_ns
-    its faults, exit_ns the pages its exit unmapped; the timeline's running
-    total adds all three."""
+    its faults, exit_ns the PTEs its exit zapped and the pages it freed; the
+    timeline's running total adds all three."""
     import cowbench as cb
 
     sc = cb.Scenario(phys_mem="64MiB")
@@ -168,10 +168,10 @@ def test_a_runs_times_are_its_counts_priced(model):
     p = res.processes.set_index("name")
     assert p.at["kid", "fork_ns"] == 500_000 + 80 * 256 + 1_500 * 1
     assert p.at["kid", "est_time_ns"] == 2_000 * 10
-    assert p.at["kid", "exit_ns"] == 250 * 256
+    assert p.at["kid", "exit_ns"] == 90 * 256 + 250 * 10      # zaps every PTE, frees its 10 copies
     assert p.at["root", "est_time_ns"] == 1_300 * 256 and p.at["root", "exit_ns"] == 0
     assert res.timeline.est_time_ns.iloc[-1] == p.fork_ns.sum() + p.est_time_ns.sum() + p.exit_ns.sum()
-    assert res.summary.exit_ns == 250 * 256
+    assert res.summary.exit_ns == 90 * 256 + 250 * 10
 
 
 # --- calibration on this host --------------------------------------------------------------------

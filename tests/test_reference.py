@@ -398,15 +398,18 @@ def test_result_columns_and_dtypes(simulate, kw):
 @given(b=scenarios(), kw=run_kwargs)
 def test_reference_odf_is_cow_without_fork_copies(b, kw):
     """The reference's "odf" is "cow" at page level; it copies no PTE or table at
-    fork. (Only with room to spare: tables take frames, and odf needs fewer of
-    them, so under memory pressure OOM kills and ENOMEM differ.)"""
+    fork, and its exits walk no PTE of a table still shared. (Only with room to
+    spare: tables take frames, and odf needs fewer of them, so under memory
+    pressure OOM kills and ENOMEM differ.)"""
     assume(b.sc.frames > 4096)
     kw = dict(kw, policy="cow", overcommit=1)
     cow = reference.simulate(b.sc, **kw).processes
     odf = reference.simulate(b.sc, **dict(kw, policy="odf")).processes
     assert (odf["fork_ptes_copied"] <= cow["fork_ptes_copied"]).all()
     assert ((odf["fork_pages_copied"] == 0) | (odf["fork_tables_copied"] > 0)).all()   # only pinned tables
-    same = [c for c in reference.COLUMNS if c not in ("fork_ptes_copied", "fork_tables_copied", "fault_tables_copied")]
+    assert (odf["exit_ptes_zapped"] <= cow["exit_ptes_zapped"]).all()
+    same = [c for c in reference.COLUMNS if c not in ("fork_ptes_copied", "fork_tables_copied", "fault_tables_copied",
+                                                       "exit_ptes_zapped")]
     pd.testing.assert_frame_equal(odf[same], cow[same])
 
 

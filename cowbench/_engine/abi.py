@@ -62,15 +62,15 @@ OOM_LARGEST, OOM_FAULTING = 0, 1
 OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER = 0, 1, 2
 
 # --- counters -----------------------------------------------------------------------------------
-# Per process, Machine.ctr[pid, C_*]; the events C_MINOR_FAULTS .. C_EXIT_PAGES are
+# Per process, Machine.ctr[pid, C_*]; the events C_MINOR_FAULTS .. C_EXIT_FREED are
 # also summed into the run totals, Machine.totals. cowbench/columns.py names
 # each result column's counter; results.py checks the two agree at import.
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
  C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES, C_FORK_PMDS,
- C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_ENOMEM, C_EXIT_PAGES,
- C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(19)
-N_CTR = 19
-N_TOTALS = 15     # C_MINOR_FAULTS .. C_EXIT_PAGES
+ C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_ENOMEM, C_EXIT_PTES, C_EXIT_FREED,
+ C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(20)
+N_CTR = 20
+N_TOTALS = 16     # C_MINOR_FAULTS .. C_EXIT_FREED
 
 # Timeline rows (Machine totals after each op): the run totals, then these.
 T_FRAMES_USED, T_RUNNING, T_FORKS, T_PTE_FRAMES = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2, N_TOTALS + 3

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from numba import njit
 
-from .abi import G_EPOCH, G_RUNNING, P_RUNNING, P_SUSPENDED
+from .abi import C_EXIT_FREED, G_EPOCH, G_FRAMES_USED, G_RUNNING, P_RUNNING, P_SUSPENDED
+from .machine import count_events
 from .gup import unpin_all
 from .mmap import mmput
 from .task_mmu import freeze_memory
@@ -26,7 +27,9 @@ def do_exit(m, pid, state, reason):
     m.g[G_RUNNING] -= 1
     wake_vfork_parent(m, pid)
     mmput(m, pid, m.proc_mm[pid])
-    unpin_all(m, pid)
+    used = m.g[G_FRAMES_USED]
+    unpin_all(m, pid)                       # pages the teardown left to their pins go now
+    count_events(m.ctr, m.totals, pid, C_EXIT_FREED, used - m.g[G_FRAMES_USED])
 
 
 @njit(cache=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from numba import njit
 
-from .abi import (F_PINS, G_COMMIT_LIMIT, G_COMMITTED, G_FRAME_MAX, G_OVERCOMMIT, G_POLICY, G_ROW_HWM,
-                  G_ROW_TOP, OVERCOMMIT_GUESS, OVERCOMMIT_NEVER, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT,
-                  VM_MAPPED, VM_WRITE, C_ENOMEM, C_EXIT_PAGES)
+from .abi import (C_ENOMEM, C_EXIT_FREED, C_EXIT_PTES, F_PINS, G_COMMIT_LIMIT, G_COMMITTED, G_FRAME_MAX,
+                  G_FRAMES_USED, G_OVERCOMMIT, G_POLICY, G_PTE_FRAMES, G_ROW_HWM, G_ROW_TOP, OVERCOMMIT_GUESS,
+                  OVERCOMMIT_NEVER, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT, VM_MAPPED, VM_WRITE)
 from .machine import count_event, count_events, region_span
 from .page_alloc import frame_release, id_alloc, id_release, pte_alloc_one, pte_drop, pte_free
 from .pgtable import odf_leave, ov_at, ov_drop, ov_len, table_alloc, table_free, table_put
 from .pte import pte_page
+from .task_mmu import odf_shared_rss
 
 
 @njit(cache=True)
@@ -137,17 +138,26 @@ def unmap_region(m, mm, r):
 
 @njit(cache=True)
 def mmput(m, pid, mm):
-    """pid drops its use of mm; the last user tears it down (exit_mmap),
-    and the pages it unmaps are counted to pid (what its exit, death or exec costs)."""
+    """pid drops its use of mm; the last user tears it down (exit_mmap). What
+    that costs is counted to pid (its exit, death or exec): the PTEs mapping a
+    page that zap_pte_range walks (all of them, but under odf those of tables
+    still shared with another address space, which are dropped whole) and the
+    pages freed."""
     m.mm_users[mm] -= 1
     if m.mm_users[mm] > 0:
         return
-    count_events(m.ctr, m.totals, pid, C_EXIT_PAGES, mm_rss_total(m, mm))
+    g = m.g
+    walked = mm_rss_total(m, mm)
+    if g[G_POLICY] == POLICY_ODF:
+        walked -= odf_shared_rss(m, mm)
+    used, tables = g[G_FRAMES_USED], g[G_PTE_FRAMES]
     for r in range(m.vma.shape[1]):
         if (m.vma[mm, r] & VM_MAPPED) != 0:
             unmap_region(m, mm, r)
-    id_release(m.row_free, m.g, G_ROW_TOP, m.mm_row[mm])
+    id_release(m.row_free, g, G_ROW_TOP, m.mm_row[mm])
     m.mm_row[mm] = -1
+    count_events(m.ctr, m.totals, pid, C_EXIT_PTES, walked)
+    count_events(m.ctr, m.totals, pid, C_EXIT_FREED, (used - g[G_FRAMES_USED]) - (tables - g[G_PTE_FRAMES]))
 
 
 # --- overcommit accounting (mm/util.c __vm_enough_memory) ----------------------------------------

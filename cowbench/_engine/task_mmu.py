@@ -169,6 +169,34 @@ def mm_smaps(m, mm):
 
 
 @njit(cache=True)
+def odf_shared_rss(m, mm):
+    """Pages mm maps in ranges whose table the simulated odf kernel still
+    shares with another address space (what exit_mmap drops without walking)."""
+    m.g[G_EPOCH] += 1
+    row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
+    odfg_row = m.odfg[row]
+    rss = 0
+    for r in range(m.vma.shape[1]):
+        if (m.vma[mm, r] & VM_MAPPED) == 0:
+            continue
+        lo, hi = region_span(m, r)
+        for k in range(lo, hi):
+            t = pmd_row[k]
+            grp = odfg_row[k]
+            if t < 0 or grp < 0 or m.group_ref[grp] < 2:
+                continue
+            table_smaps(m, t)
+            rss += m.tab_rss[t]
+            c = ovc_row[k]
+            if c >= 0:
+                dense = c == OV_DENSE
+                a, p, u = overlay_weights(m, m.ov_key, m.ov_val, m.tab_w, t, ovl_row[k],
+                                          PTRS_PER_TABLE if dense else ovn_row[k], dense)
+                rss += a
+    return rss
+
+
+@njit(cache=True)
 def freeze_memory(m, pid):
     """Freeze the memory columns of pid (rss, uss, pss, VmPTE, AnonHugePages)
     from its address space as it is now."""

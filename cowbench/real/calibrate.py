@@ -32,7 +32,11 @@ zero fill      the first write to fresh anonymous memory; per page.
 map            the first read of fresh anonymous memory (maps the zero page).
                A child's first read of a MAP_SHARED page its parent wrote is
                measured too and reported, not used.
-exit           munmap of a dirty private region; per page.
+exit           a child that shares every page of a dense region exits at once:
+               its CPU time (getrusage RUSAGE_CHILDREN across the reap) against
+               the region's size gives exit_pte_ns, per PTE zapped; munmap of
+               a dirty private region (zap and free) per page, less that,
+               gives exit_page_ns, per page freed.
 eager copy     Linux has no eager fork, so fork_page_ns is an estimate: the
                in-kernel cost of allocating a zeroed page (MADV_POPULATE_WRITE:
                the zero-fill fault without the trap; the zero-fill fault where
@@ -64,6 +68,7 @@ import gc
 import json
 import mmap
 import os
+import resource
 import struct
 import sys
 import time
@@ -172,6 +177,22 @@ def _fork_exit():
     c = _cpu() - c0
     os.waitpid(pid, 0)
     return t, c
+
+
+def _exit_child():
+    """A child that exits at once: the CPU time it took (getrusage(RUSAGE_CHILDREN)
+    across its reap: almost all of it exit_mmap tearing down the address space
+    it shares with this process), and the wall time from fork's return to the reap."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    t0 = _ns()
+    os.waitpid(pid, 0)
+    t = _ns() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e9
+    return t, cpu
 
 
 def _fork_pass(a, op: str):
@@ -298,6 +319,8 @@ def _fork_item(rep, kind, reg, sample, group) -> None:
         sample("fork_base_cold", rep, _fork_exit())
         for _ in range(2 * group):
             sample("fork_base", rep, _fork_exit())
+        for _ in range(group):
+            sample("exit_base", rep, _exit_child())
     elif kind == "dense":
         P, T = reg.pages, reg.tables
         reg.mm.madvise(MADV_DOFORK)
@@ -306,6 +329,8 @@ def _fork_item(rep, kind, reg, sample, group) -> None:
         sample("fork_w", rep, _fork_exit(), P, T)                  # parent PTEs writable
         for _ in range(group):
             sample("fork_a", rep, _fork_exit(), P, T)              # already write-protected
+        for _ in range(group):
+            sample("exit_a", rep, _exit_child(), P, T)             # a child that shares every page exits
         reg.mm.madvise(MADV_DONTFORK)
     else:                                                # sparse: one dirty page per PTE table
         n = reg.touched
@@ -531,11 +556,21 @@ def _fit_costs(med, plan: dict, col: str) -> tuple[dict, list, list]:
         notes.append("MADV_POPULATE_WRITE unavailable")
     notes.append(f"fork_page_ns is an {eager_how} (Linux has no eager fork)")
 
+    # exit: a child that shares every page unmaps them (zap_pte_range) and frees its
+    # tables; munmap of a dirty private region also frees each page
+    exit_base = float(med.loc[med["what"] == "exit_base", col].iloc[0])
+    _, exit_pte, r2e, rese = _fork_fit(med, "exit_a", exit_base, col)
+    exit_page = pp["munmap"][0] - exit_pte
+    if exit_page <= 0:
+        notes.append(f"freeing a page at exit not separable (munmap {pp['munmap'][0]:.0f} ns/page, a sharing "
+                     f"child's exit {exit_pte:.0f} ns/page): exit_page_ns is 0")
+        exit_page = 0.0
+
     nd, nsp = len(plan["dense"]) + 1, len(plan["sparse"]) + 1
     q = (min(r2w, r2a), max(resw, resa))
     costs = {"fork_base_ns": fork_base, "fork_pte_ns": pte, "fork_table_ns": table, "fork_page_ns": eager,
              "zero_fill_ns": pp["zero_fill"][0], "cow_copy_ns": pp["cow"][0], "reuse_ns": pp["reuse"][0],
-             "map_ns": pp["map_zero"][0], "exit_page_ns": pp["munmap"][0]}
+             "map_ns": pp["map_zero"][0], "exit_pte_ns": exit_pte, "exit_page_ns": exit_page}
 
     def per(name, key, how):
         c, r2, sp, n = pp[key]
@@ -550,7 +585,9 @@ def _fit_costs(med, plan: dict, col: str) -> tuple[dict, list, list]:
         per("cow_copy_ns", "cow", "child writes every page it shares"),
         per("reuse_ns", "reuse", "parent rewrites its pages after the child exited"),
         per("map_ns", "map_zero", "first read of a fresh region (zero page)"),
-        per("exit_page_ns", "munmap", "munmap of a dirty region"),
+        ("exit_pte_ns", exit_pte, "slope of a sharing child's exit vs its pages (its CPU time)", nd, r2e, rese),
+        ("exit_page_ns", exit_page, "munmap of a dirty region per page, less exit_pte_ns", pp["munmap"][3],
+         pp["munmap"][1], pp["munmap"][2]),
         ("(fork model, all points)", nan, "base + pte*P + table*T vs every fork median", len(Y), all_r2, all_res),
         ("(fork/page, writable)", sw, "PTEs writable at fork (parent wrote since)", nd, r2w, resw),
         ("(fork/page, wrprotected)", sa, "PTEs write-protected by an earlier fork", nd, r2a, resa),
