@@ -10,6 +10,10 @@
     res = cb.simulate(sc, policy="cow")
     res.processes
 
+Real processes (Linux, /proc): cb.snapshot(pid) reads one's address space and resident set,
+cb.trace(pid, seconds=10) samples a process tree's pagemap while it forks and writes, and
+cb.Trace.load / cb.Snapshot.load read them back (cowbench/real/).
+
 Set COWBENCH_BOUNDSCHECK=1 before importing to run the jitted kernels with
 bounds checking (compiled into a separate cache).
 """
@@ -31,4 +35,19 @@ from .scenario import Process, Region, Scenario
 
 __version__ = "0.1.0"
 __all__ = ["Scenario", "Process", "Region", "Result", "ScenarioError", "CostModel", "simulate", "POLICIES",
-           "Pattern", "uniform", "zipf", "sequential", "hotset"]
+           "Pattern", "uniform", "zipf", "sequential", "hotset", "snapshot", "Snapshot", "trace", "Trace"]
+
+# The real-process side loads on first use (it reads /proc; the simulator does not need it).
+_REAL = {"snapshot": ("cowbench.real.snapshot", "snapshot"), "Snapshot": ("cowbench.real.snapshot", "Snapshot"),
+         "trace": ("cowbench.real.trace", "trace"), "Trace": ("cowbench.real.trace", "Trace")}
+
+
+def __getattr__(name):
+    if name in _REAL:
+        import importlib
+
+        mod, attr = _REAL[name]
+        value = getattr(importlib.import_module(mod), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cowbench' has no attribute {name!r}")

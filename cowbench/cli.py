@@ -27,6 +27,12 @@ cowbench simulates fork() and copy-on-write memory, count for count with Linux.
   cowbench calibrate --out F     measure this host's fork and fault costs and
                                  write the cost model (TOML) that simulate(costs=)
                                  loads with cb.CostModel.load(F)
+  cowbench snapshot PID          a live process's layout and resident set, as the
+               [--out F]         kernel counts them (smaps, pagemap; kpageflags as root)
+  cowbench trace PID|-- CMD      sample a process tree's pagemap: forks, exits and
+               [--out F]         each page's first write, over time
+  cowbench predict PID|FILE      fork latency per policy, page tables, per-region
+                                 breakdown, COW memory over time (trace or --write-rate)
 
 A first session:
 
@@ -187,7 +193,8 @@ def _report(args) -> int:
 
 
 # Subcommands with options of their own: everything after the name is theirs.
-PASSTHROUGH = {"validate": "cowbench.real.validate", "calibrate": "cowbench.real.calibrate"}
+PASSTHROUGH = {"validate": "cowbench.real.validate", "calibrate": "cowbench.real.calibrate",
+               "snapshot": "cowbench.real.snapshot", "trace": "cowbench.real.trace", "predict": "cowbench.real.predict"}
 
 
 def main(argv=None) -> int:
@@ -246,6 +253,9 @@ def main(argv=None) -> int:
 
     sub.add_parser("validate", help="compare the simulator with the real kernel, scenario by scenario")
     sub.add_parser("calibrate", help="measure this host's costs and write a cost model")
+    sub.add_parser("snapshot", help="a live process's layout and resident set, as the kernel counts them")
+    sub.add_parser("trace", help="sample a live process tree's pagemap: forks, exits, first writes over time")
+    sub.add_parser("predict", help="fork latency, page tables and COW memory of a real process, per policy")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

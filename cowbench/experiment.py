@@ -11,6 +11,8 @@ An experiment is a Python file that defines, at module level:
     def plot(df, png): ...      # figures: png("latency") is the path of DIR/<name>_latency.png
     def compare(df): ...        # [versus(quantity, published, measured, source), ...]
     def summary(df): ...        # optional: a compact table of the results for the report
+    def unavailable(): ...      # optional: why it cannot run here ("" if it can): real programs
+    SERIAL = True               # optional: run the points one at a time (they time real processes)
 
 and ends with `if __name__ == "__main__": main(__name__)`. `run` sends the grid
 through the sweep runner (resumable: DIR/_points/<name>/ holds one Parquet file
@@ -49,7 +51,7 @@ __all__ = ["grid", "versus", "main", "run", "find_experiments", "load_experiment
 
 #: The order experiments appear in `cowbench list` and in the report.
 ORDER = ("fork_cost", "fork_exec", "redis_bgsave", "redis_thp", "python_prefork", "memory_limit",
-         "prefork_server", "zygote", "process_trees", "fuzzer_forkserver")
+         "prefork_server", "zygote", "process_trees", "fuzzer_forkserver", "redis_real", "python_workers_real")
 META_SUFFIX = ".experiment.json"
 MODULE_PREFIX = "cowbench_experiment_"
 
@@ -164,6 +166,13 @@ def run(module: ModuleType, *, quick: bool = False, out=None, scheduler=None, wo
         if not hasattr(module, attr):
             raise SystemExit(f"cowbench: experiment {name!r} ({module.__file__}) does not define {attr!r}")
     out = Path(out if out is not None else Path("results") / name)
+    why = module.unavailable() if hasattr(module, "unavailable") else ""
+    if why:
+        if echo:
+            print(f"== {name}: skipped: {why}")
+        return pd.DataFrame()
+    if getattr(module, "SERIAL", False) and scheduler is None:
+        workers = 1
     points = module.QUICK if quick else module.FULL
     title, description = describe(Path(module.__file__))
     computed = len(points) if fresh else sum(not part_path(out / "_points" / name, p).exists() for p in points)

@@ -270,3 +270,39 @@ def lines(df: pd.DataFrame, x: str, y: str, path, *, title: str, xlabel: str, yl
     if note:
         fig.text(0.01, -0.01, note, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
     return save_figure(fig, path)
+
+
+def bars(df: pd.DataFrame, x: str, y: str, path, *, title: str, xlabel: str, ylabel: str,
+         hue: str | None = None, logy: bool = False, note: str | None = None, fmt: str = "{:,.1f}") -> Path:
+    """One figure: a bar per row (grouped by `hue` when given), each labelled with its value.
+    Policy names on x or hue get their POLICY_STYLE colours."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    cats = list(dict.fromkeys(df[x]))
+    hues = list(dict.fromkeys(df[hue])) if hue else [None]
+    width = 0.8 / len(hues)
+    for j, h in enumerate(hues):
+        g = df if h is None else df[df[hue] == h]
+        vals = [float(g[g[x] == c][y].sum()) if (g[x] == c).any() else 0.0 for c in cats]
+        pos = np.arange(len(cats)) + (j - (len(hues) - 1) / 2) * width
+        key = h if h is not None else None
+        colors = [POLICY_STYLE.get(c, {}).get("color", CATEGORICAL[i % len(CATEGORICAL)]) for i, c in enumerate(cats)] \
+            if key is None else POLICY_STYLE.get(key, {}).get("color", CATEGORICAL[j % len(CATEGORICAL)])
+        rects = ax.bar(pos, vals, width=width * 0.95, color=colors,
+                       label=None if key is None else POLICY_STYLE.get(key, {}).get("label", str(key)))
+        for r, v in zip(rects, vals):
+            ax.annotate(fmt.format(v), (r.get_x() + r.get_width() / 2, r.get_height()), ha="center", va="bottom",
+                        fontsize=7, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(np.arange(len(cats)), [str(c) for c in cats], fontsize=8)
+    if logy:
+        log_axis(ax, "y")
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    if hue:
+        ax.legend(frameon=False, fontsize=8)
+    if note:
+        fig.text(0.01, -0.01, note, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
+    return save_figure(fig, path)
