@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Column", "PROCESS", "EVENTS", "MEMORY", "TIME", "TIMELINE_TOTALS", "REAL_ONLY", "PROCESS_COLUMNS",
-           "EVENT_NAMES", "MEMORY_NAMES", "TIMELINE_NAMES", "by_name"]
+__all__ = ["Column", "PROCESS", "EVENTS", "MEMORY", "DESCRIPTORS", "TIME", "FILES", "TIMELINE_TOTALS", "REAL_ONLY", "PROCESS_COLUMNS",
+           "EVENT_NAMES", "MEMORY_NAMES", "TIMELINE_NAMES", "FILES_COLUMNS", "by_name"]
 
 
 class Column(NamedTuple):
@@ -65,11 +65,32 @@ MEMORY = (
     Column("anon_huge_pages", "C_ANON_HUGE", "PMD-mapped transparent huge pages (smaps AnonHugePages / 2 MiB)"),
 )
 
+# Per process, from its descriptor table (cowbench/files.py), tracked as the ops are recorded.
+DESCRIPTORS = (
+    Column("open_fds", "fd table", "descriptors open at the end of the run, or just before its exit or death "
+                                   "(status FDSize counts slots; this counts descriptors, as ls /proc/PID/fd)"),
+    Column("fork_fds_copied", "fd table", "descriptors the fork that created it copied (dup_fd; 0 if spawned "
+                                          "or if the fork failed)"),
+)
+
 # Per process, from the cost model (costs.CostModel).
 TIME = (
     Column("fork_ns", "CostModel.fork_ns", "estimated latency of the fork that created it (NaN if spawned)"),
     Column("est_time_ns", "CostModel.faults_ns", "estimated time of its own faults"),
     Column("exit_ns", "CostModel.exit_ns", "estimated time of the address-space teardowns it did (exit, exec)"),
+)
+
+# res.files: one row per (process, descriptor).
+FILES = (
+    Column("pid", "scenario", "the process holding the descriptor"),
+    Column("name", "scenario", "its name"),
+    Column("fd", "fd table", "the descriptor number (lowest free at open and dup, as POSIX says)"),
+    Column("file", "Scenario.file", "the file's name"),
+    Column("description", "fd table", "the open file description (struct file) it points at: descriptors "
+                                      "with the same number share one offset (fork, dup)"),
+    Column("mode", "open", "the mode it was opened with (Python's spelling: r, r+, w, w+, a, a+)"),
+    Column("offset", "fd table", "the description's offset, in bytes"),
+    Column("cloexec", "open", "O_CLOEXEC: exec closes it"),
 )
 
 # The timeline: after every op, the run totals (EVENTS), then these.
@@ -97,9 +118,10 @@ MEMORY_NAMES = tuple(c.name for c in MEMORY)
 TIMELINE_NAMES = EVENT_NAMES + tuple(c.name for c in TIMELINE_TOTALS)
 #: res.processes, in order: who, the four fault counts, memory, then the rest
 PROCESS_COLUMNS = (tuple(c.name for c in PROCESS) + EVENT_NAMES[:4] + MEMORY_NAMES + EVENT_NAMES[4:]
-                   + tuple(c.name for c in TIME))
+                   + tuple(c.name for c in DESCRIPTORS) + tuple(c.name for c in TIME))
+FILES_COLUMNS = tuple(c.name for c in FILES)
 
-_ALL = {c.name: c for c in PROCESS + EVENTS + MEMORY + TIME + TIMELINE_TOTALS + REAL_ONLY}
+_ALL = {c.name: c for c in FILES + PROCESS + EVENTS + MEMORY + DESCRIPTORS + TIME + TIMELINE_TOTALS + REAL_ONLY}
 
 
 def by_name(name: str) -> Column:

@@ -6,7 +6,7 @@ unmapped at exit); a CostModel prices each one. Estimated times are linear in
 the counts:
 
     fork_ns   = fork_base_ns + fork_pte_ns * ptes + fork_table_ns * tables
-                + fork_page_ns * pages_copied
+                + fork_page_ns * pages_copied + fork_fd_ns * fds_copied
     faults_ns = zero_fill_ns * zero_fills + cow_copy_ns * cow_copies
                 + reuse_ns * reuses + map_ns * maps
     exit_ns   = exit_pte_ns * ptes_zapped + exit_page_ns * pages_freed
@@ -43,6 +43,10 @@ exit_pte_ns    per PTE mapping a page that exit_mmap zaps (zap_pte_range: the rm
                the refcount, the TLB batch), whether or not the page is freed.
 exit_page_ns   per page that teardown frees, on top of its zap (back to the
                page allocator).
+fork_fd_ns     per open file descriptor the child's table gets: dup_fd()
+               copying the table and taking a reference on each open file
+               description (get_file). Optional in a cost file: files written
+               before calibrate measured it get the built-in value.
 """
 from __future__ import annotations
 
@@ -58,8 +62,10 @@ __all__ = ["CostModel", "COST_FIELDS"]
 
 #: The per-event costs, in nanoseconds, in file order.
 COST_FIELDS = ("fork_base_ns", "fork_pte_ns", "fork_table_ns", "fork_page_ns", "zero_fill_ns",
-               "cow_copy_ns", "reuse_ns", "map_ns", "exit_pte_ns", "exit_page_ns")
+               "cow_copy_ns", "reuse_ns", "map_ns", "exit_pte_ns", "exit_page_ns", "fork_fd_ns")
 _ALL_FIELDS = COST_FIELDS + ("source", "page_size")
+#: fork_fd_ns of the built-in model, and of cost files that predate it; see CostModel.default
+_DEFAULT_FORK_FD_NS = 44.0
 _PTES_PER_TABLE = 512         # PTEs in a table, pages in a huge page (x86-64)
 
 
@@ -79,6 +85,7 @@ class CostModel:
     exit_page_ns: float
     source: str
     page_size: int = 4096
+    fork_fd_ns: float = _DEFAULT_FORK_FD_NS
 
     def __post_init__(self):
         for name in COST_FIELDS:
@@ -141,6 +148,9 @@ class CostModel:
             # parent: 103.9 of 260.2 ns/page), and the freeing, 60 %.
             exit_pte_ns=92.0,
             exit_page_ns=138.0,
+            # fork latency against open descriptors (distinct open files, 0-19,000: RLIMIT_NOFILE's
+            # hard limit here), slope; one calibrate run of 2026-12-02 (see _DEFAULT_FORK_FD_NS).
+            fork_fd_ns=_DEFAULT_FORK_FD_NS,
             source=("built-in default: cowbench calibrate on the development host, 2026-11-28, "
                     "Linux 6.18.44-fc-v509, x86_64 AMD EPYC, 2 vCPUs (Firecracker/KVM guest), "
                     "THP madvise, measured per 4 KiB page (MADV_NOHUGEPAGE); median of 4 runs (exit costs: one "
@@ -158,11 +168,11 @@ class CostModel:
             k = unknown[0]
             raise ScenarioError(
                 f"{origin}: unknown key {k!r} = {d[k]!r}; the keys are {', '.join(_ALL_FIELDS)}")
-        missing = [k for k in COST_FIELDS if k not in d]
+        missing = [k for k in COST_FIELDS if k not in d and k != "fork_fd_ns"]
         if missing:
             raise ScenarioError(f"{origin}: missing key{'s' if len(missing) > 1 else ''} "
                                 f"{', '.join(repr(k) for k in missing)}")
-        kw = {k: _check_cost(origin, k, d[k]) for k in COST_FIELDS}
+        kw = {k: _check_cost(origin, k, d[k]) for k in COST_FIELDS if k in d}
         source = d.get("source", origin)
         if not isinstance(source, str):
             raise ScenarioError(f"{origin}: 'source' must be a string; got {source!r}")
@@ -210,13 +220,14 @@ class CostModel:
 
     # --- arithmetic ---------------------------------------------------------------------------
 
-    def fork_ns(self, ptes, tables, pages_copied=0, forks=1):
-        """Estimated latency of fork(s) that copied `ptes` PTEs in `tables` PTE tables and
-        (eager fork) `pages_copied` pages. Scalars, NumPy arrays and pandas Series all
-        work (element-wise; a Series keeps its index). `forks` counts the fixed cost:
-        pass 0 (or a 0/1 array) for rows that were not created by a fork."""
+    def fork_ns(self, ptes, tables, pages_copied=0, forks=1, fds_copied=0):
+        """Estimated latency of fork(s) that copied `ptes` PTEs in `tables` PTE tables,
+        (eager fork) `pages_copied` pages and `fds_copied` file descriptors. Scalars,
+        NumPy arrays and pandas Series all work (element-wise; a Series keeps its
+        index). `forks` counts the fixed cost: pass 0 (or a 0/1 array) for rows that
+        were not created by a fork."""
         return (self.fork_base_ns * forks + self.fork_pte_ns * ptes + self.fork_table_ns * tables
-                + self.fork_page_ns * pages_copied)
+                + self.fork_page_ns * pages_copied + self.fork_fd_ns * fds_copied)
 
     def faults_ns(self, zero_fills, cow_copies, reuses, maps):
         """Estimated time of faults: element-wise on scalars, arrays or Series."""
@@ -234,9 +245,11 @@ class CostModel:
     def counted_fork_ns(self, c, forks=1):
         """Estimated time of `forks` forks that copied or shared what the counts c
         say. Sharing a PTE table (odf) takes a reference and write-protects one
-        PMD entry: priced as copying one entry, like a huge PMD."""
+        PMD entry: priced as copying one entry, like a huge PMD. Counts without
+        fork_fds_copied (a replayed trace's) copied no descriptors."""
+        fds = c["fork_fds_copied"] if "fork_fds_copied" in c else 0
         return self.fork_ns(c["fork_ptes_copied"] + c["fork_pmds_copied"] + c["fork_tables_shared"],
-                            c["fork_tables_copied"], c["fork_pages_copied"], forks)
+                            c["fork_tables_copied"], c["fork_pages_copied"], forks, fds)
 
     def counted_faults_ns(self, c):
         """Estimated time of the faults counted in c. A fault that maps an existing

@@ -51,7 +51,7 @@ __all__ = ["grid", "versus", "main", "run", "find_experiments", "load_experiment
 
 #: The order experiments appear in `cowbench list` and in the report.
 ORDER = ("fork_cost", "fork_exec", "redis_bgsave", "redis_thp", "python_prefork", "memory_limit",
-         "prefork_server", "zygote", "process_trees", "fuzzer_forkserver", "redis_real", "python_workers_real")
+         "prefork_server", "zygote", "process_trees", "fuzzer_forkserver", "fork_fds", "redis_real", "python_workers_real")
 META_SUFFIX = ".experiment.json"
 MODULE_PREFIX = "cowbench_experiment_"
 

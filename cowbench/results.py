@@ -80,6 +80,9 @@ class Result:
             df[name] = ctr[:, c]
         df["pss_pages"] = o["proc_pss"][1:]
         df["shared_pages"] = df["rss_pages"] - df["uss_pages"]
+        born = self._born()[1:]
+        df["open_fds"] = np.where(born, [p.open_fds for p in sc.processes], 0).astype(np.int64)
+        df["fork_fds_copied"] = np.where(born, [p.fork_fds for p in sc.processes], 0).astype(np.int64)
         forked = (df.parent != 0).to_numpy()
         df["fork_ns"] = np.where(forked, self.costs.counted_fork_ns(df, 1), np.nan)
         df["est_time_ns"] = self.costs.counted_faults_ns(df).astype(np.float64)
@@ -92,6 +95,7 @@ class Result:
         o, sc = self._out, self.scenario
         states = pd.Series([STATE_NAMES[s] for s in o["proc_state"][1:]], dtype=object)
         events = dict(zip(columns.EVENT_NAMES, (int(v) for v in o["totals"])))
+        events["fork_fds_copied"] = int(self._fds_copied_per_op().sum())
         forks = int(self._tl[-1, abi.T_FORKS]) if len(self._tl) else 0
         return pd.Series({
             "policy": self.policy,
@@ -118,12 +122,44 @@ class Result:
         estimated time (forks, faults and exits) spent up to the end of that op."""
         ops = self._prog.ops
         df = pd.DataFrame(self._tl, columns=list(columns.TIMELINE_NAMES))
+        df.insert(len(columns.EVENT_NAMES), "fork_fds_copied", np.cumsum(self._fds_copied_per_op()))
         df["est_time_ns"] = (self.costs.counted_fork_ns(df, df.forks) + self.costs.counted_faults_ns(df)
                              + self.costs.counted_exit_ns(df))
         df.insert(0, "op", [abi.OP_NAMES[c] for c in ops[:, 0]])
         df.insert(0, "pid", ops[:, 1])
         df.insert(0, "step", np.arange(len(ops), dtype=np.int64))
         return df
+
+    @property
+    def files(self) -> pd.DataFrame:
+        """One row per (process, descriptor): each process's table at the end of the
+        run, or as it stood at its exit (a killed process's as last recorded; one whose
+        fork failed has none). Offsets are those the recorded reads, writes and seeks left."""
+        born = self._born()
+        rows = []
+        for p in self.scenario.processes:
+            if born[p.pid]:
+                table = p.exit_files if p.exit_files is not None else p._fds.rows()
+                rows += [{"pid": p.pid, "name": p.name, **r} for r in table]
+        df = pd.DataFrame(rows, columns=list(columns.FILES_COLUMNS))
+        return df.astype({"pid": np.int64, "fd": np.int64, "description": np.int64, "offset": np.int64,
+                          "cloexec": bool})
+
+    def _born(self) -> np.ndarray:
+        """By pid (0 unused): did the process come to exist (its fork did not fail)?"""
+        st = self._out["proc_state"]
+        return (st != abi.P_UNBORN) & (st != abi.P_FORK_FAILED)
+
+    def _fds_copied_per_op(self) -> np.ndarray:
+        """Descriptors each op's fork or vfork copied (0 for other ops and failed forks)."""
+        ops, born = self._prog.ops, self._born()
+        out = np.zeros(len(ops), dtype=np.int64)
+        forks = np.flatnonzero((ops[:, 0] == abi.FORK) | (ops[:, 0] == abi.VFORK))
+        procs = self.scenario.processes
+        for i in forks:
+            child = int(ops[i, 3])
+            out[i] = procs[child - 1].fork_fds if born[child] else 0
+        return out
 
     def save(self, directory, stem: str = "run") -> list[Path]:
         """Write processes and timeline as Parquet and summary as CSV, atomically."""

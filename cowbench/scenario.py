@@ -8,7 +8,9 @@ OOM kill, an eager fork that finds no memory) is the engine's business.
 
 An address space (the kernel's mm) is tracked at build time too, because it is
 fully determined by the operations: mmap, munmap, fork, vfork and exec. A vfork
-child shares its parent's; exec gives a process a fresh one.
+child shares its parent's; exec gives a process a fresh one. So is each
+process's descriptor table (cowbench/files.py): fork and vfork copy it, exec
+closes its O_CLOEXEC descriptors, exit closes them all.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import numpy as np
 
 from ._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PAT_SEQUENTIAL, PIN, READ, SPAWN,
                           UNPIN, VFORK, WRITE)
+from . import files
 from ._params import ScenarioError, check_choice, parse_size
+from .files import MODES, FdTable, File, OpenFile
 from .patterns import Pattern
 
 __all__ = ["Scenario", "Process", "Region", "Op"]
@@ -86,6 +90,12 @@ class Process:
         self._mm = mm
         self._state = "running"          # running | suspended (vfork parent) | exited
         self._vfork_parent: Process | None = None
+        self._fds = FdTable(self._who()) if parent is None else parent._fds.copy(self._who())
+        self.fork_fds = len(self._fds)   # descriptors the fork that created it copied (0 if spawned)
+        self.exit_files: list[dict] | None = None     # its table as it stood at exit
+
+    def _who(self) -> str:
+        return f"process {self.name!r} (pid {self.pid})"
 
     def __repr__(self) -> str:
         return f"<Process {self.name!r} pid {self.pid} {self._state}>"
@@ -202,19 +212,71 @@ class Process:
         return child
 
     def exec(self) -> None:
-        """execve(2): drop this address space for a fresh, empty one."""
+        """execve(2): drop this address space for a fresh, empty one, and close the
+        O_CLOEXEC descriptors."""
         self._act("exec")
         mm = self.scenario._new_mm()
         self._record(EXEC, arg=mm.index, mm=mm.index)
         self._mm = mm
+        self._fds.close_on_exec()
         self._release_vfork_parent()
 
     def exit(self) -> None:
-        """_exit(2): release the address space; counters freeze as they are now."""
+        """_exit(2): release the address space and close every descriptor; counters
+        (and res.files) freeze as they are now."""
         self._act("exit")
         self._record(EXIT)
         self._state = "exited"
+        self.exit_files = self._fds.rows()
+        self._fds = FdTable(self._who())
         self._release_vfork_parent()
+
+    # -- file descriptors (cowbench/files.py) -------------------------------
+    def open(self, file: File, mode: str = "r", *, cloexec: bool = False) -> int:
+        """open(2) `file` with a mode as Python's open() spells it ("r", "r+", "w",
+        "w+", "a", "a+"; "w" truncates): a new open file description with its own
+        offset, at the lowest free descriptor, which is returned."""
+        self._act("open")
+        if not isinstance(file, File) or file.scenario is not self.scenario:
+            raise ScenarioError(f"open: unknown file {file!r}; make one with Scenario.file()")
+        check_choice("open", "mode", mode, tuple(MODES))
+        if not isinstance(cloexec, (bool, np.bool_)):
+            raise ScenarioError(f"The 'cloexec' parameter of open must be a bool; got {cloexec!r}")
+        sc = self.scenario
+        ofd = OpenFile(sc.n_open_files, file, mode)
+        sc.n_open_files += 1
+        return self._fds.install("open", ofd, bool(cloexec))
+
+    def read_fd(self, fd: int, count) -> int:
+        """read(2) `count` bytes (a size: 4096, "4KiB") from fd: the bytes read, short at
+        end of file. The offset moves in every process sharing the description."""
+        self._act("read_fd")
+        return files.read("read_fd", self._fds.get("read_fd", fd), fd, count)
+
+    def write_fd(self, fd: int, count) -> int:
+        """write(2) `count` bytes to fd (at the end of the file if opened for append)."""
+        self._act("write_fd")
+        return files.write("write_fd", self._fds.get("write_fd", fd), fd, count)
+
+    def lseek(self, fd: int, offset: int, whence: str = "set") -> int:
+        """lseek(2): move fd's offset ("set", "cur" or "end"); returns the new offset."""
+        self._act("lseek")
+        return files.lseek("lseek", self._fds.get("lseek", fd), offset, whence)
+
+    def dup(self, fd: int) -> int:
+        """dup(2): a second descriptor (the lowest free) for fd's description; not O_CLOEXEC."""
+        self._act("dup")
+        return self._fds.install("dup", self._fds.get("dup", fd), False)
+
+    def close(self, fd: int) -> None:
+        """close(2): drop fd; the description lives on while another descriptor holds it."""
+        self._act("close")
+        self._fds.close("close", fd)
+
+    @property
+    def open_fds(self) -> int:
+        """Descriptors open now (at build time), or at exit for an exited process."""
+        return len(self._fds) if self.exit_files is None else len(self.exit_files)
 
     # -- helpers -----------------------------------------------------------
     def _release_vfork_parent(self) -> None:
@@ -338,6 +400,8 @@ class Scenario:
         self.regions: list[Region] = []
         self.ops: list[Op] = []
         self.n_mm = 0
+        self.files: list[File] = []
+        self.n_open_files = 0
         self._phase: list[Op] | None = None
 
     @property
@@ -379,6 +443,17 @@ class Scenario:
         finally:
             self._phase = None
         self.ops.extend(_interleave(ops, int(grain), int(seed)))
+
+    def file(self, name: str, size=0) -> File:
+        """A file (an inode) that processes can open(); `size` in bytes or as "4MiB".
+        Mapping files is not modelled yet: descriptors move offsets and sizes only."""
+        if not isinstance(name, str):
+            raise ScenarioError(f"The 'name' parameter of file must be a str; got {name!r}")
+        nbytes = 0 if isinstance(size, int) and not isinstance(size, bool) and size == 0 \
+            else parse_size("file", "size", size)
+        f = File(self, len(self.files), name, nbytes)
+        self.files.append(f)
+        return f
 
     def process(self, name: str) -> Process:
         """The process called `name` (the first, if several share it)."""

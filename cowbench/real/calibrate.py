@@ -37,6 +37,12 @@ exit           a child that shares every page of a dense region exits at once:
                the region's size gives exit_pte_ns, per PTE zapped; munmap of
                a dirty private region (zap and free) per page, less that,
                gives exit_page_ns, per page freed.
+descriptors    fork latency with 0 to ~10,000 extra descriptors open (each its
+               own open file description, as a server's sockets are: a fresh
+               open() of /dev/null), against their number: fork_fd_ns, the
+               slope (dup_fd copying the table, get_file on each). RLIMIT_NOFILE's
+               soft limit is raised to its hard one; the largest count stays
+               under it.
 eager copy     Linux has no eager fork, so fork_page_ns is an estimate: the
                in-kernel cost of allocating a zeroed page (MADV_POPULATE_WRITE:
                the zero-fill fault without the trap; the zero-fill fault where
@@ -92,10 +98,12 @@ QUICK_SPARSE = ("512MiB", "1GiB")
 FULL_REPEATS = 9
 QUICK_REPEATS = 5
 WARMUP = 1
+FULL_FDS = (2_500, 5_000, 10_000)        # extra descriptors open at a fork (capped by RLIMIT_NOFILE)
+QUICK_FDS = (2_500, 5_000)
 FAULT_MAX = 256 * MiB                    # fault-cost regions: the dense sizes up to this (quick: 64 MiB)
 _WORKER_NAME = "__cowbench_calibrate_worker__"
 
-__all__ = ["calibrate", "measure", "predict", "main"]
+__all__ = ["calibrate", "measure", "measure_fds", "predict", "main"]
 
 
 # ===================================================================================== worker
@@ -284,7 +292,8 @@ def _worker(plan: dict) -> None:
         reg.touched = len(range(0, nbytes, TABLE_SPAN))
         sparse.append(reg)
 
-    fork_items = [("base", None)] + [("dense", r) for r in dense] + [("sparse", r) for r in sparse]
+    fork_items = ([("base", None)] + [("dense", r) for r in dense] + [("sparse", r) for r in sparse]
+                  + [("fds", n) for n in plan.get("fds", ())])
     fault_items = [("cow", r) for r in dense] + [("faults", b) for b in plan["faults"]]
     for rep in range(W + R):
         _emit(kind="progress", msg=f"round {rep + 1}/{W + R}" + (" (warm-up)" if rep < W else ""))
@@ -332,6 +341,15 @@ def _fork_item(rep, kind, reg, sample, group) -> None:
         for _ in range(group):
             sample("exit_a", rep, _exit_child(), P, T)             # a child that shares every page exits
         reg.mm.madvise(MADV_DONTFORK)
+    elif kind == "fds":                                  # reg: how many descriptors to hold open
+        fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(reg)]
+        try:
+            _fork_exit()             # untimed: the first fork after the opens is a cold one (see above)
+            for _ in range(2 * group):
+                sample("fork_fds", rep, _fork_exit(), reg)
+        finally:
+            for fd in fds:
+                os.close(fd)
     else:                                                # sparse: one dirty page per PTE table
         n = reg.touched
         reg.mm.madvise(MADV_DOFORK)
@@ -439,9 +457,18 @@ def _run_worker(plan: dict, progress: bool, timeout: float) -> tuple[list[dict],
     return samples, info
 
 
-def _plan(dense, sparse, faults, repeats, memcpy_bytes) -> dict:
+def _plan(dense, sparse, faults, repeats, memcpy_bytes, fds=()) -> dict:
     return {"dense": dense, "sparse": sparse, "faults": faults, "repeats": repeats, "warmup": WARMUP,
-            "group": 2, "settle_s": 0.05, "memcpy_bytes": memcpy_bytes, "seed": 1}
+            "group": 2, "settle_s": 0.05, "memcpy_bytes": memcpy_bytes, "seed": 1, "fds": list(fds)}
+
+
+def _fd_counts(counts) -> list[int]:
+    """The descriptor counts to measure, below RLIMIT_NOFILE (its soft limit raised to the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))    # the worker inherits it
+    room = (hard if hard != resource.RLIM_INFINITY else 1 << 20) - 64       # the interpreter's own
+    return sorted({min(n, room) for n in counts if room > 0})
 
 
 def _medians(samples: list[dict]):
@@ -504,7 +531,7 @@ def _per_page(med, what: str, col: str):
 
 
 def _fit_costs(med, plan: dict, col: str) -> tuple[dict, list, list]:
-    """The nine costs from the per-size medians in column `col`, with fit-quality rows and notes."""
+    """The costs from the per-size medians in column `col`, with fit-quality rows and notes."""
     nan = float("nan")
     base = float(med.loc[med["what"] == "fork_base", col].iloc[0])
     bw, sw, r2w, resw = _fork_fit(med, "fork_w", base, col)
@@ -568,9 +595,16 @@ def _fit_costs(med, plan: dict, col: str) -> tuple[dict, list, list]:
 
     nd, nsp = len(plan["dense"]) + 1, len(plan["sparse"]) + 1
     q = (min(r2w, r2a), max(resw, resa))
+    fork_fd, r2f, resf = 0.0, nan, nan
+    if plan.get("fds"):
+        _, fork_fd, r2f, resf = _fork_fit(med, "fork_fds", base, col)
+        if fork_fd < 0:
+            notes.append(f"fork latency did not grow with open descriptors ({fork_fd:.1f} ns each): fork_fd_ns is 0")
+            fork_fd = 0.0
     costs = {"fork_base_ns": fork_base, "fork_pte_ns": pte, "fork_table_ns": table, "fork_page_ns": eager,
              "zero_fill_ns": pp["zero_fill"][0], "cow_copy_ns": pp["cow"][0], "reuse_ns": pp["reuse"][0],
-             "map_ns": pp["map_zero"][0], "exit_pte_ns": exit_pte, "exit_page_ns": exit_page}
+             "map_ns": pp["map_zero"][0], "exit_pte_ns": exit_pte, "exit_page_ns": exit_page,
+             "fork_fd_ns": fork_fd}
 
     def per(name, key, how):
         c, r2, sp, n = pp[key]
@@ -588,6 +622,8 @@ def _fit_costs(med, plan: dict, col: str) -> tuple[dict, list, list]:
         ("exit_pte_ns", exit_pte, "slope of a sharing child's exit vs its pages (its CPU time)", nd, r2e, rese),
         ("exit_page_ns", exit_page, "munmap of a dirty region per page, less exit_pte_ns", pp["munmap"][3],
          pp["munmap"][1], pp["munmap"][2]),
+        ("fork_fd_ns", fork_fd, "slope of fork vs open descriptors (distinct open files)",
+         len(plan.get("fds", ())) + 1, r2f, resf),
         ("(fork model, all points)", nan, "base + pte*P + table*T vs every fork median", len(Y), all_r2, all_res),
         ("(fork/page, writable)", sw, "PTEs writable at fork (parent wrote since)", nd, r2w, resw),
         ("(fork/page, wrprotected)", sa, "PTEs write-protected by an earlier fork", nd, r2a, resa),
@@ -714,7 +750,8 @@ def calibrate(sizes=None, repeats=None, progress=True, *, quick=False, sparse_si
         raise ScenarioError(f"calibrate needs at least two dense sizes that fit in memory; got {sizes!r}")
     fault_max = FAULT_MAX // 4 if quick else FAULT_MAX
     faults = [b for b in dense if b <= fault_max] or dense[:1]
-    plan = _plan(dense, sparse, faults, repeats, memcpy_bytes=(32 if quick else 64) * MiB)
+    plan = _plan(dense, sparse, faults, repeats, memcpy_bytes=(32 if quick else 64) * MiB,
+                 fds=_fd_counts(QUICK_FDS if quick else FULL_FDS))
     if progress:
         print(f"calibrate: measuring this host (dense {', '.join(_fmt_size(b) for b in dense)}; "
               f"{repeats} repeats + {WARMUP} warm-up)", file=sys.stderr, flush=True)
@@ -751,6 +788,26 @@ def measure(sizes, repeats=FULL_REPEATS, progress=False, timeout=600.0):
                      "cow_per_page_ns": float(cw.median()) / p,
                      "fork_cpu_ns": float(pd.concat([fwc, fac]).median()), "cow_cpu_ns": float(cwc.median())})
     return pd.DataFrame(rows)
+
+
+def measure_fds(counts, repeats=FULL_REPEATS, progress=False, timeout=600.0):
+    """Fork latency of a minimal Python + NumPy process (calibrate's worker) holding
+    `counts` extra descriptors open (distinct open files), as calibrate measures it.
+
+    Returns one row per count (0 included): fds, fork_ns and fork_cpu_ns (medians
+    over the rounds), with q25/q75 of the wall clock. Counts above RLIMIT_NOFILE's
+    hard limit are capped to it (the `fds` column says what was measured).
+    """
+    import pandas as pd
+
+    _check_platform()
+    plan = _plan([], [], [], repeats, memcpy_bytes=PAGE, fds=_fd_counts(counts))
+    samples, _ = _run_worker(plan, progress, timeout)
+    _, med = _medians(samples)
+    med = med[med["what"].isin(["fork_base", "fork_fds"])].rename(columns={"pages": "fds"})
+    out = med[["fds", "median_ns", "median_cpu_ns", "q25_ns", "q75_ns", "n"]].rename(
+        columns={"median_ns": "fork_ns", "median_cpu_ns": "fork_cpu_ns"})
+    return out.sort_values("fds").reset_index(drop=True).astype({"fds": np.int64})
 
 
 def predict(model, measured):
