@@ -148,13 +148,15 @@ class CostModel:
             # parent: 103.9 of 260.2 ns/page), and the freeing, 60 %.
             exit_pte_ns=92.0,
             exit_page_ns=138.0,
-            # fork latency against open descriptors (distinct open files, 0-19,000: RLIMIT_NOFILE's
-            # hard limit here), slope; one calibrate run of 2026-12-02 (see _DEFAULT_FORK_FD_NS).
+            # slope of fork latency against open descriptors (distinct open files, 0-19,000:
+            # RLIMIT_NOFILE's hard limit here). Not from the 2026-11-28 runs: seven runs on
+            # 2026-12-02 (calibrate --quick, `cowbench run fork_fds`, plain os.fork loops) gave
+            # 39-57 ns, with the machine busy (fork_base_ns then read 1.6-2.7x the value above).
             fork_fd_ns=_DEFAULT_FORK_FD_NS,
             source=("built-in default: cowbench calibrate on the development host, 2026-11-28, "
                     "Linux 6.18.44-fc-v509, x86_64 AMD EPYC, 2 vCPUs (Firecracker/KVM guest), "
                     "THP madvise, measured per 4 KiB page (MADV_NOHUGEPAGE); median of 4 runs (exit costs: one "
-                    "run of 2026-12-02, as a share of munmap's); "
+                    "run of 2026-12-02, as a share of munmap's; fork_fd_ns: runs of 2026-12-02 on a busy machine); "
                     "fork_page_ns is an estimate (MADV_POPULATE_WRITE + 4 KiB memcpy): Linux has no eager fork"),
         )
 

@@ -84,6 +84,32 @@ def test_parent_reuses_every_page_after_the_child_exits(simulate):
     np.testing.assert_array_equal(res.memory(root.pid, heap), [3] * N)
 
 
+@pytest.mark.parametrize("first", ["child", "parent"])
+def test_the_seeds_write_copy_program(simulate, first):
+    """The seed's TestWriteCopyTech.c: `p = 'p'` and `number = 11` share one stack
+    page; after fork the child sets p = 'c', the parent number = 14, in either
+    order. Each prints what it wrote and the other variable as it was at fork: the
+    first writer copies the page (wp_page_copy), the second, now its sole user,
+    writes in place (wp_page_reuse). A page's value here encodes both variables."""
+    def page(p, number):
+        return ord(p) * 1000 + number
+    sc = machine()
+    parent = sc.spawn("parent")
+    stack = parent.mmap("stack", PAGE)
+    parent.write(stack, value=page("p", 11))
+    child = parent.fork("child")
+    writes = {"child": lambda: child.write(stack, value=page("c", 11)),
+              "parent": lambda: parent.write(stack, value=page("p", 14))}
+    writes[first]()
+    writes["parent" if first == "child" else "child"]()
+    res = simulate(sc, policy="cow")
+    assert res.memory(child.pid, stack).tolist() == [page("c", 11)]     # p = c , number = 11
+    assert res.memory(parent.pid, stack).tolist() == [page("p", 14)]    # p = p , number = 14
+    second = parent if first == "child" else child
+    check(res, sc.process(first), cow_copies=1, cow_reuses=0, uss_pages=1)
+    check(res, second, cow_copies=0, cow_reuses=1, uss_pages=1)
+
+
 def test_parent_writing_first_copies_then_the_child_reuses(simulate):
     """Whoever writes a shared page first copies it; the other one then finds
     mapcount 1 and reuses its frame in place."""
