@@ -6,9 +6,16 @@ of these helpers first.
 """
 from __future__ import annotations
 
+import numbers
 import re
+from fractions import Fraction
 
-__all__ = ["ScenarioError", "check_choice", "parse_size"]
+import numpy as np
+
+__all__ = ["ScenarioError", "check_choice", "parse_size", "safe_repr", "MAX_BYTES"]
+
+#: The largest size any parameter may name: 2**63 - 1 bytes (the engine counts in int64).
+MAX_BYTES = 2**63 - 1
 
 
 class ScenarioError(ValueError):
@@ -16,12 +23,36 @@ class ScenarioError(ValueError):
 
 
 def check_choice(func: str, param: str, value, choices) -> None:
-    """Raise unless `value` is one of `choices` (scikit-learn's message form)."""
-    if value not in choices:
+    """Raise unless `value` is one of `choices` (scikit-learn's message form).
+
+    Types are strict, on purpose: a bool choice takes True or False only (not 1.0
+    or 1), an int choice an integer that is not a bool (overcommit=True is refused),
+    a str choice a str; arrays and other containers are refused whatever they hold."""
+    if not any(_same(value, c) for c in choices):
         listed = ", ".join(repr(c) for c in choices)
         raise ScenarioError(
-            f"The {param!r} parameter of {func} must be one of {listed}; got {value!r}"
+            f"The {param!r} parameter of {func} must be one of {listed}; got {safe_repr(value)}"
         )
+
+
+def _same(value, choice) -> bool:
+    if isinstance(choice, bool):
+        return isinstance(value, (bool, np.bool_)) and bool(value) == choice
+    if isinstance(choice, int):
+        return (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+                and int(value) == choice)
+    if isinstance(choice, str):
+        return isinstance(value, str) and value == choice
+    return value is choice
+
+
+def safe_repr(value, limit: int = 80) -> str:
+    """repr(value) for a message: never raises, never longer than `limit` characters."""
+    try:
+        text = repr(value)
+    except Exception as e:              # a user's object whose __repr__ fails
+        text = f"<{type(value).__name__} object (repr failed: {type(e).__name__})>"
+    return text if len(text) <= limit else text[:limit - 5] + "...>"
 
 
 _UNITS = {
@@ -40,22 +71,22 @@ def parse_size(func: str, param: str, value) -> int:
     Units are binary (KiB = 1024), as the kernel and /proc speak them; "MB" is
     accepted as a synonym for MiB because that is how people write it.
     """
-    if isinstance(value, bool):
-        raise ScenarioError(f"The {param!r} parameter of {func} must be a size; got {value!r}")
-    if isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, str)):
+    what = f"The {param!r} parameter of {func} must be a size such as 4096, '64MiB' or '1GiB'"
+    if isinstance(value, (bool, np.bool_)):
+        raise ScenarioError(f"{what}; got {value!r}")
+    if isinstance(value, numbers.Integral):
         n = int(value)
-    elif isinstance(value, str):
+    elif isinstance(value, str) and len(value) <= 40:
         m = _SIZE.match(value)
         unit = m.group(2).lower() if m else None
         if m is None or unit not in _UNITS:
-            raise ScenarioError(
-                f"The {param!r} parameter of {func} must be a size such as 4096, '64MiB' or '1GiB'; got {value!r}"
-            )
-        n = int(float(m.group(1)) * _UNITS[unit])
+            raise ScenarioError(f"{what}; got {safe_repr(value)}")
+        n = int(Fraction(m.group(1)) * _UNITS[unit])        # exact: "9" * 30 must not become a float
     else:
-        raise ScenarioError(
-            f"The {param!r} parameter of {func} must be a size such as 4096, '64MiB' or '1GiB'; got {value!r}"
-        )
+        raise ScenarioError(f"{what}; got {safe_repr(value)}")
     if n <= 0:
-        raise ScenarioError(f"The {param!r} parameter of {func} must be positive; got {value!r}")
+        raise ScenarioError(f"The {param!r} parameter of {func} must be positive; got {safe_repr(value)}")
+    if n > MAX_BYTES:
+        raise ScenarioError(f"The {param!r} parameter of {func} must be at most 2**63 - 1 bytes; "
+                            f"got {safe_repr(value)}")
     return n

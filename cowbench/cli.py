@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._params import ScenarioError
+
 DESCRIPTION = """\
 cowbench simulates fork() and copy-on-write memory, count for count with Linux.
 
@@ -126,12 +128,15 @@ def _run(args) -> int:
     if not names:
         print("no experiments found", file=sys.stderr)
         return 1
+    # Without --out, results/NAME holds the committed full-size results: a quick run
+    # goes to results/quick/NAME instead, never over them.
+    default = Path("results") / "quick" if args.quick else Path("results")
     for name in names:
         module = load_experiment(name)
         if args.name == "all":
-            out = Path(args.out or "results") / Path(module.__file__).stem
+            out = (Path(args.out) if args.out else default) / Path(module.__file__).stem
         else:
-            out = Path(args.out) if args.out else Path("results") / Path(module.__file__).stem
+            out = Path(args.out) if args.out else default / Path(module.__file__).stem
         cmd = f"cowbench run {Path(module.__file__).stem}{' --quick' if args.quick else ''} --out {out}"
         run(module, quick=args.quick, out=out, scheduler=args.scheduler, workers=args.workers,
             progress=args.progress, fresh=args.fresh, command=cmd)
@@ -260,7 +265,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    from .sweep import SweepError
+
+    try:
+        return args.func(args)
+    except (ScenarioError, SweepError) as e:    # bad input: one line, as argparse reports a bad option
+        print(f"cowbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

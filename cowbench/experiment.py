@@ -237,7 +237,8 @@ def add_run_arguments(ap: argparse.ArgumentParser, default_out: str | None) -> N
                     help="the small grid: a minute or less on a laptop (default: the full-size grid)")
     ap.add_argument("--out", default=default_out, metavar="DIR",
                     help="where tables, figures and the resumable point files go (default: "
-                         f"{default_out or 'results/NAME'})")
+                         f"{default_out or 'results/NAME'}, or results/quick/NAME with --quick: a quick run "
+                         "never replaces the committed full-size results)")
     ap.add_argument("--scheduler", metavar="ADDR",
                     help="run the points on a Dask distributed cluster, e.g. tcp://10.0.0.5:8786 "
                          "(default: local processes)")
@@ -255,10 +256,11 @@ def main(module_name: str, argv=None) -> int:
     title, description = describe(Path(module.__file__))
     ap = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=f"{title}\n\n{description}",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(ap, f"results/{name}")
+    add_run_arguments(ap, None)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     argv_str = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    run(module, quick=args.quick, out=args.out, scheduler=args.scheduler, workers=args.workers,
+    out = args.out or Path("results", *(["quick"] if args.quick else []), name)
+    run(module, quick=args.quick, out=out, scheduler=args.scheduler, workers=args.workers,
         progress=args.progress, fresh=args.fresh,
         command=f"python experiments/{name}.py {argv_str}".strip())
     return 0

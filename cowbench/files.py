@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numbers
 
-from ._params import ScenarioError, check_choice, parse_size
+from ._params import ScenarioError, check_choice, parse_size, safe_repr
 
 __all__ = ["File", "OpenFile", "FdTable", "MODES", "NR_OPEN"]
 
@@ -40,7 +40,7 @@ class File:
         self.size = size
 
     def __repr__(self) -> str:
-        return f"<File {self.name!r} {self.size} bytes>"
+        return f"<File {safe_repr(self.name)} {self.size} bytes>"
 
 
 class OpenFile:
@@ -56,7 +56,7 @@ class OpenFile:
             file.size = 0
 
     def __repr__(self) -> str:
-        return f"<OpenFile {self.index} {self.file.name!r} {self.mode!r} offset {self.offset}>"
+        return f"<OpenFile {self.index} {safe_repr(self.file.name)} {safe_repr(self.mode)} offset {self.offset}>"
 
 
 class FdTable:
@@ -91,7 +91,7 @@ class FdTable:
     def get(self, op: str, fd) -> OpenFile:
         """The description behind fd, or EBADF naming the op and the fd."""
         if isinstance(fd, bool) or not isinstance(fd, numbers.Integral) or int(fd) not in self.entries:
-            raise ScenarioError(f"{op}: bad file descriptor {fd!r} in {self.owner} (EBADF)")
+            raise ScenarioError(f"{op}: bad file descriptor {safe_repr(fd)} in {self.owner} (EBADF)")
         return self.entries[int(fd)][0]
 
     def close(self, op: str, fd) -> None:
@@ -137,11 +137,11 @@ def lseek(op: str, ofd: OpenFile, offset, whence: str) -> int:
     """lseek(2): the new offset; a negative one is EINVAL."""
     check_choice(op, "whence", whence, WHENCE)
     if isinstance(offset, bool) or not isinstance(offset, numbers.Integral):
-        raise ScenarioError(f"The 'offset' parameter of {op} must be an int; got {offset!r}")
+        raise ScenarioError(f"The 'offset' parameter of {op} must be an int; got {safe_repr(offset)}")
     base = {"set": 0, "cur": ofd.offset, "end": ofd.file.size}[whence]
     new = base + int(offset)
     if new < 0:
-        raise ScenarioError(f"{op}: offset {offset!r} from {whence!r} is before the start of the file (EINVAL)")
+        raise ScenarioError(f"{op}: offset {safe_repr(offset)} from {safe_repr(whence)} is before the start of the file (EINVAL)")
     ofd.offset = new
     return new
 

@@ -16,7 +16,7 @@ from ._engine import abi
 from ._engine.check import check_machine
 from ._engine.machine import machine_ref
 from ._engine.task_mmu import mm_tags
-from ._params import ScenarioError
+from ._params import ScenarioError, safe_repr
 from .costs import CostModel
 from .fileio import atomic_write
 from .scenario import Process, Region
@@ -189,7 +189,7 @@ class Result:
             return self.scenario.process(proc).pid
         if isinstance(proc, (int, np.integer)) and 1 <= proc <= len(self.scenario.processes):
             return int(proc)
-        raise ScenarioError(f"{op}: unknown process {proc!r}")
+        raise ScenarioError(f"{op}: unknown process {safe_repr(proc)}")
 
     def memory(self, proc, region) -> np.ndarray:
         """Value tag each page of `region` reads in `proc`'s address space at the
@@ -198,7 +198,7 @@ class Result:
         pid = self._pid("memory", proc)
         r = region.index if isinstance(region, Region) else int(region)
         if not 0 <= r < len(self.scenario.regions):
-            raise ScenarioError(f"memory: unknown region {region!r}")
+            raise ScenarioError(f"memory: unknown region {safe_repr(region)}")
         out = np.zeros(int(m.reg_npages[r]), dtype=np.int64)
         mm = m.proc_mm[pid]
         if mm < 0 or m.mm_row[mm] < 0 or not (m.vma[mm, r] & abi.VM_MAPPED):

@@ -15,6 +15,7 @@ closes its O_CLOEXEC descriptors, exit closes them all.
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ import numpy as np
 from ._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PAT_SEQUENTIAL, PIN, READ, SPAWN,
                           UNPIN, VFORK, WRITE)
 from . import files
-from ._params import ScenarioError, check_choice, parse_size
+from ._params import ScenarioError, check_choice, parse_size, safe_repr
 from .files import MODES, FdTable, File, OpenFile
 from .patterns import Pattern
 
@@ -32,7 +33,9 @@ __all__ = ["Scenario", "Process", "Region", "Op"]
 PROTS = ("none", "r", "rw", "rx", "rwx")
 ON_FORK = ("copy", "dontfork", "wipeonfork")
 ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork", "hugepage", "nohugepage")
-MAX_REGION = 1 << 47          # x86-64 user address space (TASK_SIZE)
+MAX_REGION = 1 << 47          # x86-64 user address space (TASK_SIZE), per process
+MAX_PHYS = 1 << 52            # x86-64's physical address width
+PAGE_SIZES = (4096, 65536)    # powers of two from x86-64's 4 KiB to arm64's 64 KiB base pages
 
 
 class Op(NamedTuple):
@@ -66,7 +69,7 @@ class Region:
 
     def __repr__(self) -> str:
         kind = "shared" if self.shared else "private"
-        return f"<Region {self.name!r} {self.npages} pages {kind} {self.prot}>"
+        return f"<Region {safe_repr(self.name)} {self.npages} pages {kind} {self.prot}>"
 
 
 class _MM:
@@ -95,10 +98,10 @@ class Process:
         self.exit_files: list[dict] | None = None     # its table as it stood at exit
 
     def _who(self) -> str:
-        return f"process {self.name!r} (pid {self.pid})"
+        return f"process {safe_repr(self.name)} (pid {self.pid})"
 
     def __repr__(self) -> str:
-        return f"<Process {self.name!r} pid {self.pid} {self._state}>"
+        return f"<Process {safe_repr(self.name)} pid {self.pid} {self._state}>"
 
     # -- address space -----------------------------------------------------
     def mmap(self, name: str, size, *, shared: bool = False, prot: str = "rw", on_fork: str = "copy",
@@ -108,20 +111,24 @@ class Process:
         wherever a whole aligned 2 MiB lies inside it."""
         self._act("mmap")
         if not isinstance(name, str):
-            raise ScenarioError(f"The 'name' parameter of mmap must be a str; got {name!r}")
+            raise ScenarioError(f"The 'name' parameter of mmap must be a str; got {safe_repr(name)}")
         nbytes = parse_size("mmap", "size", size)
         check_choice("mmap", "shared", shared, (False, True))
         check_choice("mmap", "prot", prot, PROTS)
         check_choice("mmap", "on_fork", on_fork, ON_FORK)
         check_choice("mmap", "thp", thp, (False, True))
         if thp and shared:
-            raise ScenarioError(f"mmap: thp=True is modelled for private anonymous regions only; {name!r} is shared")
+            raise ScenarioError(f"mmap: thp=True is modelled for private anonymous regions only; {safe_repr(name)} is shared")
         if on_fork == "wipeonfork" and shared:
-            raise ScenarioError(f"mmap: on_fork='wipeonfork' needs a private anonymous region; {name!r} is shared (EINVAL)")
+            raise ScenarioError(f"mmap: on_fork='wipeonfork' needs a private anonymous region; {safe_repr(name)} is shared (EINVAL)")
         sc = self.scenario
         if nbytes > MAX_REGION:
-            raise ScenarioError(f"mmap: size {size!r} of {name!r} exceeds the 128 TiB user address space (ENOMEM)")
+            raise ScenarioError(f"mmap: size {safe_repr(size)} of {safe_repr(name)} exceeds the 128 TiB user address space (ENOMEM)")
         npages = -(-nbytes // sc.page_size)
+        mapped = sum(_span(sc.regions[r].npages * sc.page_size) for r in self._mm.mapped)
+        if mapped + _span(npages * sc.page_size) > MAX_REGION:
+            raise ScenarioError(f"mmap: {safe_repr(name)} ({safe_repr(size)}) does not fit: {self._who()} already maps "
+                                f"{mapped / 2**40:.1f} TiB of its 128 TiB user address space (ENOMEM)")
         region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork, bool(thp))
         sc.regions.append(region)
         self._mm.mapped.add(region.index)
@@ -148,7 +155,7 @@ class Process:
         check_choice("madvise", "advice", advice, ADVICE)
         if advice in ("wipeonfork", "hugepage") and region.shared:
             raise ScenarioError(
-                f"madvise: {advice!r} needs a private anonymous region; {region.name!r} is shared (EINVAL)"
+                f"madvise: {safe_repr(advice)} needs a private anonymous region; {safe_repr(region.name)} is shared (EINVAL)"
             )
         self._record(MADVISE, region, arg=advice)
         if advice == "dontfork":
@@ -166,7 +173,7 @@ class Process:
         (default: a number unique to this write), so isolation can be checked."""
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                   or not 0 < value < 2**63):
-            raise ScenarioError(f"The 'value' parameter of write must be an integer in [1, 2**63); got {value!r}")
+            raise ScenarioError(f"The 'value' parameter of write must be an integer in [1, 2**63); got {safe_repr(value)}")
         self._touch(WRITE, "write", region, pages, value)
 
     def pin(self, region: Region, pages=None) -> None:
@@ -184,7 +191,7 @@ class Process:
         self._act(op)
         region = self._region(op, region)
         if isinstance(pages, Pattern):
-            raise ScenarioError(f"{op}: pages must be an int, a range, a slice or an integer array; got {pages!r}")
+            raise ScenarioError(f"{op}: pages must be an int, a range, a slice or an integer array; got {safe_repr(pages)}")
         every = code == UNPIN and pages is None
         pageset = _page_set(op, pages, region.npages)
         if isinstance(pageset, Pattern):          # a whole region, a range or a slice
@@ -238,10 +245,10 @@ class Process:
         offset, at the lowest free descriptor, which is returned."""
         self._act("open")
         if not isinstance(file, File) or file.scenario is not self.scenario:
-            raise ScenarioError(f"open: unknown file {file!r}; make one with Scenario.file()")
+            raise ScenarioError(f"open: unknown file {safe_repr(file)}; make one with Scenario.file()")
         check_choice("open", "mode", mode, tuple(MODES))
         if not isinstance(cloexec, (bool, np.bool_)):
-            raise ScenarioError(f"The 'cloexec' parameter of open must be a bool; got {cloexec!r}")
+            raise ScenarioError(f"The 'cloexec' parameter of open must be a bool; got {safe_repr(cloexec)}")
         sc = self.scenario
         ofd = OpenFile(sc.n_open_files, file, mode)
         sc.n_open_files += 1
@@ -288,15 +295,15 @@ class Process:
         if self.scenario._phase is not None and op not in ("read", "write"):
             raise ScenarioError(f"{op}: only read and write can run inside Scenario.concurrently()")
         if self._state == "exited":
-            raise ScenarioError(f"{op}: process {self.name!r} (pid {self.pid}) has exited")
+            raise ScenarioError(f"{op}: process {safe_repr(self.name)} (pid {self.pid}) has exited")
         if self._state == "suspended":
             raise ScenarioError(
-                f"{op}: process {self.name!r} (pid {self.pid}) is suspended by vfork until its child execs or exits"
+                f"{op}: process {safe_repr(self.name)} (pid {self.pid}) is suspended by vfork until its child execs or exits"
             )
 
     def _region(self, op: str, region) -> Region:
         if not isinstance(region, Region) or region.scenario is not self.scenario:
-            raise ScenarioError(f"{op}: unknown region {region!r}")
+            raise ScenarioError(f"{op}: unknown region {safe_repr(region)}")
         return region
 
     def _mapped_region(self, op: str, region) -> Region:
@@ -304,7 +311,7 @@ class Process:
         region = self._region(op, region)
         if region.index not in self._mm.mapped:
             raise ScenarioError(
-                f"{op}: region {region.name!r} is not mapped in process {self.name!r} (pid {self.pid})"
+                f"{op}: region {safe_repr(region.name)} is not mapped in process {safe_repr(self.name)} (pid {self.pid})"
             )
         return region
 
@@ -328,38 +335,50 @@ class Process:
 def _page_set(op: str, pages, npages: int):
     """Pages as a Pattern (ranges, slices, patterns) or a validated int64 array."""
     if pages is None:
-        return Pattern(PAT_SEQUENTIAL, npages, 0, 0.0, 1.0)
+        return Pattern(PAT_SEQUENTIAL, npages, 0, 0, 1)
     if isinstance(pages, Pattern):
         if pages.kind == PAT_SEQUENTIAL:
-            start = int(pages.a)
-            if start >= npages:
-                raise ScenarioError(f"{op}: sequential start {start} is outside the region's {npages} pages")
+            if pages.a >= npages:
+                raise ScenarioError(f"{op}: sequential start {pages.a} is outside the region's {npages} pages")
             count = npages if pages.count < 0 else pages.count
             return Pattern(PAT_SEQUENTIAL, count, 0, pages.a, pages.b)
         return pages
     if isinstance(pages, slice):
-        pages = range(*pages.indices(npages))
+        try:
+            pages = range(*pages.indices(npages))
+        except (TypeError, ValueError) as e:          # a zero step, a non-integer bound
+            raise ScenarioError(f"{op}: bad slice of pages {safe_repr(pages)}: {e}") from None
     if isinstance(pages, range):
-        if len(pages) == 0:
-            return Pattern(PAT_SEQUENTIAL, 0, 0, 0.0, 1.0)
+        if not pages:
+            return Pattern(PAT_SEQUENTIAL, 0, 0, 0, 1)
         lo, hi = min(pages[0], pages[-1]), max(pages[0], pages[-1])
-        if lo < 0 or hi >= npages:
-            raise ScenarioError(f"{op}: pages {pages!r} out of range for a region of {npages} pages")
+        if lo < 0 or hi >= npages:                    # before len(): a range may be longer than sys.maxsize
+            raise ScenarioError(f"{op}: pages {safe_repr(pages)} out of range for a region of {npages} pages")
         if pages.step > 0:
-            return Pattern(PAT_SEQUENTIAL, len(pages), 0, float(pages.start), float(pages.step))
+            return Pattern(PAT_SEQUENTIAL, len(pages), 0, pages.start, pages.step)
         pages = np.arange(pages.start, pages.stop, pages.step, dtype=np.int64)
-    if isinstance(pages, (int, np.integer)) and not isinstance(pages, bool):
-        pages = [pages]
-    arr = np.asarray(pages)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+    if isinstance(pages, (numbers.Integral, np.integer)) and not isinstance(pages, (bool, np.bool_)):
+        if not 0 <= int(pages) < npages:
+            raise ScenarioError(f"{op}: page {int(pages)} out of range for a region of {npages} pages")
+        pages = [int(pages)]
+    try:
+        arr = np.asarray(pages)
+    except Exception:                                 # ragged lists and other things that are no arrays
+        arr = None
+    if arr is None or arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise ScenarioError(
-            f"{op}: pages must be None, an int, a range, a slice, a 1-D integer array or a pattern; got {pages!r}"
+            f"{op}: pages must be None, an int, a range, a slice, a 1-D integer array or a pattern; "
+            f"got {safe_repr(pages)}"
         )
-    arr = arr.astype(np.int64, copy=True)
-    if arr.size and (arr.min() < 0 or arr.max() >= npages):
+    if arr.size and (arr.min() < 0 or arr.max() >= npages):   # in the array's own dtype: uint64 stays unsigned
         bad = arr[(arr < 0) | (arr >= npages)][0]
         raise ScenarioError(f"{op}: page {int(bad)} out of range for a region of {npages} pages")
-    return arr
+    return arr.astype(np.int64, copy=True)
+
+
+def _span(nbytes: int) -> int:
+    """Address space a region takes: the simulator starts every region on a 2 MiB boundary."""
+    return -(-nbytes // (1 << 21)) << 21
 
 
 def _interleave(ops: list[Op], grain: int, seed: int) -> list[Op]:
@@ -391,11 +410,14 @@ class Scenario:
 
     def __init__(self, phys_mem="1GiB", page_size=4096):
         self.page_size = parse_size("Scenario", "page_size", page_size)
-        if self.page_size & (self.page_size - 1):
-            raise ScenarioError(f"The 'page_size' parameter of Scenario must be a power of two; got {page_size!r}")
+        lo, hi = PAGE_SIZES
+        if self.page_size & (self.page_size - 1) or not lo <= self.page_size <= hi:
+            raise ScenarioError(f"The 'page_size' parameter of Scenario must be a power of two from {lo} to {hi} "
+                                f"bytes; got {safe_repr(page_size)}")
         self.phys_mem = parse_size("Scenario", "phys_mem", phys_mem)
-        if self.phys_mem < 2 * self.page_size:
-            raise ScenarioError(f"The 'phys_mem' parameter of Scenario must hold at least two pages; got {phys_mem!r}")
+        if not 2 * self.page_size <= self.phys_mem <= MAX_PHYS:
+            raise ScenarioError(f"The 'phys_mem' parameter of Scenario must hold at least two pages and at most "
+                                f"4 PiB (2**52 bytes, x86-64's physical address space); got {safe_repr(phys_mem)}")
         self.processes: list[Process] = []
         self.regions: list[Region] = []
         self.ops: list[Op] = []
@@ -431,9 +453,9 @@ class Scenario:
         ...     child.read(heap)
         """
         if isinstance(grain, bool) or not isinstance(grain, (int, np.integer)) or grain < 1:
-            raise ScenarioError(f"The 'grain' parameter of concurrently must be a positive integer; got {grain!r}")
+            raise ScenarioError(f"The 'grain' parameter of concurrently must be a positive integer; got {safe_repr(grain)}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ScenarioError(f"The 'seed' parameter of concurrently must be a non-negative integer; got {seed!r}")
+            raise ScenarioError(f"The 'seed' parameter of concurrently must be a non-negative integer; got {safe_repr(seed)}")
         if self._phase is not None:
             raise ScenarioError("concurrently: phases do not nest")
         self._phase = []
@@ -448,7 +470,7 @@ class Scenario:
         """A file (an inode) that processes can open(); `size` in bytes or as "4MiB".
         Mapping files is not modelled yet: descriptors move offsets and sizes only."""
         if not isinstance(name, str):
-            raise ScenarioError(f"The 'name' parameter of file must be a str; got {name!r}")
+            raise ScenarioError(f"The 'name' parameter of file must be a str; got {safe_repr(name)}")
         nbytes = 0 if isinstance(size, int) and not isinstance(size, bool) and size == 0 \
             else parse_size("file", "size", size)
         f = File(self, len(self.files), name, nbytes)
@@ -460,7 +482,7 @@ class Scenario:
         for p in self.processes:
             if p.name == name:
                 return p
-        raise ScenarioError(f"process: no process named {name!r}")
+        raise ScenarioError(f"process: no process named {safe_repr(name)}")
 
     def _new_mm(self, mapped=()) -> _MM:
         mm = _MM(self.n_mm, mapped)
@@ -472,7 +494,7 @@ class Scenario:
         if name is None:
             name = f"p{pid}"
         elif not isinstance(name, str):
-            raise ScenarioError(f"The 'name' parameter of spawn/fork must be a str; got {name!r}")
+            raise ScenarioError(f"The 'name' parameter of spawn/fork must be a str; got {safe_repr(name)}")
         p = Process(self, pid, name, parent, mm)
         self.processes.append(p)
         return p

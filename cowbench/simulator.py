@@ -19,11 +19,11 @@ from ._engine import abi
 from ._engine.loop import op_needs, run
 from ._engine.machine import Machine, MachineRef, grow, machine_ref, new_machine, overlay_pool
 from ._engine.task_mmu import freeze_live
-from ._params import ScenarioError, check_choice
+from ._params import ScenarioError, check_choice, safe_repr
 from .costs import CostModel
 from .patterns import Pattern
 from .results import Result
-from .scenario import Scenario
+from .scenario import Op, Scenario
 
 __all__ = ["simulate", "POLICIES"]
 
@@ -37,6 +37,8 @@ _ADVICE = {"dontfork": abi.ADV_DONTFORK, "dofork": abi.ADV_DOFORK, "wipeonfork":
            "keeponfork": abi.ADV_KEEPONFORK, "hugepage": abi.ADV_HUGEPAGE, "nohugepage": abi.ADV_NOHUGEPAGE}
 THP_COW = ("split", "copy")
 _BATCH_TOUCHES = 1 << 24                # touches per kernel call between progress updates
+_PIECE_TOUCHES = _BATCH_TOUCHES          # the longest piece of one op the kernels run at once
+MAX_WORK = 1 << 62                      # touches of a whole run: their running sums stay in int64
 
 
 class Program(NamedTuple):
@@ -52,12 +54,14 @@ class Program(NamedTuple):
     reg_npages: np.ndarray
     reg_shared: np.ndarray
     reg_shm0: np.ndarray
+    reg_thp: np.ndarray   # uint8: 1 where some fault may map a huge page (thp=True, madvise hugepage)
     n_pmd: int
     n_mm: int
     n_proc: int
     work: np.ndarray      # int64[n]: touches per op, for progress and batching
     n_pins: int           # pages pinned by all pin ops: room for pin records
     tag_values: np.ndarray  # int64: the value each value tag stands for (tag 0: never written)
+    op_ends: np.ndarray   # int64: the row of each scenario op's last piece (see _pieces)
 
 
 def compile_scenario(sc: Scenario) -> Program:
@@ -71,19 +75,27 @@ def compile_scenario(sc: Scenario) -> Program:
     shm_pages = np.where(reg_shared != 0, reg_npages, 0)
     reg_shm0 = np.zeros(nreg, dtype=np.int64)
     reg_shm0[1:] = np.cumsum(shm_pages)[:-1]
+    reg_thp = np.array([r.thp for r in sc.regions], dtype=np.uint8)
+    for op in sc.ops:
+        if op.code == abi.MADVISE and op.arg == "hugepage":
+            reg_thp[op.region] = 1
 
-    n = len(sc.ops)
+    rows = _pieces(sc.ops)
+    n = len(rows)
     ops = np.zeros((n, 6), dtype=np.int64)
     work = np.zeros(n, dtype=np.int64)
     ps_rows, psf_rows, pool_parts, pool_len = [], [], [], 0
     tables: dict[tuple, int] = {}                 # (s, npages) -> offset of its zipf table
     table_parts, table_len = [], 0
     tag_values = [0]
-    for i, op in enumerate(sc.ops):
+    for i, (orig, op) in enumerate(rows):
         arg = op.arg
         if op.code == abi.WRITE:
-            arg = len(tag_values)          # kernels store small tags; inline PTEs have 28 bits for one
-            tag_values.append(op.arg)
+            if i and rows[i - 1][0] == orig:
+                arg = len(tag_values) - 1  # another piece of the same write: the same tag
+            else:
+                arg = len(tag_values)      # kernels store small tags; inline PTEs have 28 bits for one
+                tag_values.append(op.arg)
             if arg > abi.MAX_PTE_VALUE:
                 raise ScenarioError(f"simulate: at most {abi.MAX_PTE_VALUE} write ops are supported; got {arg}")
         elif op.code == abi.MMAP:
@@ -111,7 +123,7 @@ def compile_scenario(sc: Scenario) -> Program:
                         table_len += len(tab)
                     toff = tables[key]
                 ps_rows.append((pages.kind, pages.count, pages.seed, pages.first, toff))
-                psf_rows.append((pages.a, pages.b))
+                psf_rows.append(pages.engine_params(int(reg_npages[op.region])))
                 work[i] = pages.count
             else:
                 ps_rows.append((-1, pages.size, 0, pool_len, -1))
@@ -124,10 +136,14 @@ def compile_scenario(sc: Scenario) -> Program:
     pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
     ztab = np.concatenate(table_parts) if table_parts else np.zeros(0, dtype=np.uint64)
     ztab.flags.writeable = False            # like Pattern.table's: one Numba specialisation of the kernels
-    n_pins = int(sum(work[i] for i, op in enumerate(sc.ops) if op.code == abi.PIN))
-    return Program(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0,
+    n_pins = int(sum(work[i] for i, (_, op) in enumerate(rows) if op.code == abi.PIN))
+    op_ends = np.flatnonzero(np.diff([orig for orig, _ in rows] + [len(sc.ops)]))
+    if sum(int(w) for w in work) > MAX_WORK:
+        raise ScenarioError(f"simulate: the scenario makes more than 2**62 touches in all "
+                            f"({sum(int(w) for w in work)}); split it into several runs")
+    return Program(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0, reg_thp,
                    int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
-                   np.array(tag_values, dtype=np.int64))
+                   np.array(tag_values, dtype=np.int64), op_ends)
 
 
 def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = None, oom: str = "largest",
@@ -159,20 +175,26 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
     progress: show a progress bar; None shows one for runs of 10**8 touches or more.
     """
     if not isinstance(sc, Scenario):
-        raise ScenarioError(f"The 'sc' parameter of simulate must be a Scenario; got {sc!r}")
+        raise ScenarioError(f"The 'sc' parameter of simulate must be a Scenario; got {safe_repr(sc)}")
     check_choice("simulate", "policy", policy, POLICIES)
     check_choice("simulate", "oom", oom, OOM_RULES)
     check_choice("simulate", "zero_page", zero_page, (True, False))
     check_choice("simulate", "overcommit", overcommit, (0, 1, 2))
     check_choice("simulate", "thp_cow", thp_cow, THP_COW)
+    check_choice("simulate", "keep_state", keep_state, (False, True))
+    check_choice("simulate", "progress", progress, (None, False, True))
     if isinstance(overcommit_ratio, bool) or not isinstance(overcommit_ratio, (int, np.integer)) \
             or not 0 <= overcommit_ratio <= 100_000:
         raise ScenarioError(f"The 'overcommit_ratio' parameter of simulate must be an integer in [0, 100000]; "
-                            f"got {overcommit_ratio!r}")
+                            f"got {safe_repr(overcommit_ratio)}")
     if costs is None:
         costs = CostModel.default()
     elif not isinstance(costs, CostModel):
-        raise ScenarioError(f"The 'costs' parameter of simulate must be a CostModel or None; got {costs!r}")
+        raise ScenarioError(f"The 'costs' parameter of simulate must be a CostModel or None; got {safe_repr(costs)}")
+    if costs.page_size != sc.page_size:
+        raise ScenarioError(f"simulate: the cost model prices {costs.page_size}-byte pages and the scenario has "
+                            f"{sc.page_size}-byte pages; calibrate for that page size, or use "
+                            f"dataclasses.replace(costs, page_size={sc.page_size}) on purpose")
     prog = compile_scenario(sc)
     m = new_machine(prog, sc.frames, POLICIES.index(policy), OOM_RULES.index(oom), zero_page,
                     overcommit, int(overcommit_ratio), THP_COW.index(thp_cow))
@@ -194,7 +216,29 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
     freeze_live(ref)
     m = _with_pool(m, ref)
     wall = time.perf_counter() - t0
-    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl, policy, costs, wall)
+    ends = prog.op_ends                    # one row per scenario op, as it ends
+    prog = prog._replace(ops=prog.ops[ends], work=np.add.reduceat(prog.work, np.r_[0, ends[:-1] + 1])
+                         if len(ends) else prog.work)
+    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl[ends], policy, costs, wall)
+
+
+def _pieces(ops: list[Op]) -> list[tuple[int, Op]]:
+    """(scenario op index, op) rows: a read or write of a pattern longer than
+    _BATCH_TOUCHES becomes consecutive pieces of it (Pattern.piece), so that the
+    kernels return to Python often enough for the progress bar and for Ctrl-C.
+    The pieces touch what the whole did, in the same order, and a page an op
+    touches twice faults once either way (after its first touch its PTE allows
+    the rest), so the counts are the same: tests/test_invariants.py checks it.
+    Pins are not split (each pin op pins each of its pages once)."""
+    rows = []
+    for i, op in enumerate(ops):
+        pages = op.pages
+        if op.code in (abi.READ, abi.WRITE) and isinstance(pages, Pattern) and pages.count > _PIECE_TOUCHES:
+            for lo in range(0, pages.count, _PIECE_TOUCHES):
+                rows.append((i, op._replace(pages=pages.piece(lo, min(lo + _PIECE_TOUCHES, pages.count)))))
+        else:
+            rows.append((i, op))
+    return rows
 
 
 def _batches(work: np.ndarray) -> list[tuple[int, int]]:

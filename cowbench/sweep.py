@@ -36,6 +36,7 @@ Where points run:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -178,6 +179,19 @@ def load_sweep(out, params: Iterable[Mapping] | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+def _check_signature(point_fn: Callable, points: list[dict]) -> None:
+    """Refuse, before any point runs, a parameter point_fn does not take."""
+    try:
+        sig = inspect.signature(point_fn)
+    except (TypeError, ValueError):         # a builtin or C function: it will say so itself
+        return
+    for p in points:
+        try:
+            sig.bind(**p)
+        except TypeError as e:
+            raise SweepError(f"run_sweep: {_name_of(point_fn)}{sig} cannot take the point {p!r}: {e}") from None
+
+
 def run_sweep(point_fn: Callable, points: Iterable[Mapping] | Mapping, out, *, scheduler: Any = None,
               workers: int | None = None, progress: bool = True, name: str | None = None,
               fresh: bool = False) -> pd.DataFrame:
@@ -203,6 +217,7 @@ def run_sweep(point_fn: Callable, points: Iterable[Mapping] | Mapping, out, *, s
         raise SweepError(f"run_sweep: the grid holds the point {dup!r} more than once")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise SweepError(f"run_sweep: workers must be a positive integer; got {workers!r}")
+    _check_signature(point_fn, points)
     out = Path(out)
     name = name or _name_of(point_fn)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 
@@ -220,3 +221,86 @@ def test_overlay_pool_grows_in_place_between_ops_and_stays_consistent():
     ref = reference.simulate(sc)
     assert res.processes["cow_copies"].tolist() == ref.processes["cow_copies"].tolist()
     assert res.processes["pss_pages"].round(6).tolist() == ref.processes["pss_pages"].round(6).tolist()
+
+
+@settings(max_examples=examples(100))
+@given(b=scenarios(), kw=run_kwargs)
+def test_an_op_cut_into_pieces_runs_as_it_did_whole(engine, b, kw):
+    """simulate cuts long reads and writes into pieces (simulator._pieces) so that
+    progress and Ctrl-C are seen; with pieces of 3 touches every result is the same."""
+    from unittest import mock
+
+    from test_reference import assert_same
+
+    from cowbench import simulator
+
+    whole = engine(b.sc, **kw)
+    with mock.patch.object(simulator, "_PIECE_TOUCHES", 3), mock.patch.object(simulator, "_BATCH_TOUCHES", 5):
+        cut = engine(b.sc, **kw)
+    assert_same(whole, cut, b.sc)
+    pd.testing.assert_frame_equal(whole.timeline, cut.timeline)
+    pd.testing.assert_series_equal(whole.summary, cut.summary)
+    cut.check_invariants()
+    for p in b.sc.processes:
+        for r in b.sc.regions:
+            np.testing.assert_array_equal(whole.memory(p.pid, r), cut.memory(p.pid, r))
+
+
+def test_a_long_write_is_cut_into_pieces_with_the_same_results(engine):
+    """The deterministic companion of the property above: this scenario is cut."""
+    from unittest import mock
+
+    from cowbench import simulator
+
+    sc = cb.Scenario(phys_mem="256MiB")
+    p = sc.spawn("p")
+    heap = p.mmap("heap", "8MiB", thp=True)
+    p.write(heap, pages=cb.zipf(5000, s=1.1, seed=3))
+    kid = p.fork("kid")
+    kid.write(heap, pages=cb.uniform(3000, seed=4))
+    p.read(heap, pages=cb.sequential(4000, start=7, stride=13))
+    whole = engine(sc, policy="odf")
+    with mock.patch.object(simulator, "_PIECE_TOUCHES", 100):
+        assert len(simulator.compile_scenario(sc).ops) == 3 + 50 + 30 + 40
+        cut = engine(sc, policy="odf")
+    pd.testing.assert_frame_equal(whole.processes, cut.processes)
+    pd.testing.assert_frame_equal(whole.timeline, cut.timeline)
+    cut.check_invariants()
+
+
+_LONG_RUN = """
+import cowbench as cb
+sc = cb.Scenario(phys_mem="1GiB"); p = sc.spawn("p"); heap = p.mmap("heap", "256MiB")
+p.write(heap, pages=cb.uniform(10))
+cb.simulate(sc)                                  # compiled (or loaded from the cache) before the clock starts
+p.write(heap, pages=cb.uniform(10**13))          # one op: hours of work
+print("ready", flush=True)
+try:
+    cb.simulate(sc)
+except KeyboardInterrupt:
+    res = cb.simulate(sc.__class__("1GiB"))      # the engine still works after the interrupt
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_one_long_op():
+    """One op of 10**13 touches returns to Python between pieces: SIGINT stops it
+    within seconds, as KeyboardInterrupt, and the next run works."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _LONG_RUN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        time.sleep(2)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert time.perf_counter() - sent < 30
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "interrupted", err

@@ -282,3 +282,157 @@ def test_concurrently_does_not_nest(sc):
         with raises("concurrently", "nest"):
             with sc.concurrently():
                 pass
+
+
+# --- issue #14: each bad input its reporter found, refused at the call -----------------------
+
+class _BadRepr:
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    (dict(kind=-1, count=1), ["kind", "-1"]),
+    (dict(kind=99, count=1), ["kind", "99"]),
+    (dict(kind=True, count=1), ["kind", "True"]),
+    (dict(kind=1, count=-5), ["count", "-5"]),
+    (dict(kind=1, count=2**63), ["count"]),
+    (dict(kind=2, count=5, a=float("nan")), ["zipf s", "nan"]),
+    (dict(kind=2, count=5, a=float("inf")), ["zipf s", "inf"]),
+    (dict(kind=3, count=5, a=0.5, b=1.5), ["p_hot", "1.5"]),
+    (dict(kind=1, count=5, a=2.0), ["unused by uniform"]),
+    (dict(kind=0, count=5, a=0, b=0), ["stride", "0"]),
+    (dict(kind=0, count=5, a=1.5, b=1), ["start", "1.5"]),
+    (dict(kind=1, count=5, first=-1), ["first", "-1"]),
+    (dict(kind=1, count=5, seed=2**63), ["seed"]),
+])
+def test_a_hand_built_pattern_is_checked_where_it_is_made(kwargs, names):
+    with raises("Pattern", *names):
+        cb.Pattern(**kwargs)
+
+
+def test_the_segfault_reproducer_is_refused_at_the_call():
+    sc = cb.Scenario(phys_mem="8TiB")
+    p = sc.spawn("p")
+    big, small = p.mmap("big", "1TiB"), p.mmap("small", "8KiB")
+    p.write(big, pages=np.array([2**28 - 1]))
+    kids = [p.fork() for _ in range(3)]
+    with raises("kind", "-1"):
+        kids[0].write(small, pages=cb.Pattern(kind=-1, count=1))
+    res = cb.simulate(sc, overcommit=1, keep_state=True)
+    res.check_invariants()
+    assert res.processes.rss_pages.max() == 1
+
+
+@pytest.mark.parametrize("make, names", [
+    (lambda: cb.Scenario(phys_mem=2**80), ["phys_mem"]),
+    (lambda: cb.Scenario(phys_mem="99999999999999999999TiB"), ["phys_mem"]),
+    (lambda: cb.Scenario(phys_mem="8PiB"), ["phys_mem"]),
+    (lambda: cb.Scenario(phys_mem=2**53), ["phys_mem", "4 PiB"]),
+    (lambda: cb.uniform(2**63), ["count", "uniform"]),
+    (lambda: cb.uniform(2**63 - 1), ["count", "uniform"]),
+    (lambda: cb.zipf(10, s=float("nan")), ["'s'", "zipf"]),
+    (lambda: cb.hotset(10, hot=float("inf")), ["hot", "hotset"]),
+    (lambda: cb.sequential(5, stride=0), ["stride"]),
+    (lambda: cb.Scenario(page_size=512), ["page_size", "512"]),
+    (lambda: cb.Scenario(page_size=1), ["page_size"]),
+])
+def test_sizes_and_counts_out_of_reach(make, names):
+    with raises(*names):
+        make()
+
+
+@pytest.mark.parametrize("pages, names", [
+    (range(0, 10**20), ["write", "range(0, 100000000000000000000)"]),
+    (slice(None, None, 0), ["write", "slice step cannot be zero"]),
+    (np.uint64(2**64 - 1), ["write", "18446744073709551615"]),
+    (np.array([2**64 - 1], dtype=np.uint64), ["write", "18446744073709551615"]),
+    (np.array([[1]]), ["write", "1-D integer array"]),
+    ([1, [2]], ["write", "1-D integer array"]),
+    (_BadRepr(), ["write", "repr failed"]),
+])
+def test_page_sets_out_of_reach(world, pages, names):
+    sc, p, heap, _ = world
+    with raises(*names):
+        p.write(heap, pages=pages)
+    assert len(sc.ops) == 3              # spawn, two mmaps and nothing else
+
+
+def test_a_numpy_array_is_no_choice(world):
+    sc, p, heap, _ = world
+    with raises("prot", "mprotect", "array"):
+        p.mprotect(heap, np.array(["rw", "r"]))
+    with raises("policy", "simulate", "array"):
+        cb.simulate(sc, policy=np.array(["cow", "odf"]))
+
+
+@pytest.mark.parametrize("size", ["9" * 400, np.array([4096]), 2**63, _BadRepr(), 4096.0])
+def test_mmap_sizes_that_are_no_size(world, size):
+    _, p, _, _ = world
+    with raises("size", "mmap"):
+        p.mmap("x", size)
+
+
+def test_a_name_whose_repr_raises_is_reported_not_raised(world):
+    _, p, _, _ = world
+    with raises("name", "mmap", "repr failed"):
+        p.mmap(_BadRepr(), 4096)
+
+
+def test_sequential_strides_stay_exact():
+    """Strides past 2**53 (a float's mantissa) and past 2**63 wrap exactly, as integers do."""
+    for start, stride in ((1, 2**70), (0, 2**53 + 1), (7, 2**64 - 3)):
+        got = cb.sequential(5, start=start, stride=stride).pages(1000)
+        assert got.tolist() == [(start + i * stride) % 1000 for i in range(5)]
+    big = cb.sequential(4, stride=3).piece(2**52, 2**52 + 4)        # far into the sequence: no overflow
+    assert big.pages(2**35 - 1).tolist() == [(3 * (2**52 + i)) % (2**35 - 1) for i in range(4)]
+
+
+def test_a_process_maps_at_most_128_tib():
+    sc = cb.Scenario(phys_mem="8TiB")
+    p = sc.spawn("p")
+    for i in range(1):
+        p.mmap(f"m{i}", "100TiB")
+    with raises("mmap", "128 TiB", "ENOMEM"):
+        p.mmap("m1", "100TiB")
+    kid = p.fork("kid")                                # the child inherits the 100 TiB
+    with raises("mmap", "ENOMEM"):
+        kid.mmap("more", "30TiB")
+    kid.exec()                                         # a fresh address space
+    kid.mmap("more", "30TiB")
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda sc, p: p.mmap("y", 4096, shared=1.0), ["shared", "1.0"]),
+    (lambda sc, p: p.mmap("y", 4096, thp=1), ["thp"]),
+    (lambda sc, p: cb.simulate(sc, zero_page=1.0), ["zero_page"]),
+    (lambda sc, p: cb.simulate(sc, overcommit=True), ["overcommit", "True"]),
+    (lambda sc, p: cb.simulate(sc, keep_state="yes"), ["keep_state"]),
+    (lambda sc, p: cb.simulate(sc, progress=2), ["progress"]),
+])
+def test_lenient_values_are_refused(world, call, names):
+    sc, p, _, _ = world
+    with raises(*names):
+        call(sc, p)
+
+
+def test_a_cost_model_for_other_pages_is_refused():
+    import dataclasses
+
+    sc = cb.Scenario(page_size=16384)
+    sc.spawn("p")
+    with raises("16384", "4096"):
+        cb.simulate(sc)
+    costs = dataclasses.replace(cb.CostModel.default(), page_size=16384)
+    assert cb.simulate(sc, costs=costs).summary.processes == 1
+
+
+def test_sparse_writes_in_a_large_region_are_not_refused():
+    """The room check reserved 512 frames a touch, as if every region had huge pages."""
+    sc = cb.Scenario(phys_mem="8TiB")
+    p = sc.spawn("p")
+    big = p.mmap("big", "1TiB")
+    p.write(big, pages=cb.uniform(524_289))
+    s = cb.simulate(sc).summary
+    assert 520_000 < s.zero_fills == s.minor_faults <= 524_289       # distinct pages of 2**28
+    assert s.frames_used == s.zero_fills + s.pte_frames

@@ -200,6 +200,12 @@ def zipf_bucket_page(seed, i, s, tab, off, m, b):
         j += 2
 
 
+@njit(cache=True, inline="always")
+def mulmod(x, y, n):
+    """x * y mod n for 0 <= x, y < n < 2**36, in int64: y split into 18-bit halves."""
+    return ((x * (y >> 18) % n) * (1 << 18) + x * (y & ((1 << 18) - 1))) % n
+
+
 @njit(cache=True)
 def pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
     """Write the pages of touches i0 .. i0+len(out)-1 of a pattern over n pages
@@ -207,10 +213,15 @@ def pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
     scratch (int64, as long as out) is the caller's, so that a fill allocates nothing."""
     m = out.shape[0]
     if kind == PAT_SEQUENTIAL:
-        start = int(a)
+        # start and stride come reduced modulo n (Pattern.engine_params): page i is
+        # (start + i * stride) mod n, stepped by additions so that nothing overflows
         stride = int(b)
+        page = (int(a) + mulmod(i0 % n, stride, n)) % n
         for t in range(m):
-            out[t] = (start + (i0 + t) * stride) % n
+            out[t] = page
+            page += stride
+            if page >= n:
+                page -= n
     elif kind == PAT_UNIFORM:
         for t in range(m):
             out[t] = min(int(unit_draw(seed, i0 + t, 0) * n), n - 1)

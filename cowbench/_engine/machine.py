@@ -90,6 +90,8 @@ FIELDS = (
     Field("reg_npages", np.int64, ("reg",), "program", "pages of the region"),
     Field("reg_shared", np.uint8, ("reg",), "program", "MAP_SHARED"),
     Field("reg_shm0", np.int64, ("reg",), "program", "first page-cache slot of a shared region"),
+    Field("reg_thp", np.uint8, ("reg",), "program", "1: a fault may map a huge page here (thp=True or "
+                                                    "madvise hugepage, in any address space)"),
     Field("reg_maps", np.int32, ("reg",), 0, "address spaces mapping the region"),
     Field("shm_frame", np.int32, ("shm",), -1, "page cache: frame or -1"),
     Field("proc_mm", np.int32, ("proc",), -1, "indexed by pid"),

@@ -798,8 +798,6 @@ def measure_fds(counts, repeats=FULL_REPEATS, progress=False, timeout=600.0):
     over the rounds), with q25/q75 of the wall clock. Counts above RLIMIT_NOFILE's
     hard limit are capped to it (the `fds` column says what was measured).
     """
-    import pandas as pd
-
     _check_platform()
     plan = _plan([], [], [], repeats, memcpy_bytes=PAGE, fds=_fd_counts(counts))
     samples, _ = _run_worker(plan, progress, timeout)

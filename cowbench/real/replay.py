@@ -334,7 +334,6 @@ class _Builder:
         events_at = sorted(set(forks) | set(exits) | set(grid[np.unique(touch.w)] if len(touch) else []))
         wgrid = {float(g): i for i, g in enumerate(grid)}
         by_w = {w: g for w, g in touch.groupby("w")} if len(touch) else {}
-        written: dict[int, dict[int, np.ndarray]] = {}
         ex_state = self._extrapolation_plan(touch, births, origin) if self.extrapolate else {}
         rng = np.random.default_rng(self.seed)
         done_w = set()
