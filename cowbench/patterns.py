@@ -36,7 +36,7 @@ class Pattern:
 
     Everything is checked here, when the pattern is made (a hand-built one too):
     kind one of the four, count in [0, 2**53] (-1, "one pass", for sequential
-    only), seed in [0, 2**63), first >= 0, and the parameters the kind takes
+    only), seed in [0, 2**63), first in [0, 2**62], and the parameters the kind takes
     (zipf: 0 < s <= 20; hotset: fractions in [0, 1]; sequential: integers, start
     >= 0, stride >= 1, kept exact; parameters a kind does not take must be 0).
     """
@@ -56,7 +56,7 @@ class Pattern:
         low = -1 if kind == PAT_SEQUENTIAL else 0
         count = _integer("Pattern", "count", self.count, low, MAX_TOUCHES)
         seed = _integer("Pattern", "seed", self.seed, 0, 2**63 - 1)
-        first = _integer("Pattern", "first", self.first, 0, MAX_TOUCHES)
+        first = _integer("Pattern", "first", self.first, 0, 2**62)    # a piece of a long pattern starts late
         if kind == PAT_SEQUENTIAL:
             a = _integer("Pattern", "a (sequential start)", self.a, 0, None)
             b = _integer("Pattern", "b (sequential stride)", self.b, 1, None)

@@ -79,6 +79,7 @@ class _MM:
     def __init__(self, index: int, mapped=()):
         self.index = index
         self.mapped = set(mapped)
+        self.span = 0                    # bytes of address space the mapped regions take (see _span)
         self.dontfork: set[int] = set()
 
 
@@ -125,13 +126,13 @@ class Process:
         if nbytes > MAX_REGION:
             raise ScenarioError(f"mmap: size {safe_repr(size)} of {safe_repr(name)} exceeds the 128 TiB user address space (ENOMEM)")
         npages = -(-nbytes // sc.page_size)
-        mapped = sum(_span(sc.regions[r].npages * sc.page_size) for r in self._mm.mapped)
-        if mapped + _span(npages * sc.page_size) > MAX_REGION:
-            raise ScenarioError(f"mmap: {safe_repr(name)} ({safe_repr(size)}) does not fit: {self._who()} already maps "
-                                f"{mapped / 2**40:.1f} TiB of its 128 TiB user address space (ENOMEM)")
+        if self._mm.span + _span(npages * sc.page_size) > MAX_REGION:
+            raise ScenarioError(f"mmap: {safe_repr(name)} ({safe_repr(size)}) does not fit: {self._who()} already "
+                                f"maps {self._mm.span / 2**40:.1f} TiB of its 128 TiB user address space (ENOMEM)")
         region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork, bool(thp))
         sc.regions.append(region)
         self._mm.mapped.add(region.index)
+        self._mm.span += _span(npages * sc.page_size)
         if on_fork == "dontfork":
             self._mm.dontfork.add(region.index)
         self._record(MMAP, region)
@@ -141,6 +142,7 @@ class Process:
         """Unmap `region` from this process's address space."""
         self._record(MUNMAP, self._mapped_region("munmap", region))
         self._mm.mapped.discard(region.index)
+        self._mm.span -= _span(region.size)
         self._mm.dontfork.discard(region.index)
 
     def mprotect(self, region: Region, prot: str) -> None:
@@ -486,6 +488,7 @@ class Scenario:
 
     def _new_mm(self, mapped=()) -> _MM:
         mm = _MM(self.n_mm, mapped)
+        mm.span = sum(_span(self.regions[r].size) for r in mm.mapped)
         self.n_mm += 1
         return mm
 
