@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import sys
@@ -41,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .._params import ScenarioError
-from ..fileio import atomic_write
+from ..fileio import load_parquet, save_parquet
 from . import layout as L
 from .procfs import (KPF_KSM, KPF_SWAPBACKED, KPF_THP, PAGE_IS_HUGE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT,
                      PAGE_IS_SWAPPED, PAGE_SIZE, PFN_MASK, PM_EXCLUSIVE, PM_FILE, PM_PRESENT, PM_SWAP, USER_TOP,
@@ -547,34 +546,14 @@ class Snapshot:
     # -- files ----------------------------------------------------------------------------------------------
     def save(self, path) -> str:
         """Write the snapshot as one Parquet file (the runs; regions and meta in its metadata), atomically."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(self.runs, preserve_index=False)
-        extra = {"meta": self.meta, "regions": json.loads(self.regions.to_json(orient="split", index=False,
-                                                                                   double_precision=15))}
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               META_KEY: json.dumps(extra).encode()})
-        return str(atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd")))
+        return str(save_parquet(path, self.runs, META_KEY, self.meta, {"regions": self.regions}))
 
     @classmethod
     def load(cls, path) -> "Snapshot":
         """Read a snapshot written by save() (or `cowbench snapshot --out`)."""
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as e:
-            raise ScenarioError(f"Snapshot.load({str(path)!r}): not a Parquet file: {e}") from None
-        md = table.schema.metadata or {}
-        if META_KEY not in md:
-            raise ScenarioError(f"Snapshot.load({str(path)!r}): not a cowbench snapshot (no {META_KEY.decode()} "
-                                "metadata); a trace loads with cb.Trace.load")
-        extra = json.loads(md[META_KEY])
-        meta = extra["meta"]
-        reg = extra["regions"]
-        regions = pd.DataFrame(reg["data"], columns=reg["columns"])
-        df = table.to_pandas()
+        df, meta, frames = load_parquet(path, META_KEY, "Snapshot.load", "snapshot",
+                                        "a trace loads with cb.Trace.load")
+        regions = frames["regions"]
         flags = np.zeros(len(df), dtype=np.uint16)
         for i, name in enumerate(L.FLAG_NAMES):
             flags |= (df[name].to_numpy(dtype=bool) * (1 << i)).astype(np.uint16)

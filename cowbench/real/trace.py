@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import resource
@@ -57,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from .._params import ScenarioError
-from ..fileio import atomic_write
+from ..fileio import load_parquet, save_parquet
 from . import layout as L
 from .probe import PROBE_NAME
 from .procfs import (PAGE_IS_HUGE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PFN_MASK,
@@ -697,37 +696,17 @@ class Trace:
 
     def save(self, path) -> str:
         """One Parquet file: the events, with meta, lifecycle, samples and vmas in its metadata."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(self.events, preserve_index=False)
-        extra = {"meta": self.meta}
-        for name in ("lifecycle", "samples", "vmas"):
-            extra[name] = json.loads(getattr(self, name).to_json(orient="split", index=False, double_precision=15))
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(extra).encode()})
-        return str(atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd")))
+        return str(save_parquet(path, self.events, META_KEY, self.meta,
+                                {name: getattr(self, name) for name in ("lifecycle", "samples", "vmas")}))
 
     @classmethod
     def load(cls, path) -> "Trace":
         """Read a trace written by save() (or `cowbench trace --out`)."""
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as e:
-            raise ScenarioError(f"Trace.load({str(path)!r}): not a Parquet file: {e}") from None
-        md = table.schema.metadata or {}
-        if META_KEY not in md:
-            raise ScenarioError(f"Trace.load({str(path)!r}): not a cowbench trace (no {META_KEY.decode()} metadata); "
-                                "a snapshot loads with cb.Snapshot.load")
-        extra = json.loads(md[META_KEY])
-        frames = {k: pd.DataFrame(extra[k]["data"], columns=extra[k]["columns"])
-                  for k in ("lifecycle", "samples", "vmas")}
-        ev = table.to_pandas()
+        ev, meta, frames = load_parquet(path, META_KEY, "Trace.load", "trace", "a snapshot loads with cb.Snapshot.load")
         for c, cats in (("event", EVENTS), ("kind", KINDS)):
             ev[c] = pd.Categorical(ev[c].astype(str), categories=cats)
         ev["copied"] = ev["copied"].astype("boolean")
-        return cls(extra["meta"], ev, frames["lifecycle"], frames["samples"], frames["vmas"])
+        return cls(meta, ev, frames["lifecycle"], frames["samples"], frames["vmas"])
 
     def scenario(self, **knobs):
         """A Scenario replaying this trace: see cowbench.real.replay.scenario for the knobs."""
