@@ -31,11 +31,11 @@ from .costs import CostModel
 from .simulator import POLICIES, simulate
 from .patterns import Pattern, hotset, sequential, uniform, zipf
 from .results import Result
-from .scenario import Process, Region, Scenario
+from .scenario import Image, Process, Program, Region, Scenario
 
 __version__ = "0.1.0"
-__all__ = ["Scenario", "Process", "Region", "Result", "ScenarioError", "CostModel", "simulate", "POLICIES",
-           "Pattern", "uniform", "zipf", "sequential", "hotset", "snapshot", "Snapshot", "trace", "Trace"]
+__all__ = ["Scenario", "Process", "Region", "Program", "Image", "Result", "ScenarioError", "CostModel", "simulate",
+           "POLICIES", "Pattern", "uniform", "zipf", "sequential", "hotset", "snapshot", "Snapshot", "trace", "Trace"]
 
 # The real-process side loads on first use (it reads /proc; the simulator does not need it).
 _REAL = {"snapshot": ("cowbench.real.snapshot", "snapshot"), "Snapshot": ("cowbench.real.snapshot", "Snapshot"),

@@ -52,6 +52,8 @@ EVENTS = (
                                                "its last user: exit, death or exec) walked (exit_mmap; under odf "
                                                "not those of tables still shared, dropped whole)"),
     Column("exit_pages_freed", "C_EXIT_FREED", "pages that teardown freed (no other mapping, cache or pin held them)"),
+    Column("major_faults", "C_MAJOR_FAULTS", "faults that read their page from a file (ru_majflt; not counted in "
+                                             "minor_faults, as the kernel counts them)"),
 )
 
 # Per process, as smaps_rollup and status would show them at the end of the

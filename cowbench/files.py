@@ -12,7 +12,9 @@ Like address spaces, descriptor tables are fully determined by the recorded
 operations, so they are tracked here when each operation is recorded; a
 bad descriptor is a ScenarioError at the call, in the kernel's errno words.
 What a descriptor's reads and writes do to memory (the page cache) is not
-modelled yet: they move offsets and file sizes only.
+modelled yet: they move offsets and file sizes only. Mapping a file
+(Process.mmap(file=...)) is modelled by the engine: its page cache, major
+faults, fault-around and copies on write.
 """
 from __future__ import annotations
 
@@ -31,13 +33,23 @@ WHENCE = ("set", "cur", "end")
 
 
 class File:
-    """A file of the scenario (an inode): a name and a size, shared by every description of it."""
+    """A file of the scenario (an inode): a name and a size, shared by every
+    description and every mapping of it. Its page cache is one set of frames
+    however many processes map it: `cached` says whether its pages are in the
+    cache before the run (else a fault reads them, a major fault, with
+    `readahead` bytes of read-around), `folio` the size of the page-cache
+    folios holding them (2 MiB folios are mapped whole by one read fault)."""
 
-    def __init__(self, scenario, index: int, name: str, size: int):
+    def __init__(self, scenario, index: int, name: str, size: int, cached: bool = True, folio: int = 4096,
+                 readahead: int = 128 << 10):
         self.scenario = scenario
         self.index = index
         self.name = name
         self.size = size
+        self.initial_size = size
+        self.cached = cached
+        self.folio = folio
+        self.readahead = readahead
 
     def __repr__(self) -> str:
         return f"<File {safe_repr(self.name)} {self.size} bytes>"

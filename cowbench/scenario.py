@@ -28,7 +28,7 @@ from ._params import ScenarioError, check_choice, parse_size, safe_repr
 from .files import MODES, FdTable, File, OpenFile
 from .patterns import Pattern
 
-__all__ = ["Scenario", "Process", "Region", "Op"]
+__all__ = ["Scenario", "Process", "Region", "Op", "Program", "Image"]
 
 PROTS = ("none", "r", "rw", "rx", "rwx")
 ON_FORK = ("copy", "dontfork", "wipeonfork")
@@ -62,6 +62,8 @@ class Region:
     prot: str
     on_fork: str
     thp: bool = False
+    file: File | None = None      # a file mapping of this file, else anonymous
+    offset: int = 0               # the file page the region's first page maps
 
     @property
     def size(self) -> int:
@@ -69,7 +71,8 @@ class Region:
 
     def __repr__(self) -> str:
         kind = "shared" if self.shared else "private"
-        return f"<Region {safe_repr(self.name)} {self.npages} pages {kind} {self.prot}>"
+        what = "" if self.file is None else f" of {safe_repr(self.file.name)}"
+        return f"<Region {safe_repr(self.name)} {self.npages} pages {kind}{what} {self.prot}>"
 
 
 class _MM:
@@ -97,6 +100,7 @@ class Process:
         self._fds = FdTable(self._who()) if parent is None else parent._fds.copy(self._who())
         self.fork_fds = len(self._fds)   # descriptors the fork that created it copied (0 if spawned)
         self.exit_files: list[dict] | None = None     # its table as it stood at exit
+        self.image: Image | None = None if parent is None else parent.image   # the program image it maps
 
     def _who(self) -> str:
         return f"process {safe_repr(self.name)} (pid {self.pid})"
@@ -105,11 +109,15 @@ class Process:
         return f"<Process {safe_repr(self.name)} pid {self.pid} {self._state}>"
 
     # -- address space -----------------------------------------------------
-    def mmap(self, name: str, size, *, shared: bool = False, prot: str = "rw", on_fork: str = "copy",
-             thp: bool = False) -> Region:
-        """Map a new anonymous region (private unless shared=True) and return its handle.
-        thp=True lets faults back it with 2 MiB transparent huge pages (MADV_HUGEPAGE)
-        wherever a whole aligned 2 MiB lies inside it."""
+    def mmap(self, name: str, size, *, file: File | None = None, offset=0, shared: bool = False, prot: str = "rw",
+             on_fork: str = "copy", thp: bool = False) -> Region:
+        """Map a new region (private unless shared=True) and return its handle:
+        anonymous memory, or with `file` that file's pages from byte `offset`
+        (a multiple of the page size) on, through its page cache. A private
+        file mapping copies a page on its first write (a program's data); a
+        shared one writes the page cache. thp=True lets faults back an
+        anonymous private region with 2 MiB transparent huge pages
+        (MADV_HUGEPAGE) wherever a whole aligned 2 MiB lies inside it."""
         self._act("mmap")
         if not isinstance(name, str):
             raise ScenarioError(f"The 'name' parameter of mmap must be a str; got {safe_repr(name)}")
@@ -118,18 +126,20 @@ class Process:
         check_choice("mmap", "prot", prot, PROTS)
         check_choice("mmap", "on_fork", on_fork, ON_FORK)
         check_choice("mmap", "thp", thp, (False, True))
-        if thp and shared:
-            raise ScenarioError(f"mmap: thp=True is modelled for private anonymous regions only; {safe_repr(name)} is shared")
-        if on_fork == "wipeonfork" and shared:
-            raise ScenarioError(f"mmap: on_fork='wipeonfork' needs a private anonymous region; {safe_repr(name)} is shared (EINVAL)")
+        what = "shared" if shared else "file-backed" if file is not None else ""
+        if thp and what:
+            raise ScenarioError(f"mmap: thp=True is modelled for private anonymous regions only; {safe_repr(name)} is {what}")
+        if on_fork == "wipeonfork" and what:
+            raise ScenarioError(f"mmap: on_fork='wipeonfork' needs a private anonymous region; {safe_repr(name)} is {what} (EINVAL)")
         sc = self.scenario
+        first = self._file_offset(name, file, offset, nbytes)
         if nbytes > MAX_REGION:
             raise ScenarioError(f"mmap: size {safe_repr(size)} of {safe_repr(name)} exceeds the 128 TiB user address space (ENOMEM)")
         npages = -(-nbytes // sc.page_size)
         if self._mm.span + _span(npages * sc.page_size) > MAX_REGION:
             raise ScenarioError(f"mmap: {safe_repr(name)} ({safe_repr(size)}) does not fit: {self._who()} already "
                                 f"maps {self._mm.span / 2**40:.1f} TiB of its 128 TiB user address space (ENOMEM)")
-        region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork, bool(thp))
+        region = Region(sc, len(sc.regions), name, npages, bool(shared), prot, on_fork, bool(thp), file, first)
         sc.regions.append(region)
         self._mm.mapped.add(region.index)
         self._mm.span += _span(npages * sc.page_size)
@@ -137,6 +147,28 @@ class Process:
             self._mm.dontfork.add(region.index)
         self._record(MMAP, region)
         return region
+
+    def _file_offset(self, name: str, file, offset, nbytes: int) -> int:
+        """The first file page of a mapping of `file` at byte `offset` (0 for anonymous memory)."""
+        if file is None:
+            if not (isinstance(offset, int) and not isinstance(offset, bool) and offset == 0):
+                raise ScenarioError(f"mmap: offset {safe_repr(offset)} given for anonymous region {safe_repr(name)}; "
+                                    "pass file= to map a file")
+            return 0
+        if not isinstance(file, File) or file.scenario is not self.scenario:
+            raise ScenarioError(f"The 'file' parameter of mmap must be a File of this scenario (Scenario.file) or None; "
+                                f"got {safe_repr(file)}")
+        start = 0 if isinstance(offset, int) and not isinstance(offset, bool) and offset == 0 \
+            else parse_size("mmap", "offset", offset)
+        ps = self.scenario.page_size
+        if start % ps:
+            raise ScenarioError(f"mmap: offset {safe_repr(offset)} of {safe_repr(name)} is not a multiple of the "
+                                f"{ps}-byte page size (EINVAL)")
+        if start + nbytes > file.size:
+            raise ScenarioError(f"mmap: {safe_repr(name)} maps bytes {start} .. {start + nbytes} of "
+                                f"{safe_repr(file.name)}, which has {file.size}; a touch past its end would be "
+                                "SIGBUS, which is not modelled")
+        return start // ps
 
     def munmap(self, region: Region) -> None:
         """Unmap `region` from this process's address space."""
@@ -155,9 +187,10 @@ class Process:
         """MADV_DONTFORK / DOFORK / WIPEONFORK / KEEPONFORK on the whole region."""
         self._mapped_region("madvise", region)
         check_choice("madvise", "advice", advice, ADVICE)
-        if advice in ("wipeonfork", "hugepage") and region.shared:
+        if advice in ("wipeonfork", "hugepage") and (region.shared or region.file is not None):
             raise ScenarioError(
-                f"madvise: {safe_repr(advice)} needs a private anonymous region; {safe_repr(region.name)} is shared (EINVAL)"
+                f"madvise: {safe_repr(advice)} needs a private anonymous region; {safe_repr(region.name)} is "
+                f"{'shared' if region.shared else 'file-backed'} (EINVAL)"
             )
         self._record(MADVISE, region, arg=advice)
         if advice == "dontfork":
@@ -220,15 +253,37 @@ class Process:
         self._state = "suspended"
         return child
 
-    def exec(self) -> None:
-        """execve(2): drop this address space for a fresh, empty one, and close the
-        O_CLOEXEC descriptors."""
+    def exec(self, program: "Program | None" = None) -> "Image | None":
+        """execve(2): drop this address space for a fresh one, and close the
+        O_CLOEXEC descriptors. With a Program, map its image in the new one
+        and return it (also as `self.image`); without, the new one is empty."""
         self._act("exec")
+        if program is not None and not isinstance(program, Program):
+            raise ScenarioError(f"The 'program' parameter of exec must be a Program or None; got {safe_repr(program)}")
         mm = self.scenario._new_mm()
         self._record(EXEC, arg=mm.index, mm=mm.index)
         self._mm = mm
         self._fds.close_on_exec()
         self._release_vfork_parent()
+        self.image = None if program is None else self._map_image(program)
+        return self.image
+
+    def _map_image(self, program: "Program") -> "Image":
+        """What execve's ELF loader maps: the program's text (read-only, executable)
+        and data (private, writable) from its file, bss, heap and stack anonymous,
+        and each library's pages (read-only, executable) from its file."""
+        exe = self.scenario._image_file(program)
+        ps = self.scenario.page_size
+        text_bytes = -(-program.text // ps) * ps
+
+        def segment(seg, size, **kw):
+            return self.mmap(f"{program.name}:{seg}", size, **kw) if size else None
+
+        return Image(program,
+                     segment("text", program.text, file=exe, prot="rx"),
+                     segment("data", program.data, file=exe, offset=text_bytes, prot="rw"),
+                     segment("bss", program.bss), segment("heap", program.heap), segment("stack", program.stack),
+                     tuple(self.mmap(lib.name, lib.size, file=lib, prot="rx") for lib in program.libs))
 
     def exit(self) -> None:
         """_exit(2): release the address space and close every descriptor; counters
@@ -400,6 +455,55 @@ def _interleave(ops: list[Op], grain: int, seed: int) -> list[Op]:
     return [pieces[i] for i in order]
 
 
+@dataclass(frozen=True, eq=False)
+class Program:
+    """An executable: what execve maps. Sizes in bytes or as "1MiB"; `libs` are
+    Scenario.file()s mapped read-only and executable beside it (shared
+    libraries). Every process running the program maps its text and data from
+    one file, so their text pages are one set of page-cache frames.
+
+    >>> libc = sc.file("libc.so.6", "2MiB")
+    >>> bash = cb.Program("bash", text="1MiB", data="64KiB", bss="32KiB", heap="1MiB", libs=[libc])
+    >>> sh = sc.spawn("sh", program=bash); kid = sh.fork(); kid.exec(bash)
+    """
+
+    name: str
+    text: Any = "1MiB"
+    data: Any = 0
+    bss: Any = 0
+    heap: Any = 0
+    stack: Any = "132KiB"
+    libs: Any = ()
+    cached: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ScenarioError(f"The 'name' parameter of Program must be a str; got {safe_repr(self.name)}")
+        for seg in ("text", "data", "bss", "heap", "stack"):
+            v = getattr(self, seg)
+            n = 0 if isinstance(v, int) and not isinstance(v, bool) and v == 0 else parse_size("Program", seg, v)
+            object.__setattr__(self, seg, n)
+        if self.text == 0:
+            raise ScenarioError(f"Program {safe_repr(self.name)}: text must not be empty")
+        if isinstance(self.libs, (str, bytes, File)) or not isinstance(self.libs, (list, tuple)) \
+                or not all(isinstance(lib, File) for lib in self.libs):
+            raise ScenarioError(f"The 'libs' parameter of Program must be a list of Scenario.file()s; got {safe_repr(self.libs)}")
+        object.__setattr__(self, "libs", tuple(self.libs))
+        check_choice("Program", "cached", self.cached, (True, False))
+
+
+class Image(NamedTuple):
+    """The regions a Program's image maps in a process (a segment of size 0 is None)."""
+
+    program: Program
+    text: Region
+    data: Region | None
+    bss: Region | None
+    heap: Region | None
+    stack: Region | None
+    libs: tuple
+
+
 class Scenario:
     """A machine and the process tree that runs on it.
 
@@ -426,6 +530,7 @@ class Scenario:
         self.n_mm = 0
         self.files: list[File] = []
         self.n_open_files = 0
+        self._images: dict[int, File] = {}     # id(Program) -> its executable's File
         self._phase: list[Op] | None = None
 
     @property
@@ -433,12 +538,33 @@ class Scenario:
         """Physical frames, the zero page included."""
         return self.phys_mem // self.page_size
 
-    def spawn(self, name: str | None = None) -> Process:
-        """A new process with an empty address space (no parent in the scenario)."""
+    def spawn(self, name: str | None = None, program: "Program | None" = None) -> Process:
+        """A new process (no parent in the scenario): an empty address space,
+        or with a Program its image mapped (`p.image`), as after execve."""
+        if program is not None and not isinstance(program, Program):
+            raise ScenarioError(f"The 'program' parameter of spawn must be a Program or None; got {safe_repr(program)}")
+        if self._phase is not None:
+            raise ScenarioError("spawn: only read and write can run inside Scenario.concurrently()")
         mm = self._new_mm()
         p = self._new_process(name, None, mm)
         self.ops.append(Op(SPAWN, p.pid, arg=p.pid, mm=mm.index))
+        if program is not None:
+            p.image = p._map_image(program)
         return p
+
+    def _image_file(self, program: "Program") -> File:
+        """The program's executable in this scenario: its text, then its data (one
+        file, made at the first spawn or exec of the program)."""
+        for lib in program.libs:
+            if lib.scenario is not self:
+                raise ScenarioError(f"Program {safe_repr(program.name)}: library {safe_repr(lib.name)} is a File of "
+                                    "another scenario")
+        exe = self._images.get(id(program))
+        if exe is None:
+            ps = self.page_size
+            exe = self.file(program.name, -(-program.text // ps) * ps + program.data, cached=program.cached)
+            self._images[id(program)] = exe
+        return exe
 
     @contextlib.contextmanager
     def concurrently(self, grain: int = 1024, seed: int = 0):
@@ -468,14 +594,37 @@ class Scenario:
             self._phase = None
         self.ops.extend(_interleave(ops, int(grain), int(seed)))
 
-    def file(self, name: str, size=0) -> File:
-        """A file (an inode) that processes can open(); `size` in bytes or as "4MiB".
-        Mapping files is not modelled yet: descriptors move offsets and sizes only."""
+    def file(self, name: str, size=0, *, cached: bool = True, folio="4KiB", readahead="128KiB") -> File:
+        """A file (an inode) that processes can open() and mmap(file=...); `size`
+        in bytes or as "4MiB".
+
+        cached: its pages are in the page cache before the run (and in physical
+            memory), as after it was written or read; False: on disk only, so the
+            first fault on a page is a major fault that reads it.
+        folio: the size of the page-cache folios holding its cached pages. On
+            Linux 6.18 with ext4 that is the size the file was written in (4 KiB
+            writes give 4 KiB folios, 2 MiB writes 2 MiB ones) and pages read by
+            a fault's read-around are 4 KiB. A read fault maps a 2 MiB folio
+            whole where a mapping covers it aligned (one fault per 2 MiB); below
+            2 MiB, fault-around maps 64 KiB whatever the folio size.
+        readahead: the read-around window of a major fault (the block device's
+            read_ahead_kb; 128 KiB is the kernel's default).
+        """
         if not isinstance(name, str):
             raise ScenarioError(f"The 'name' parameter of file must be a str; got {safe_repr(name)}")
         nbytes = 0 if isinstance(size, int) and not isinstance(size, bool) and size == 0 \
             else parse_size("file", "size", size)
-        f = File(self, len(self.files), name, nbytes)
+        check_choice("file", "cached", cached, (True, False))
+        folio_bytes = parse_size("file", "folio", folio)
+        if folio_bytes & (folio_bytes - 1) or not self.page_size <= folio_bytes <= 2 << 20:
+            raise ScenarioError(f"The 'folio' parameter of file must be a power of two from the page size to 2 MiB; "
+                                f"got {safe_repr(folio)}")
+        ra = 0 if isinstance(readahead, int) and not isinstance(readahead, bool) and readahead == 0 \
+            else parse_size("file", "readahead", readahead)
+        if ra % self.page_size or ra > 1 << 30:
+            raise ScenarioError(f"The 'readahead' parameter of file must be a multiple of the page size up to 1 GiB; "
+                                f"got {safe_repr(readahead)}")
+        f = File(self, len(self.files), name, nbytes, bool(cached), folio_bytes, ra)
         self.files.append(f)
         return f
 

@@ -41,7 +41,7 @@ _PIECE_TOUCHES = _BATCH_TOUCHES          # the longest piece of one op the kerne
 MAX_WORK = 1 << 62                      # touches of a whole run: their running sums stay in int64
 
 
-class Program(NamedTuple):
+class Compiled(NamedTuple):
     """A scenario compiled to arrays: what the kernels execute."""
 
     ops: np.ndarray       # int64[n, 6]: code, pid, region, arg, mm, pageset
@@ -55,6 +55,13 @@ class Program(NamedTuple):
     reg_shared: np.ndarray
     reg_shm0: np.ndarray
     reg_thp: np.ndarray   # uint8: 1 where some fault may map a huge page (thp=True, madvise hugepage)
+    reg_file: np.ndarray  # uint8: 1 for a mapping of a file
+    reg_around: np.ndarray  # int64: pages a read fault maps from the page cache (16; 512 for 2 MiB folios)
+    reg_ra: np.ndarray    # int64: pages a major fault reads in (the file's read-around window)
+    reg_flo: np.ndarray   # int64: the region's file's page-cache slots, reg_flo .. reg_fhi - 1
+    reg_fhi: np.ndarray
+    n_shm: int            # page-cache slots: shared anonymous regions', then each mapped file's
+    cached: np.ndarray    # int64: the slots in the page cache before the run (cached files)
     n_pmd: int
     n_mm: int
     n_proc: int
@@ -64,7 +71,7 @@ class Program(NamedTuple):
     op_ends: np.ndarray   # int64: the row of each scenario op's last piece (see _pieces)
 
 
-def compile_scenario(sc: Scenario) -> Program:
+def compile_scenario(sc: Scenario) -> Compiled:
     """Lay the regions out in virtual memory and encode every op as integers."""
     nreg = len(sc.regions)
     reg_npages = np.array([r.npages for r in sc.regions], dtype=np.int64)
@@ -72,9 +79,36 @@ def compile_scenario(sc: Scenario) -> Program:
     ntab = (reg_npages + abi.PTRS_PER_TABLE - 1) >> abi.TABLE_SHIFT
     reg_pmd0 = np.zeros(nreg, dtype=np.int64)
     reg_pmd0[1:] = np.cumsum(ntab)[:-1]           # every region starts on a 2 MiB boundary
-    shm_pages = np.where(reg_shared != 0, reg_npages, 0)
+    reg_file = np.array([r.file is not None for r in sc.regions], dtype=np.uint8)
+    shm_pages = np.where((reg_shared != 0) & (reg_file == 0), reg_npages, 0)
     reg_shm0 = np.zeros(nreg, dtype=np.int64)
     reg_shm0[1:] = np.cumsum(shm_pages)[:-1]
+    reg_around = np.full(nreg, abi.FAULT_AROUND_PAGES, dtype=np.int64)
+    reg_ra = np.zeros(nreg, dtype=np.int64)
+    reg_flo = np.zeros(nreg, dtype=np.int64)
+    reg_fhi = np.zeros(nreg, dtype=np.int64)
+    n_shm = int(shm_pages.sum())
+    cached = []
+    for f in sc.files:                            # each mapped file's slots follow the shmem objects'
+        mapped = [r for r in sc.regions if r.file is f]
+        if not mapped:
+            continue
+        npages = max([-(-f.initial_size // sc.page_size)] + [r.offset + r.npages for r in mapped])
+        if f.cached:
+            cached.append(np.arange(n_shm, n_shm + npages, dtype=np.int64))
+        for r in mapped:
+            i = r.index
+            reg_shm0[i] = n_shm + r.offset
+            reg_flo[i], reg_fhi[i] = n_shm, n_shm + npages
+            reg_ra[i] = f.readahead // sc.page_size
+            if f.cached and f.folio >= abi.PMD_FOLIO_PAGES * sc.page_size and r.offset % abi.PMD_FOLIO_PAGES == 0:
+                reg_around[i] = abi.PMD_FOLIO_PAGES
+        n_shm += npages
+    cached = np.concatenate(cached) if cached else np.zeros(0, dtype=np.int64)
+    if len(cached) >= min(sc.frames - 1, abi.MAX_PTE_VALUE - 1):
+        raise ScenarioError(f"simulate: the cached files' {len(cached)} pages do not fit in phys_mem "
+                            f"({sc.frames} pages, at most {abi.MAX_PTE_VALUE - 2} in use); make the files smaller, "
+                            "cached=False, or phys_mem larger")
     reg_thp = np.array([r.thp for r in sc.regions], dtype=np.uint8)
     for op in sc.ops:
         if op.code == abi.MADVISE and op.arg == "hugepage":
@@ -141,7 +175,8 @@ def compile_scenario(sc: Scenario) -> Program:
     if sum(int(w) for w in work) > MAX_WORK:
         raise ScenarioError(f"simulate: the scenario makes more than 2**62 touches in all "
                             f"({sum(int(w) for w in work)}); split it into several runs")
-    return Program(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0, reg_thp,
+    return Compiled(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0, reg_thp,
+                   reg_file, reg_around, reg_ra, reg_flo, reg_fhi, n_shm, cached,
                    int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
                    np.array(tag_values, dtype=np.int64), op_ends)
 

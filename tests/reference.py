@@ -62,7 +62,8 @@ class Frame:
         self.mapcount = 0
         self.pins = 0
         self.tag = 0          # a fresh frame is zero-filled
-        self.cached = cached  # held by a shared region's page cache
+        self.cached = cached  # held by a page cache (a shared anonymous region's, or a file's)
+        self.dirty = False    # written through a MAP_SHARED file mapping
         self.folio: Folio | None = None   # the huge folio it is a subpage of
 
 
@@ -204,12 +205,22 @@ class _Machine:
         self.next_frame = 1
         self.peak = 0
         self.region_maps: dict[int, int] = {}       # region -> number of mms mapping it
-        self.page_cache: dict[int, dict[int, int]] = {}   # shared region -> page -> frame
+        self.page_cache: dict[int, dict[int, int]] = {}   # shared anonymous region -> page -> frame
+        self.file_cache: dict[int, dict[int, int]] = {}   # file -> file page -> frame
+        self.file_npages: dict[int, int] = {}             # file -> pages its page cache can hold
         self.procs: dict[int, Proc] = {}
         self.absent_vma_ops = 0                     # munmap/mprotect/madvise that found no VMA (for tests)
         self.faultaround_ooms = 0                   # shared read faults that found no frame (for tests)
         for p in sc.processes:
             self.procs[p.pid] = Proc(p.pid, p.name, 0 if p.parent is None else p.parent.pid)
+        for f in sc.files:            # a mapped file's pages: all in the cache from the start if it is cached
+            ends = [r.offset + r.npages for r in sc.regions if r.file is f]
+            if ends:
+                self.file_npages[f.index] = max([-(-f.initial_size // sc.page_size)] + ends)
+                self.file_cache[f.index] = {}
+                if f.cached:
+                    for q in range(self.file_npages[f.index]):
+                        self.file_cache[f.index][q] = self.alloc(cached=True)
 
     # -- frames ----------------------------------------------------------------
     def used(self) -> int:
@@ -262,6 +273,54 @@ class _Machine:
             self.frames[pte.frame].mapcount -= 1
             assert self.frames[pte.frame].mapcount >= 0
             self.maybe_free(pte.frame)
+
+    # -- the page cache (rules F1-F3) ---------------------------------------------
+    def cache_frame(self, r: int, p: int) -> int | None:
+        """The frame the page cache holds for page p of region r, None if it holds none."""
+        region = self.sc.regions[r]
+        if region.file is None:
+            return self.page_cache[r].get(p)
+        return self.file_cache[region.file.index].get(region.offset + p)
+
+    def cache_get(self, proc: Proc, r: int, p: int) -> tuple[int | None, bool]:
+        """(frame, major) of page p of region r from the page cache. A file page
+        not in it is read (a major fault), then the rest of its read-around
+        window (readahead bytes from half of it before the page, inside the
+        file) while frames are free; a shmem page is zero-filled. Frame None:
+        none was free for the page itself."""
+        region = self.sc.regions[r]
+        f = self.cache_frame(r, p)
+        if f is not None:
+            return f, False
+        f = self.alloc(cached=True)
+        if region.file is None:
+            if f is not None:
+                self.page_cache[r][p] = f
+                proc.counters["zero_fills"] += 1
+            return f, False
+        if f is None:
+            return None, True
+        cache = self.file_cache[region.file.index]
+        q = region.offset + p
+        cache[q] = f
+        ra = region.file.readahead // self.sc.page_size
+        lo = max(0, q - ra // 2)
+        for x in range(lo, min(lo + ra, self.file_npages[region.file.index])):
+            if x not in cache:
+                g = self.alloc(cached=True)
+                if g is None:
+                    break
+                cache[x] = g
+        return f, True
+
+    def fault_around(self, region) -> int:
+        """Pages one read fault maps: a whole 2 MiB folio of a cached file mapped
+        aligned, else fault_around_bytes."""
+        f = region.file
+        if f is not None and f.cached and f.folio >= HUGE_PAGES * self.sc.page_size \
+                and region.offset % HUGE_PAGES == 0:
+            return HUGE_PAGES
+        return FAULT_AROUND_PAGES
 
     # -- huge pages (mm/huge_memory.c) -------------------------------------------
     def thp_eligible(self, vma: VMA, r: int, p: int) -> bool:
@@ -552,7 +611,7 @@ class _Machine:
             if tag is not None:
                 self.frames[pte.frame].tag = tag          # rule 9
             return True
-        if pte is not None and region.shared:
+        if pte is not None and region.shared and region.file is None:
             raise AssertionError("rule 8: a shared PTE is never write-protected while its prot has w")
         # a PTE of table t will be installed or changed: the page walk first
         # allocates the table (it stays, even if the page allocation fails), or
@@ -563,23 +622,62 @@ class _Machine:
         elif not self.own_table(proc, mm, *key):
             return False
 
-        if region.shared:                                 # rule 4, read or write, PTE absent
-            cache = self.page_cache[r]
-            if not write:                                 # do_fault_around
-                lo = p - p % FAULT_AROUND_PAGES
-                for q in range(lo, min(lo + FAULT_AROUND_PAGES, region.npages)):
-                    if q in cache and (r, q) not in mm.ptes:
-                        self.install(mm, r, q, PTE(cache[q], writable, False))
-            if p not in cache:
-                f = self.alloc(cached=True)
-                if f is None:
-                    self.faultaround_ooms += not write   # (kept for tests)
-                    return False
-                cache[p] = f
-                c["zero_fills"] += 1
+        file = region.file is not None
+        if (region.shared or file) and pte is None and not write:   # rule 4 / F1: do_read_fault
+            n = self.fault_around(region)
+            if p - p % n + n > region.npages:
+                n = FAULT_AROUND_PAGES                    # a PMD maps whole 2 MiB of the VMA only
+            w = writable and not file                     # file pages are mapped read-only
+            lo = p - p % n
+            for q in range(lo, min(lo + n, region.npages)):
+                f = self.cache_frame(r, q)
+                if f is not None and (r, q) not in mm.ptes:
+                    self.install(mm, r, q, PTE(f, w, False))
+            major = False
             if (r, p) not in mm.ptes:
-                self.install(mm, r, p, PTE(cache[p], writable, False))
-        elif pte is None and not write and self.zero_page:   # rule 3
+                f, major = self.cache_get(proc, r, p)
+                if f is None:
+                    self.faultaround_ooms += 1           # (kept for tests)
+                    return False
+                for q in range(lo, min(lo + n, region.npages)) if major else [p]:   # F1: a major fault's
+                    f = self.cache_frame(r, q)                                     # retry faults around again
+                    if f is not None and (r, q) not in mm.ptes:
+                        self.install(mm, r, q, PTE(f, w, False))
+            c["major_faults" if major else "minor_faults"] += 1
+            return True
+        if region.shared and pte is None:                 # rule 4 / F2 write: do_shared_fault
+            f, major = self.cache_get(proc, r, p)
+            if f is None:
+                return False
+            self.frames[f].dirty = file
+            self.install(mm, r, p, PTE(f, True, False))
+            c["major_faults" if major else "minor_faults"] += 1
+            if tag is not None:
+                self.frames[f].tag = tag
+            return True
+        if region.shared:                                 # F2: wp_page_shared, no copy
+            self.frames[pte.frame].dirty = True
+            pte.w = True
+            c["minor_faults"] += 1
+            if tag is not None:
+                self.frames[pte.frame].tag = tag
+            return True
+        if file and pte is None:                          # F3: do_cow_fault
+            f, major = self.cache_get(proc, r, p)
+            if f is None:
+                return False
+            g = self.alloc()
+            if g is None:
+                return False                              # the page read stays in the cache
+            self.frames[g].tag = self.frames[f].tag
+            self.install(mm, r, p, PTE(g, True, True))
+            vma.anon_vma = True
+            c["cow_copies"] += 1
+            c["major_faults" if major else "minor_faults"] += 1
+            if tag is not None:
+                self.frames[g].tag = tag
+            return True
+        if pte is None and not write and self.zero_page:   # rule 3
             self.install(mm, r, p, PTE(ZERO_PAGE, False, False))
         elif pte is None:
             # rule 5 (write), or a read without the zero page: do_anonymous_page
@@ -598,7 +696,8 @@ class _Machine:
             self.install(mm, r, p, PTE(f, True, True))
             vma.anon_vma = True
             c["zero_fills"] += 1
-        elif pte.e or self.can_reuse(mm, r, p, pte.frame):   # rule 7, reuse
+        elif pte.e or (not self.frames[pte.frame].cached
+                       and self.can_reuse(mm, r, p, pte.frame)):   # rule 7, reuse (F3: never a file page)
             pte.w = pte.e = True
             c["cow_reuses"] += 1
         else:                                             # rule 7, copy
@@ -650,7 +749,7 @@ class _Machine:
                   if not self.sc.regions[r].shared and not vma.wipeonfork and vma.anon_vma}
 
         def gets_own_page(pte: PTE) -> bool:
-            if pte.frame == ZERO_PAGE:
+            if pte.frame == ZERO_PAGE or self.frames[pte.frame].cached:   # F4: a file page is mapped, not copied
                 return False
             return self.policy == "eager" or self.folio_pinned(pte.frame)   # copy_present_page
 
@@ -712,8 +811,8 @@ class _Machine:
                 self.frames[f].tag = self.frames[pte.frame].tag
                 self.install(cmm, r, p, PTE(f, "w" in cmm.vmas[r].prot, True))
                 child.counters["fork_pages_copied"] += 1
-            elif self.policy == "eager":   # the zero page: shared as it is
-                self.install(cmm, r, p, PTE(ZERO_PAGE, False, False))
+            elif self.policy == "eager":   # the zero page, a file page: shared as they are
+                self.install(cmm, r, p, PTE(pte.frame, False, False))
             else:                          # cow, odf: both copies lose W and E
                 pte.w = pte.e = False
                 self.install(cmm, r, p, PTE(pte.frame, False, False))
@@ -765,7 +864,8 @@ class _Machine:
                 self.end([proc], "exited", "")
             elif op.code == MMAP:
                 region = self.sc.regions[op.region]
-                charged = region.shared or "w" in region.prot
+                # a MAP_SHARED file mapping is backed by its file: no charge
+                charged = region.file is None if region.shared else "w" in region.prot
                 if charged and self.refused(region.npages):
                     proc.counters["enomem"] += 1          # MAP_FAILED: the region stays unmapped
                     continue
@@ -776,7 +876,7 @@ class _Machine:
                                          accounted=charged and not region.shared,
                                          hugepage=bool(getattr(region, "thp", False)))
                 self.region_maps[op.region] = 1
-                if region.shared:
+                if region.shared and region.file is None:
                     self.page_cache[op.region] = {}
             elif op.code == MUNMAP:
                 if op.region in mm.vmas:
@@ -789,6 +889,7 @@ class _Machine:
                     self.absent_vma_ops += 1
                     continue
                 shared = self.sc.regions[op.region].shared
+                file = self.sc.regions[op.region].file is not None
                 if "w" in op.arg and not shared and not vma.accounted:
                     npages = self.sc.regions[op.region].npages
                     if self.refused(npages):
@@ -808,8 +909,8 @@ class _Machine:
                         continue
                     if "w" not in op.arg:
                         pte.w = False
-                    elif shared or pte.e:   # shmem: no write notification needed
-                        pte.w = True
+                    elif pte.e or shared and (not file or self.frames[pte.frame].dirty):
+                        pte.w = True        # shmem: no write notification; a shared file: once dirty
                 for (r, t), huge in mm.huge.items():   # a huge PMD: as its PTEs would be
                     if r == op.region:
                         if "w" not in op.arg:
@@ -909,13 +1010,15 @@ class _Machine:
                 committed += self.sc.regions[r].npages if vma.accounted else 0
             for (r, p), pte in mm.ptes.items():
                 assert r in mm.vmas, "a PTE outside every VMA"
-                if self.sc.regions[r].shared and "w" in mm.vmas[r].prot:
+                if self.sc.regions[r].shared and self.sc.regions[r].file is None and "w" in mm.vmas[r].prot:
                     assert pte.w, "a write-protected shared PTE in a writable region"
                 if pte.frame != ZERO_PAGE:
                     assert pte.frame in self.frames, "a PTE maps a freed frame"
                     count[pte.frame] = count.get(pte.frame, 0) + 1
-                    if not self.sc.regions[r].shared:
+                    if not self.sc.regions[r].shared and not self.frames[pte.frame].cached:
                         assert mm.vmas[r].anon_vma, "an anonymous page in a region without anon_vma"
+                    if not self.sc.regions[r].shared and self.frames[pte.frame].cached:
+                        assert not pte.w and not pte.e, "a file page mapped writable or exclusive by a private mapping"
         committed += sum(self.sc.regions[r].npages for r in self.page_cache)
         assert committed == self.committed, f"committed {self.committed} != {committed} accounted"
         sharers: dict[int, int] = {}
@@ -934,7 +1037,7 @@ class _Machine:
             for frames in q.pins.values():
                 for f in frames:
                     pins[f] = pins.get(f, 0) + 1
-        cached = {f for cache in self.page_cache.values() for f in cache.values()}
+        cached = {f for cache in [*self.page_cache.values(), *self.file_cache.values()] for f in cache.values()}
         for f, frame in self.frames.items():
             assert frame.mapcount == count.get(f, 0), f"frame {f}: mapcount {frame.mapcount} != {count.get(f, 0)} PTEs"
             assert frame.pins == pins.get(f, 0), f"frame {f}: {frame.pins} pins != {pins.get(f, 0)} records"

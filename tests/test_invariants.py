@@ -42,7 +42,8 @@ def assert_process_table_consistent(res, sc) -> None:
     assert (df["rss_pages"] == df["uss_pages"] + df["shared_pages"]).all()
     assert (df["pss_pages"] <= df["rss_pages"] + 1e-9).all()
     assert (df["pss_pages"] >= df["uss_pages"] - 1e-9).all()
-    assert (df["minor_faults"] >= df["zero_fills"] + df["cow_copies"] + df["cow_reuses"]
+    # every fill, copy and reuse is one fault, minor or (a file page read for a copy) major
+    assert (df["minor_faults"] + df["major_faults"] >= df["zero_fills"] + df["cow_copies"] + df["cow_reuses"]
             + df["thp_fault_alloc"] + df["thp_copies"]).all()
     # a huge PMD copied at fork is one entry, not 512 PTEs, but eager copies its 512 pages
     assert (df["fork_ptes_copied"] + 512 * df["fork_pmds_copied"] >= df["fork_pages_copied"]).all()
@@ -153,10 +154,10 @@ def test_all_memory_returns_when_every_process_exits(engine, b, kw):
     b.exit_all()
     res = engine(b.sc, **kw)
     res.check_invariants()
-    assert int(res.summary["frames_used"]) == 0
-    assert set(res.processes["state"]) <= {"exited", "killed", "fork_failed"}
     ref = reference.simulate(b.sc, **kw)
-    assert int(ref.summary["frames_used"]) == 0
+    cached = sum(len(cache) for cache in ref._m.file_cache.values())     # files stay in the page cache
+    assert int(res.summary["frames_used"]) == int(ref.summary["frames_used"]) == cached
+    assert set(res.processes["state"]) <= {"exited", "killed", "fork_failed"}
 
 
 @settings(max_examples=examples(300))

@@ -36,6 +36,8 @@ class Built:
         self.vmas: dict[int, dict] = {}         # mm key -> region -> [prot, dontfork] (the run's view)
         self.procs: dict[int, cb.Process] = {}
         self.n_mm = 0
+        self.files: list[cb.files.File] = []
+        self.cached_pages = 0                   # pages of cached files (in memory from the start)
 
     def __repr__(self) -> str:
         return "\n" + "\n".join(self.code) + "\n"
@@ -72,13 +74,24 @@ class Built:
         self.code.append(f"p{p.pid} = sc.spawn()")
         return p.pid
 
-    def mmap(self, pid, size, shared, prot, on_fork, thp=False) -> None:
-        r = self.procs[pid].mmap(f"r{len(self.sc.regions)}", size, shared=shared, prot=prot, on_fork=on_fork,
-                                 **({"thp": True} if thp else {}))
+    def file(self, npages, cached, folio, readahead) -> int:
+        f = self.sc.file(f"f{len(self.files)}", npages * PAGE, cached=cached, folio=folio, readahead=readahead)
+        self.files.append(f)
+        self.cached_pages += npages if cached else 0
+        self.code.append(f"f{f.index} = sc.file({f.name!r}, {npages * PAGE}, cached={cached}, folio={folio!r}, "
+                         f"readahead={readahead})")
+        return f.index
+
+    def mmap(self, pid, size, shared, prot, on_fork, thp=False, file=None, offset=0) -> None:
+        kw = {"thp": True} if thp else {}
+        if file is not None:
+            kw = {"file": self.files[file], "offset": offset * PAGE}
+        r = self.procs[pid].mmap(f"r{len(self.sc.regions)}", size, shared=shared, prot=prot, on_fork=on_fork, **kw)
         self.mapped[self.mm[pid]].add(r.index)
         self.vmas[self.mm[pid]][r.index] = [prot, on_fork == "dontfork"]
+        extra = ", thp=True" if thp else f", file=f{file}, offset={offset * PAGE}" if file is not None else ""
         self.code.append(f"r{r.index} = p{pid}.mmap({r.name!r}, {size!r}, shared={shared}, prot={prot!r}, "
-                         f"on_fork={on_fork!r}{', thp=True' if thp else ''})")
+                         f"on_fork={on_fork!r}{extra})")
 
     def munmap(self, pid, r) -> None:
         self.procs[pid].munmap(self.sc.regions[r])
@@ -154,7 +167,7 @@ ACTIONS = (["write"] * 8 + ["read"] * 3 + ["mmap"] * 2 + ["fork"] * 3 + ["vfork"
            "mprotect", "madvise", "spawn", "pin", "unpin", "concurrently", "fork_then_write", "fork_then_write"])
 PROTS = ["rw"] * 8 + ["r", "rwx", "rx", "none"]
 ADVICE = ["dontfork", "dofork", "wipeonfork", "keeponfork", "hugepage", "nohugepage"]
-PRIVATE_ONLY_ADVICE = ("wipeonfork", "hugepage")     # the builder refuses them on shared regions
+PRIVATE_ONLY_ADVICE = ("wipeonfork", "hugepage")     # the builder refuses them on shared and file regions
 
 
 @st.composite
@@ -246,7 +259,21 @@ def scenarios(draw, max_steps: int = 36) -> Built:
             on_fork = draw(st.sampled_from(["copy"] * 5 + ["dontfork"] + ([] if shared else ["wipeonfork"])))
             # transparent huge pages: private regions only; mostly where a whole 2 MiB range fits
             thp = not shared and draw(st.integers(0, 3 if npages >= 512 else 7)) < 2
-            b.mmap(pid, size, shared, prot, on_fork, thp)
+            if draw(st.integers(0, 2)) == 0:     # a file mapping (rules F1-F4): a new file, or one made before
+                if not b.files or draw(st.booleans()):
+                    fpages = draw(st.sampled_from([4, 16, 40, 600, 1100]))
+                    cached = b.cached_pages + fpages < (frames - 2) // 2 and draw(st.booleans())
+                    b.file(fpages, cached, draw(st.sampled_from(["4KiB", "64KiB", "2MiB"])),
+                           draw(st.sampled_from([0, 4 * PAGE, 16 * PAGE, 64 * PAGE])) if not cached else 0)
+                f = draw(st.integers(0, len(b.files) - 1))
+                fpages = b.files[f].size // PAGE
+                npages = min(npages, fpages)
+                offset = draw(st.sampled_from([0, 0, 512, draw(st.integers(0, fpages - npages))]))
+                offset = offset if offset + npages <= fpages else 0
+                on_fork = "copy" if on_fork == "wipeonfork" else on_fork
+                b.mmap(pid, npages * PAGE - draw(st.sampled_from([0, 1])), shared, prot, on_fork, file=f, offset=offset)
+            else:
+                b.mmap(pid, size, shared, prot, on_fork, thp)
         elif action in ("read", "write"):
             ok = b.touchable(pid, action == "write")
             if not ok or draw(st.integers(0, 19)) == 0:   # sometimes a SIGSEGV on purpose
@@ -286,8 +313,9 @@ def scenarios(draw, max_steps: int = 36) -> Built:
             b.mprotect(pid, draw(st.sampled_from(mine)), draw(st.sampled_from(PROTS)))
         elif action == "madvise":
             r = draw(st.sampled_from(mine))
+            region = b.sc.regions[r]
             advice = draw(st.sampled_from([a for a in ADVICE if a not in PRIVATE_ONLY_ADVICE]
-                                          if b.sc.regions[r].shared else ADVICE))
+                                          if region.shared or region.file is not None else ADVICE))
             b.madvise(pid, r, advice)
         elif action == "fork":
             b.fork(pid)
@@ -371,7 +399,7 @@ def test_reference_keeps_its_own_invariants(b, kw):
     b.exit_all()
     ref = reference.simulate(b.sc, **kw)
     ref.check_invariants()
-    assert ref.summary["frames_used"] == 0
+    assert ref.summary["frames_used"] == sum(len(cache) for cache in ref._m.file_cache.values())   # files stay cached
     assert set(ref.processes["state"]) <= {"exited", "killed", "fork_failed"}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 # --- operations ---------------------------------------------------------------------------------
-# A scenario compiles to rows of int64: code, pid, region, arg, mm, page set (see simulator.Program).
+# A scenario compiles to rows of int64: code, pid, region, arg, mm, page set (see simulator.Compiled).
 SPAWN, FORK, VFORK, EXEC, EXIT, MMAP, MUNMAP, MPROTECT, MADVISE, READ, WRITE, PIN, UNPIN = range(13)
 OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotect", "madvise", "read", "write",
             "pin", "unpin")
@@ -47,6 +47,7 @@ MAX_PTE_VALUE = (1 << 28) - 1    # frame + 1 and value tags must fit in bits 30.
 VM_MAPPED, VM_READ, VM_WRITE, VM_DONTFORK, VM_WIPEONFORK, VM_ANON_VMA, VM_ACCOUNT, VM_HUGEPAGE = \
     1, 2, 4, 8, 16, 32, 64, 128
 FAULT_AROUND_PAGES = 16     # fault_around_bytes = 64 KiB
+PMD_FOLIO_PAGES = 512       # a 2 MiB page-cache folio: one read fault maps it whole (filemap_map_pmd)
 
 # madvise advice as the kernels see it
 ADV_DONTFORK, ADV_DOFORK, ADV_WIPEONFORK, ADV_KEEPONFORK, ADV_HUGEPAGE, ADV_NOHUGEPAGE = 0, 1, 2, 3, 4, 5
@@ -67,10 +68,10 @@ OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER = 0, 1, 2
 # each result column's counter; results.py checks the two agree at import.
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
  C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES, C_FORK_PMDS,
- C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_ENOMEM, C_EXIT_PTES, C_EXIT_FREED,
- C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(20)
-N_CTR = 20
-N_TOTALS = 16     # C_MINOR_FAULTS .. C_EXIT_FREED
+ C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_ENOMEM, C_EXIT_PTES, C_EXIT_FREED, C_MAJOR_FAULTS,
+ C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(21)
+N_CTR = 21
+N_TOTALS = 17     # C_MINOR_FAULTS .. C_MAJOR_FAULTS
 
 # Timeline rows (Machine totals after each op): the run totals, then these.
 T_FRAMES_USED, T_RUNNING, T_FORKS, T_PTE_FRAMES = N_TOTALS, N_TOTALS + 1, N_TOTALS + 2, N_TOTALS + 3
@@ -82,7 +83,14 @@ F_PINS = 1     # DMA-style pins (FOLL_PIN) held on the frame
 F_FOLIO = 2    # the huge folio the frame is a subpage of, -1 none
 F_HOME = 3     # table * 512 + slot the frame is homed at, -1 none
 F_TAG = 4      # value tag last written
+F_FLAGS = 5    # FF_* bits
 F_WIDTH = 8
+
+# F_FLAGS bits. FF_CACHE: a page-cache page (of a file, or of a shared anonymous
+# region's shmem object): the cache holds it, so no unmapping frees it, and a
+# write through a private mapping copies it (it is never anonymous, never reused).
+# FF_DIRTY: written through a MAP_SHARED file mapping since it was read.
+FF_CACHE, FF_DIRTY = 1, 2
 
 # --- overlays (pgtable.py): size classes 0..5 hold up to 2, 4, ..., 64 sorted (slot, PTE) pairs ---
 OV_DENSE = 6          # all 512 PTEs, indexed by slot

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .abi import (F_HOME, F_MAP, F_PINS, G_FRAME_HWM, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP, G_PINS, G_POLICY,
-                  G_FRAMES_USED, G_PTE_FRAMES, OV_DENSE, POLICY_ODF, PTE_FLAGS, PTE_I, PTE_SHIFT, PTE_W, PTE_E,
+from .abi import (F_FLAGS, F_HOME, F_MAP, F_PINS, FF_CACHE, G_FRAME_HWM, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP,
+                  G_PINS, G_POLICY, G_FRAMES_USED, G_PTE_FRAMES, OV_DENSE, POLICY_ODF, PTE_FLAGS, PTE_I, PTE_SHIFT, PTE_W, PTE_E,
                   PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
 from .machine import Machine
 
@@ -145,6 +145,9 @@ def check_machine(m: Machine) -> None:
     assert not mapped[~allocated][1:].any(), "check_invariants: a free frame is still mapped"
     cached = np.zeros(hwm, dtype=bool)
     cached[m.shm_frame[m.shm_frame >= 0]] = True
+    flagged = (m.frame[:hwm, F_FLAGS] & FF_CACHE) != 0
+    assert (flagged[allocated] == cached[allocated]).all(), \
+        "check_invariants: a frame's FF_CACHE bit disagrees with the page cache"
     records = m.pin_pid[: m.g[G_PINS]] != 0
     pins = np.bincount(m.pin_frame[: m.g[G_PINS]][records], minlength=hwm)[:hwm]
     assert (pins == m.frame[:hwm, F_PINS]).all(), "check_invariants: frame pins != live pin records"

@@ -23,7 +23,7 @@ from .abi import (C_ENOMEM, C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TAB
 from .huge_memory import copy_huge_pmd, huge_pinned, split_huge_pmd
 from .machine import count_event, count_events, region_span
 from .mmap import mm_init, vm_enough_memory, vm_unacct
-from .page_alloc import folio_pinned, frame_charge, frame_map, frames_free, frames_taken, pte_alloc_one
+from .page_alloc import folio_pinned, frame_charge, frame_map, frames_free, frames_taken, page_cached, pte_alloc_one
 from .pgtable import odf_share, ov_at, ov_clone, ov_len, ov_record, pte_assign_frame, pte_peek, pte_tag_of, \
     table_alloc
 from .pte import NO_ENTRY, home_of, pte_frame, pte_id, pte_inline, pte_is_inline, pte_page
@@ -41,6 +41,21 @@ def table_pinned_pages(m, row, k, t):
 
 
 @njit(cache=True)
+def mapped_cache_pages(m, row, r):
+    """Page-cache pages the address space with directory row `row` maps in region r."""
+    n = 0
+    lo, hi = region_span(m, r)
+    for k in range(lo, hi):
+        t = m.pmd[row, k]
+        if t >= 0:
+            for slot in range(PTRS_PER_TABLE):
+                f = pte_id(pte_peek(m, row, k, t, slot))
+                if f > 0 and page_cached(m, f):
+                    n += 1
+    return n
+
+
+@njit(cache=True)
 def fork_frames_needed(m, mm, eager, odf):
     """Frames a fork of mm must allocate: every present private page it copies
     under eager, only the pinned ones otherwise (page_needs_cow_for_dma), and a
@@ -53,6 +68,8 @@ def fork_frames_needed(m, mm, eager, odf):
             continue
         if eager:
             need += m.mm_rss[mm, r]
+            if m.reg_file[r] != 0:
+                need -= mapped_cache_pages(m, row, r)     # a file page is mapped, not copied
         lo, hi = region_span(m, r)
         for k in range(lo, hi):
             t = m.pmd[row, k]
@@ -80,7 +97,10 @@ def copy_pte_table(m, child, prow, crow, k, t, writable):
         if e == 0:
             continue
         ptes += 1
-        if pte_page(e) != 0:
+        f = pte_id(e)
+        if f > 0 and page_cached(m, f):          # a file page: mapped, as the parent maps it
+            frame_map(m, f)
+        elif pte_page(e) != 0:
             frame_charge(m)                      # fork_frames_needed checked
             e = pte_inline(pte_tag_of(m, e), (PTE_W | PTE_E) if writable else PTE_E)
             count_event(m, child, C_FORK_PAGES)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from numba import njit
 
 from .abi import F_FOLIO, F_PINS, G_PINS, PTRS_PER_TABLE, TABLE_SHIFT
-from .page_alloc import frame_mapcount, frame_release
+from .page_alloc import frame_put
 from .pgtable import ov_find, pte_assign_frame
 from .pte import pte_frame, pte_is_inline
 
@@ -49,12 +49,7 @@ def pin_release(m, i):
     m.frame[f, F_PINS] -= 1
     if m.frame[f, F_FOLIO] >= 0:
         m.folio_pins[m.frame[f, F_FOLIO]] -= 1
-    if m.frame[f, F_PINS] > 0 or frame_mapcount(m, f) > 0:
-        return
-    r = m.pin_region[i]
-    if m.reg_shared[r] != 0 and m.shm_frame[m.reg_shm0[r] + m.pin_page[i]] == f:
-        return
-    frame_release(m, f)
+    frame_put(m, f)
 
 
 @njit(cache=True)

@@ -48,8 +48,8 @@ def op_needs(m, op, ps):
         r = op[2]
         count = ps[op[5], 1]
         lo, hi = region_span(m, r)
-        per = PTRS_PER_TABLE if m.reg_thp[r] else 1            # a huge page fault takes 512
-        n = min(count * per, m.reg_npages[r])
+        per = PTRS_PER_TABLE if m.reg_thp[r] else 1 + m.reg_ra[r]    # a huge page fault takes 512,
+        n = min(count * per, m.reg_npages[r] + m.reg_fhi[r] - m.reg_flo[r])   # a major one its read-around
         slots = min(10 * count + 1024, 640 * (hi - lo))
         return n, min(n, hi - lo) + 1, 0, slots
     if code == FORK:

@@ -24,8 +24,8 @@ import numpy as np
 from numba import njit, types
 from numba.experimental import structref
 
-from .abi import (F_FOLIO, F_HOME, F_WIDTH, G_COMMIT_LIMIT, G_FOLIO_HWM, G_FOLIO_TOP, G_FRAME_HWM, G_FRAME_MAX,
-                  G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP, G_OOM, G_OV_FREE, G_OV_HWM, G_OVERCOMMIT, G_POLICY,
+from .abi import (F_FLAGS, F_FOLIO, F_HOME, F_WIDTH, FF_CACHE, G_COMMIT_LIMIT, G_FOLIO_HWM, G_FOLIO_TOP, G_FRAME_HWM,
+                  G_FRAME_MAX, G_FRAMES_PEAK, G_FRAMES_USED, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP, G_OOM, G_OV_FREE, G_OV_HWM, G_OVERCOMMIT, G_POLICY,
                   G_ROW_HWM, G_ROW_TOP, G_TAB_HWM, G_TAB_TOP, G_THP_COW, G_ZERO_PAGE, MAX_PTE_VALUE, MAX_TABLES,
                   N_CTR, N_G, N_TOTALS, OV_CLASSES, POLICY_ODF, PTRS_PER_TABLE, TABLE_SHIFT)
 
@@ -89,11 +89,19 @@ FIELDS = (
     Field("reg_pmd0", np.int64, ("reg",), "program", "first 2 MiB range of the region"),
     Field("reg_npages", np.int64, ("reg",), "program", "pages of the region"),
     Field("reg_shared", np.uint8, ("reg",), "program", "MAP_SHARED"),
-    Field("reg_shm0", np.int64, ("reg",), "program", "first page-cache slot of a shared region"),
+    Field("reg_shm0", np.int64, ("reg",), "program", "page-cache slot of the region's first page (shared or "
+                                                      "file-backed regions)"),
+    Field("reg_file", np.uint8, ("reg",), "program", "1: file-backed (a mapping of a Scenario.file)"),
+    Field("reg_around", np.int64, ("reg",), "program", "pages a read fault maps from the page cache: "
+                                                       "fault-around's 16, or 512 for 2 MiB folios"),
+    Field("reg_ra", np.int64, ("reg",), "program", "pages a major fault reads into the page cache (read-around)"),
+    Field("reg_flo", np.int64, ("reg",), "program", "the file's page-cache slots are reg_flo .. reg_fhi - 1"),
+    Field("reg_fhi", np.int64, ("reg",), "program", "(read-around stays inside the file)"),
     Field("reg_thp", np.uint8, ("reg",), "program", "1: a fault may map a huge page here (thp=True or "
                                                     "madvise hugepage, in any address space)"),
     Field("reg_maps", np.int32, ("reg",), 0, "address spaces mapping the region"),
-    Field("shm_frame", np.int32, ("shm",), -1, "page cache: frame or -1"),
+    Field("shm_frame", np.int32, ("shm",), -1, "page cache: frame or -1 (not in the cache; for a cached file, "
+                                             "simulator.py fills its pages in before the run)"),
     Field("proc_mm", np.int32, ("proc",), -1, "indexed by pid"),
     Field("proc_state", np.int8, ("proc",), 0, "P_*"),
     Field("proc_reason", np.int8, ("proc",), 0, "R_*"),
@@ -249,12 +257,13 @@ def _dims(prog, frame_max: int) -> dict:
     return {
         "N_G": N_G, "N_TOTALS": N_TOTALS, "N_CTR": N_CTR, "F_WIDTH": F_WIDTH, "PTRS": PTRS_PER_TABLE,
         # a frame id is handed out when a page is shared, pinned or cached; about two slots a touch
-        "frame": (min(frame_max, 2 * touches + (1 << 12), 1 << 26), min(frame_max, 1 << 12)),
+        "frame": (min(frame_max, 2 * touches + (1 << 12) + len(prog.cached), max(1 << 26, len(prog.cached) + 1)),
+                  min(frame_max, (1 << 12) + len(prog.cached))),
         "overlay": (min(2 * touches, 1 << 30) + (1 << 12), 1 << 12),
         "marks": (ranges * PTRS_PER_TABLE, 0), "marked_ranges": (ranges, 0),
         "folio": 64, "table": 64, "group": 64, "row": 4,
         "n_pmd": max(prog.n_pmd, 1), "mm": max(prog.n_mm, 1), "reg": n_reg, "proc": prog.n_proc + 1,
-        "shm": int((prog.reg_npages * prog.reg_shared).sum()), "pin": prog.n_pins,
+        "shm": prog.n_shm, "pin": prog.n_pins,
     }
 
 
@@ -269,7 +278,7 @@ def _array(f: Field, rows: int, dims: dict, odf: bool) -> np.ndarray:
 
 def new_machine(prog, frame_max: int, policy: int, oom: int, zero_page: bool,
                 overcommit: int = 0, overcommit_ratio: int = 50, thp_cow: int = 0) -> Machine:
-    """A machine for program `prog` (simulator.Program) with frame_max frames, nothing running."""
+    """A machine for program `prog` (simulator.Compiled) with frame_max frames, nothing running."""
     dims = _dims(prog, frame_max)
     odf = policy == POLICY_ODF
     arrays: dict[str, np.ndarray] = {}
@@ -292,7 +301,22 @@ def new_machine(prog, frame_max: int, policy: int, oom: int, zero_page: bool,
     g[G_OV_FREE: G_OV_FREE + OV_CLASSES] = -1
     m.frame[0] = 0
     m.frame[0, F_FOLIO] = m.frame[0, F_HOME] = -1
+    fill_page_cache(m, prog.cached)
     return m
+
+
+def fill_page_cache(m: Machine, slots: np.ndarray) -> None:
+    """The pages of cached files are in the page cache before anything runs
+    (as after the file was written or read): frames 1 .. len(slots), in physical
+    memory, mapped by nobody yet. simulate checks they fit."""
+    n = len(slots)
+    ids = np.arange(1, n + 1, dtype=np.int32)
+    m.frame[1: n + 1] = 0
+    m.frame[1: n + 1, F_FOLIO] = m.frame[1: n + 1, F_HOME] = -1
+    m.frame[1: n + 1, F_FLAGS] = FF_CACHE
+    m.shm_frame[slots] = ids
+    m.g[G_FRAME_HWM] = n + 1
+    m.g[G_FRAMES_USED] = m.g[G_FRAMES_PEAK] = n
 
 
 def _grown(a: np.ndarray, n: int) -> np.ndarray:

@@ -19,60 +19,159 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from .abi import (C_COW_COPIES, C_COW_REUSES, C_MINOR_FAULTS, C_ZERO_FILLS, F_FOLIO, F_PINS, F_TAG,
-                  FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE, OV_DENSE, PTE_E, PTE_I,
+from .abi import (C_COW_COPIES, C_COW_REUSES, C_MAJOR_FAULTS, C_MINOR_FAULTS, C_ZERO_FILLS, F_FLAGS, F_FOLIO,
+                  F_PINS, F_TAG, FF_DIRTY, FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE, OV_DENSE, PTE_E, PTE_I,
                   PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
 from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
 from .machine import count_event
-from .mmap import count_rss, pte_alloc, set_pte
+from .mmap import count_rss, pte_alloc
 from .oom_kill import oom_kill
-from .page_alloc import frame_alloc, frame_charge, frame_map, frame_mapcount
+from .page_alloc import cache_page_alloc, frame_charge, frame_mapcount, page_cached
 from .pgtable import ov_cap, ov_find, ov_put, ov_record, pte_peek, pte_write, store_tag, table_unshare
 from .pte import NO_ENTRY, pte_frame, pte_id, pte_inline, pte_is_inline, pte_make
 
 
-# --- shared mappings ---------------------------------------------------------------------------
+# --- the page cache (mm/filemap.c) and faults on file and shared pages -------------------------
 
-@njit(cache=True)
-def map_cached_page(m, mm, r, t, slot, f):
-    frame_map(m, f)
-    writable = (m.vma[mm, r] & VM_WRITE) != 0
-    set_pte(m, mm, r, t, slot, pte_make(f, PTE_W if writable else 0))
-
-
-@njit(cache=True)
-def do_fault_around(m, mm, r, t, page):
-    """A read fault on a shared page first maps every page of its aligned 64 KiB
-    block that the page cache already holds (filemap_map_pages)."""
-    lo = page - page % FAULT_AROUND_PAGES
-    hi = min(lo + FAULT_AROUND_PAGES, m.reg_npages[r])
-    base = m.reg_shm0[r]
-    for p in range(lo, hi):
-        slot = p & (PTRS_PER_TABLE - 1)
-        f = m.shm_frame[base + p]
-        if f >= 0 and m.pt[t, slot] == 0:
-            map_cached_page(m, mm, r, t, slot, f)
+@njit(cache=True, inline="always")
+def count_fault(m, pid, major):
+    """The fault was major (it read its page from the file) or minor: ru_majflt, ru_minflt."""
+    count_event(m, pid, C_MAJOR_FAULTS if major else C_MINOR_FAULTS)
 
 
 @njit(cache=True)
-def do_shared_fault(m, pid, mm, r, t, slot, page, write):
-    """First touch of a MAP_SHARED page in mm: a read first maps its cached
-    neighbours (and itself, if cached); then find or create it in the page cache."""
-    if not write:
-        do_fault_around(m, mm, r, t, page)
-        if m.pt[t, slot] != 0:
-            count_event(m, pid, C_MINOR_FAULTS)
-            return FAULT_OK
+def filemap_read(m, r, page):
+    """filemap_fault for a file page not in the page cache: read it in, then the
+    rest of its read-around window (reg_ra pages from reg_ra / 2 before it,
+    inside the file: do_sync_mmap_readahead) while frames are free, as
+    readahead gives up quietly under memory pressure. Returns its frame, or -1
+    (nothing read) when none is free for the page itself."""
     k = m.reg_shm0[r] + page
-    f = m.shm_frame[k]
+    f = cache_page_alloc(m)
     if f < 0:
-        f = frame_alloc(m)
-        if f < 0:
-            return FAULT_OOM                       # the neighbours stay mapped, as in the kernel
+        return -1
+    m.shm_frame[k] = f
+    lo = max(m.reg_flo[r], k - m.reg_ra[r] // 2)
+    for q in range(lo, min(lo + m.reg_ra[r], m.reg_fhi[r])):
+        if m.shm_frame[q] < 0:
+            g = cache_page_alloc(m)
+            if g < 0:
+                break
+            m.shm_frame[q] = g
+    return f
+
+
+@njit(cache=True)
+def find_cache_page(m, pid, r, page):
+    """The page-cache frame of page of region r: found, read from the file (a
+    major fault, for the caller to count), or for a shared anonymous region
+    zero-filled. Returns (frame, major); frame -1 when no frame is free."""
+    f = m.shm_frame[m.reg_shm0[r] + page]
+    if f >= 0:
+        return f, False
+    if m.reg_file[r] != 0:
+        return filemap_read(m, r, page), True
+    f = cache_page_alloc(m)
+    if f >= 0:
+        m.shm_frame[m.reg_shm0[r] + page] = f
         count_event(m, pid, C_ZERO_FILLS)
-        m.shm_frame[k] = f
-    map_cached_page(m, mm, r, t, slot, f)
+    return f, False
+
+
+@njit(cache=True)
+def map_cache_page(m, mm, r, row, k, t, slot, oi, f, w):
+    """Map page-cache frame f at slot, writable if w (the caller checked mm maps nothing there)."""
+    pte_write(m, row, k, t, slot, oi, pte_make(f, PTE_W if w else 0))
+    count_rss(m, mm, r, 1)
+
+
+@njit(cache=True)
+def do_fault_around(m, mm, r, row, k, t, page):
+    """A read fault first maps each page of its aligned block that the page
+    cache holds and mm does not map yet (filemap_map_pages): fault_around_bytes
+    (64 KiB), or a whole 2 MiB folio (reg_around). File pages are mapped
+    read-only: a private mapping copies on write, a shared one tracks the
+    write (wp_page_shared); shmem does no write tracking."""
+    n = m.reg_around[r]
+    if page - page % n + n > m.reg_npages[r]:
+        n = FAULT_AROUND_PAGES                     # a PMD maps whole 2 MiB of the VMA only
+    lo = page - page % n
+    hi = min(lo + n, m.reg_npages[r])
+    base = m.reg_shm0[r]
+    w = m.reg_file[r] == 0 and (m.vma[mm, r] & VM_WRITE) != 0
+    for p in range(lo, hi):
+        f = m.shm_frame[base + p]
+        if f < 0:
+            continue
+        slot = p & (PTRS_PER_TABLE - 1)
+        oi = ov_find(m, row, k, slot)
+        if (m.ov_val[oi] if oi >= 0 else m.pt[t, slot]) == 0:
+            map_cache_page(m, mm, r, row, k, t, slot, oi, f, w)
+
+
+@njit(cache=True)
+def do_read_fault(m, pid, mm, r, row, k, t, slot, page):
+    """First read of a page of a file (private or shared) or of a shared
+    anonymous region in mm: fault-around first, then the page itself from the
+    page cache. A page read in from the file (a major fault) is mapped by the
+    retried fault, which faults around again (filemap_fault drops the mmap
+    lock for the read and returns VM_FAULT_RETRY); on Linux it maps the
+    neighbours whose reads have completed by then, here all of the block's."""
+    do_fault_around(m, mm, r, row, k, t, page)
+    if pte_peek(m, row, k, t, slot) != 0:
+        count_fault(m, pid, False)
+        return FAULT_OK
+    f, major = find_cache_page(m, pid, r, page)
+    if f < 0:
+        return FAULT_OOM                           # the neighbours stay mapped, as in the kernel
+    if major:
+        do_fault_around(m, mm, r, row, k, t, page)   # the fault retried after the read (VM_FAULT_RETRY)
+    else:
+        map_cache_page(m, mm, r, row, k, t, slot, NO_ENTRY, f,
+                       m.reg_file[r] == 0 and (m.vma[mm, r] & VM_WRITE) != 0)
+    count_fault(m, pid, major)
+    return FAULT_OK
+
+
+@njit(cache=True)
+def do_shared_fault(m, pid, mm, r, row, k, t, slot, page):
+    """First write of a MAP_SHARED page in mm: the page-cache page, mapped
+    writable (a file page turns dirty). No copy."""
+    f, major = find_cache_page(m, pid, r, page)
+    if f < 0:
+        return FAULT_OOM
+    if m.reg_file[r] != 0:
+        m.frame[f, F_FLAGS] |= FF_DIRTY
+    map_cache_page(m, mm, r, row, k, t, slot, NO_ENTRY, f, True)
+    count_fault(m, pid, major)
+    return FAULT_OK
+
+
+@njit(cache=True)
+def wp_page_shared(m, pid, t, slot):
+    """Write to a MAP_SHARED file page mapped read-only since its read: the
+    page turns dirty and writable in place (page_mkwrite), nothing is copied."""
+    e = m.pt[t, slot]
+    m.frame[pte_frame(e), F_FLAGS] |= FF_DIRTY
+    m.pt[t, slot] = e | PTE_W
+    m.tab_ver[t] += 1
     count_event(m, pid, C_MINOR_FAULTS)
+    return FAULT_OK
+
+
+@njit(cache=True)
+def do_cow_fault(m, pid, mm, r, row, k, t, slot, page, tag):
+    """First write of a page of a private file mapping: the page-cache page
+    (read in if need be) is copied into a new anonymous page. If no frame is
+    free for the copy, a page just read stays in the cache."""
+    f, major = find_cache_page(m, pid, r, page)
+    if f < 0 or not frame_charge(m):
+        return FAULT_OOM
+    m.vma[mm, r] |= VM_ANON_VMA
+    pte_write(m, row, k, t, slot, NO_ENTRY, pte_inline(tag if tag > 0 else m.frame[f, F_TAG], PTE_W | PTE_E))
+    count_rss(m, mm, r, 1)
+    count_fault(m, pid, major)
+    count_event(m, pid, C_COW_COPIES)
     return FAULT_OK
 
 
@@ -157,7 +256,9 @@ def do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag):
     # The entry of a table others use too maps a frame homed right there: while
     # another user maps it, it is shared, and the frame need not be looked at.
     shared = oi < 0 and f > 0 and m.tab_ref[t] - m.tab_ovr[t, slot] > 1
-    if not shared and (f < 0 or (e & PTE_E) != 0 or (f != 0 and can_reuse_anon_page(m, row, k, t, f))):
+    # A page-cache page is never anonymous: a write through a private mapping always copies it.
+    if not shared and (f < 0 or (e & PTE_E) != 0
+                       or (f != 0 and not page_cached(m, f) and can_reuse_anon_page(m, row, k, t, f))):
         oi = pte_write(m, row, k, t, slot, oi, e | PTE_W | PTE_E)      # wp_page_reuse
         if tag > 0:
             store_tag(m, row, k, slot, tag)
@@ -280,11 +381,17 @@ def fault_once(m, pid, mm, r, page, write, tag):
             return FAULT_OOM
     elif not table_unshare(m, pid, row, k):
         return FAULT_OOM
-    if e == 0 and m.reg_shared[r] == 0:
+    if e == 0 and m.reg_shared[r] == 0 and m.reg_file[r] == 0:
         return do_anonymous_page(m, pid, mm, r, row, k, t, slot, write, tag)
-    if e == 0:
-        st = do_shared_fault(m, pid, mm, r, t, slot, page, write)
-    else:                                           # shared PTEs are never write-protected
+    if e == 0 and not write:
+        st = do_read_fault(m, pid, mm, r, row, k, t, slot, page)
+    elif e == 0 and m.reg_shared[r] != 0:
+        st = do_shared_fault(m, pid, mm, r, row, k, t, slot, page)
+    elif e == 0:
+        return do_cow_fault(m, pid, mm, r, row, k, t, slot, page, tag)
+    elif m.reg_shared[r] != 0:                      # only a file's shared PTEs are write-protected
+        st = wp_page_shared(m, pid, t, slot)
+    else:
         if m.tab_huge[t] == 0 or do_huge_pmd_wp_page(m, pid, mm, r, t) == FAULT_FALLBACK:
             return do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag)
         st = FAULT_OK

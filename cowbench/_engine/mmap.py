@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .abi import (C_ENOMEM, C_EXIT_FREED, C_EXIT_PTES, F_PINS, G_COMMIT_LIMIT, G_COMMITTED, G_FRAME_MAX,
+from .abi import (C_ENOMEM, C_EXIT_FREED, C_EXIT_PTES, F_FLAGS, F_PINS, G_COMMIT_LIMIT, G_COMMITTED, G_FRAME_MAX,
                   G_FRAMES_USED, G_OVERCOMMIT, G_POLICY, G_PTE_FRAMES, G_ROW_HWM, G_ROW_TOP, OVERCOMMIT_GUESS,
                   OVERCOMMIT_NEVER, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT, VM_MAPPED, VM_WRITE)
 from .machine import count_event, count_events, region_span
@@ -113,13 +113,16 @@ def zap_region(m, mm, r):
 
 @njit(cache=True)
 def region_put(m, r):
-    """One address space fewer maps r; the last one frees a shared region's page cache."""
+    """One address space fewer maps r; the last one frees a shared anonymous
+    region's page cache (its shmem object). A file's page cache stays: pages
+    of a file outlive every mapping of it."""
     m.reg_maps[r] -= 1
-    if m.reg_maps[r] == 0 and m.reg_shared[r] != 0:
+    if m.reg_maps[r] == 0 and m.reg_shared[r] != 0 and m.reg_file[r] == 0:
         base = m.reg_shm0[r]
         for k in range(base, base + m.reg_npages[r]):
             f = m.shm_frame[k]
             if f >= 0:
+                m.frame[f, F_FLAGS] = 0
                 if m.frame[f, F_PINS] == 0:
                     frame_release(m, f)       # a pinned page outlives the page cache
                 m.shm_frame[k] = -1
@@ -182,9 +185,10 @@ def vm_unacct(m, pages):
 
 @njit(cache=True)
 def do_mmap(m, pid, mm, r, flags):
-    """mmap(): private writable and shared regions are charged to the commit."""
+    """mmap(): private writable and shared anonymous regions are charged to
+    the commit (a MAP_SHARED file mapping is backed by its file: no charge)."""
     shared = m.reg_shared[r] != 0
-    if shared or (flags & VM_WRITE) != 0:
+    if (shared and m.reg_file[r] == 0) or (not shared and (flags & VM_WRITE) != 0):
         if not vm_enough_memory(m, m.reg_npages[r]):
             count_event(m, pid, C_ENOMEM)
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .abi import (F_FOLIO, F_HOME, F_MAP, F_PINS, F_TAG, G_FOLIO_TOP, G_FRAME_HWM, G_FRAME_MAX, G_FRAMES_PEAK,
+from .abi import (F_FLAGS, F_FOLIO, F_HOME, F_MAP, F_PINS, F_TAG, FF_CACHE, G_FOLIO_TOP, G_FRAME_HWM, G_FRAME_MAX, G_FRAMES_PEAK,
                   G_FRAMES_USED, G_FREE_TOP, G_PTE_FRAMES, PTRS_PER_TABLE, TABLE_SHIFT)
 from .pte import pte_frame, pte_is_inline
 
@@ -102,6 +102,7 @@ def frame_new_id(m, tag):
     rec[F_FOLIO] = -1
     rec[F_HOME] = -1
     rec[F_TAG] = tag
+    rec[F_FLAGS] = 0
     return f
 
 
@@ -127,6 +128,21 @@ def frame_release(m, f):
 
 
 @njit(cache=True)
+def cache_page_alloc(m):
+    """A new page-cache page (FF_CACHE), or -1 when physical memory is full."""
+    f = frame_alloc(m)
+    if f >= 0:
+        m.frame[f, F_FLAGS] = FF_CACHE
+    return f
+
+
+@njit(cache=True, inline="always")
+def page_cached(m, f):
+    """Frame f (> 0) is a page-cache page."""
+    return (m.frame[f, F_FLAGS] & FF_CACHE) != 0
+
+
+@njit(cache=True)
 def frame_mapcount(m, f):
     """PTEs mapping frame f (page_mapcount)."""
     n = m.frame[f, F_MAP]
@@ -146,8 +162,8 @@ def folio_pinned(m, f):
 
 @njit(cache=True)
 def frame_put(m, f):
-    """Free anonymous frame f if nothing maps or pins it any more."""
-    if m.frame[f, F_PINS] == 0 and frame_mapcount(m, f) == 0:
+    """Free frame f if nothing maps, pins or caches it any more."""
+    if m.frame[f, F_PINS] == 0 and (m.frame[f, F_FLAGS] & FF_CACHE) == 0 and frame_mapcount(m, f) == 0:
         frame_release(m, f)
 
 
@@ -189,4 +205,5 @@ def pte_drop(m, e, anon):
         if anon:
             frame_unmap(m, f)
         else:
-            m.frame[f, F_MAP] -= 1            # a page-cache frame, homed nowhere
+            m.frame[f, F_MAP] -= 1            # a page-cache frame: the cache keeps it
+            frame_mapcount_changed(m, f)

@@ -10,9 +10,9 @@ that dominate forked workloads a whole range in one pass (memory.fill_range,
 memory.copy_range), the rest by touch_each. Handling first touches in another
 order than the op's is the same run as long as no fault can fail (which
 process the OOM killer picks depends on what was faulted before) and no
-fault maps more than its own page (fault-around on shared mappings, huge
-pages): ops where either could happen touch their pages one at a time, in the
-op's order.
+fault maps more than its own page (fault-around and read-around on file and
+shared mappings, huge pages): ops where either could happen touch their pages
+one at a time, in the op's order.
 
 Pins (gup.py) fault their pages in here too: pin_user_pages.
 """
@@ -264,7 +264,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
         return
     n = m.reg_npages[r]
     buf = np.empty(2 * TOUCH_CHUNK, dtype=np.int64)
-    if m.reg_shared[r] == 0 and (flags & VM_HUGEPAGE) == 0 and m.seen.shape[0] >= n:
+    if m.reg_shared[r] == 0 and m.reg_file[r] == 0 and (flags & VM_HUGEPAGE) == 0 and m.seen.shape[0] >= n:
         seen = m.seen
         seen_ranges = m.seen_ranges
         lo, hi = n, -1

@@ -16,9 +16,10 @@
 Nothing here imports the jitted engine but validate (which runs both sides).
 """
 from .coordinator import COLUMNS, KernelUnavailable, run_real
-from .procfs import pagemap_readable, thp_usable
+from .procfs import device_readahead, files_dir, files_usable, pagemap_readable, thp_usable
 from .probe import end_probe, probe_fork
 from .worker import pins_usable
 
-__all__ = ["run_real", "KernelUnavailable", "COLUMNS", "pagemap_readable", "thp_usable", "pins_usable",
+__all__ = ["run_real", "KernelUnavailable", "COLUMNS", "pagemap_readable", "thp_usable", "pins_usable", "files_usable",
+           "device_readahead", "files_dir",
            "probe_fork", "end_probe"]

@@ -102,6 +102,8 @@ import ctypes
 import os
 import signal
 import socket
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -114,7 +116,7 @@ from ..columns import REAL_ONLY, by_name
 from ..scenario import Scenario
 from .libc import (ADVICE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PR_GET_CHILD_SUBREAPER,
                    PR_SET_CHILD_SUBREAPER, PROT_NONE, PROT_READ, PROT_WRITE, PROTS, libc, map_anon)
-from .procfs import (HUGE, HUGE_PAGES, PAGE_SIZE, PMD_ANON, PMD_NONE, PMD_ZERO, page_values, pagemap_readable,
+from .procfs import (HUGE, HUGE_PAGES, PAGE_SIZE, files_dir, PMD_ANON, PMD_NONE, PMD_ZERO, page_values, pagemap_readable,
                      pmd_states, vmstat)
 from .worker import WorkerEnv, op_pages, recv, send, worker_main
 
@@ -123,7 +125,7 @@ __all__ = ["run_real", "KernelUnavailable", "COLUMNS"]
 # The simulator's columns run_real measures (in the simulator's order), then its own cross-checks.
 MEASURED = ("pid", "name", "parent", "state", "reason", "minor_faults", "zero_fills", "cow_copies", "cow_reuses",
             "rss_pages", "pss_pages", "uss_pages", "shared_pages", "fork_ptes_copied", "fork_pages_copied",
-            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits")
+            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits", "major_faults")
 COLUMNS = [by_name(c).name for c in MEASURED] + [c.name for c in REAL_ONLY]
 THP_COLUMNS = ["fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits"]
 
@@ -158,11 +160,41 @@ class _Coordinator:
         self.shared_seen: dict[int, set] = {}       # shared region -> pages some process has a frame for
         self.reserve = None
         self.vfork_parent: dict[int, int] = {}      # borrowing vfork child -> suspended parent
+        self.tmpdir = None
+        self.paths: dict[int, str] = {}             # scenario file -> the real file made for it
 
     # -- setup -----------------------------------------------------------------
+    def make_files(self):
+        """A real file on this machine's filesystem for each mapped scenario file:
+        written in writes of its folio size (which is what gives the page cache
+        folios of that size), fsynced, and evicted (POSIX_FADV_DONTNEED) unless
+        it is cached. Its size is what the mappings need (sizes move with
+        write_fd, which run_real does not replay)."""
+        sc = self.sc
+        for f in sc.files:
+            ends = [(r.offset + r.npages) * PAGE_SIZE for r in sc.regions if r.file is f]
+            if not ends:
+                continue
+            if self.tmpdir is None:
+                self.tmpdir = tempfile.mkdtemp(prefix="cowbench-files-", dir=files_dir())
+            path = os.path.join(self.tmpdir, f"f{f.index}")
+            size = max([f.initial_size] + ends)
+            fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
+            try:
+                chunk = b"\x5a" * f.folio
+                for off in range(0, size, f.folio):
+                    os.pwrite(fd, chunk[: size - off], off)
+                os.fsync(fd)
+                if not f.cached:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            self.paths[f.index] = path
+
     def setup(self):
         sc = self.sc
         ps = PAGE_SIZE
+        self.make_files()
         slot_lens = [-(-r.npages * ps // HUGE) * HUGE for r in sc.regions]
         total = sum(slot_lens) + HUGE * (len(slot_lens) + 2)
         base = map_anon(0, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
@@ -218,6 +250,8 @@ class _Coordinator:
         if self.reserve:
             libc.munmap(*self.reserve)
         libc.munmap(*self.scratch)
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def _reap_all(self):
         deadline = time.monotonic() + 5
@@ -364,7 +398,8 @@ class _Coordinator:
         d = {"smaps_rss_pages": sm["Rss"] // kb, "smaps_pss_pages": sm["Pss"] / kb,
              "smaps_uss_pages": (sm["Private_Clean"] + sm["Private_Dirty"]) // kb,
              "smaps_anon_huge_pages": sm["AnonHugePages"] // (HUGE // 1024)}
-        d["anon_huge_pages"] = int(sum(int((st == PMD_ANON).sum()) for st in pmds)) if self.huge_ok else np.nan
+        d["anon_huge_pages"] = int(sum(int((st == PMD_ANON).sum()) for r, st in zip(self.sc.regions, pmds)
+                                       if r.file is None)) if self.huge_ok else np.nan   # not a file's PMD folios
         if self.pfn_ok:
             frames = pfn[present & ~zero]
             mc = self._mapcounts(frames)
@@ -477,8 +512,9 @@ class _Coordinator:
             advice = ADVICE.get(r.on_fork) if r.on_fork != "copy" else None
             if r.npages == 0:
                 return                           # mmap(2) would say EINVAL; the builder allows an empty region
+            path = None if r.file is None else self.paths[r.file.index]
             self._call(self._host(pid), "mmap", addr, r.npages * PAGE_SIZE, PROTS[r.prot], r.shared, advice,
-                       bool(r.thp))
+                       bool(r.thp), path, r.offset * PAGE_SIZE)
         elif code == MUNMAP:
             r = sc.regions[op.region]
             addr, ln = self.slots[r.index]
@@ -512,7 +548,7 @@ class _Coordinator:
         val = (int(op.arg) % 255 + 1) if write else 0
         split0 = vmstat("thp_split_pmd").get("thp_split_pmd", 0)
         try:
-            faults, base = self._call(host, "touch", i, self.slots[r.index][0], write, val)
+            faults, base, major = self._call(host, "touch", i, self.slots[r.index][0], write, val)
         except _Died:
             sig = self._death_signal(host)
             if pid not in self.own:
@@ -526,6 +562,7 @@ class _Coordinator:
         self.snap.pop(pid, None)
         row["vmstat_thp_split_pmd"] += vmstat("thp_split_pmd").get("thp_split_pmd", 0) - split0
         row["minor_faults"] += faults
+        row["major_faults"] += major
         row["baseline_faults"] += base
         present1, pfn1, zero1, (pmd1,) = self._state(host, [r.index])
         # 2 MiB ranges: a new anonymous huge PMD (from nothing or from the huge zero page) is a
@@ -534,7 +571,9 @@ class _Coordinator:
         bases = np.arange(len(pmd0)) * HUGE_PAGES
         alloc = (pmd1 == PMD_ANON) & (pmd0 != PMD_ANON)
         hcopy = (pmd1 == PMD_ANON) & (pmd0 == PMD_ANON) & (pfn1[bases] != pfn0[bases])
-        if self.huge_ok:
+        if r.file is not None:                   # a file's 2 MiB folios are PMD-mapped too, but not THPs
+            alloc[:] = hcopy[:] = False
+        if self.huge_ok and r.file is None:
             row["thp_fault_alloc"] += int(alloc.sum())
             row["thp_copies"] += int(hcopy.sum())
             row["thp_splits"] += int(((pmd0 != PMD_NONE) & (pmd1 == PMD_NONE)).sum())
@@ -545,6 +584,14 @@ class _Coordinator:
             whole[j * HUGE_PAGES:(j + 1) * HUGE_PAGES] = True
         b_p, b_f, a_p, a_f = present0[pages], pfn0[pages], present1[pages], pfn1[pages]
         b_z, a_z, wh = zero0[pages], zero1[pages], whole[pages]
+        if r.file is not None and r.shared:      # the page cache's pages: read in or found, never filled or copied
+            return
+        if r.file is not None:                   # private: a write copies the file page (do_cow_fault, wp_page_copy)
+            if write:
+                cp = int((a_p & (~b_p | (a_f != b_f))).sum())
+                row["cow_copies"] += cp
+                row["cow_reuses"] += max(0, faults + major - cp)
+            return
         if r.shared:
             seen = self.shared_seen.setdefault(r.index, set())
             new = [p for p, ok in zip(pages.tolist(), a_p.tolist()) if ok and p not in seen]

@@ -55,6 +55,19 @@ def map_anon(addr: int, length: int, prot: int, flags: int) -> int:
     return got
 
 
+def map_file(addr: int, length: int, prot: int, flags: int, path: str, offset: int) -> int:
+    """mmap the file at path over [addr, addr+length) (MAP_FIXED), from byte offset."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        got = libc.mmap(addr, length, prot, flags | MAP_FIXED, fd, offset)
+    finally:
+        os.close(fd)
+    if got in (None, MAP_FAILED):
+        e = ctypes.get_errno()
+        raise OSError(e, f"mmap({addr:#x}, {length}, {path!r}, {offset}): {os.strerror(e)}")
+    return got
+
+
 def reserve(addr: int, length: int) -> None:
     """(Re)place a PROT_NONE reservation over [addr, addr+length)."""
     map_anon(addr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED)

@@ -86,6 +86,39 @@ def vmstat(*keys: str) -> dict:
     return out
 
 
+def files_dir() -> str:
+    """Where run_real makes the real files of a scenario's file mappings
+    (COWBENCH_FILES_DIR, else the temporary directory)."""
+    import tempfile
+
+    return os.environ.get("COWBENCH_FILES_DIR") or tempfile.gettempdir()
+
+
+def device_readahead(path: str) -> int | None:
+    """Bytes of read-around the block device under path gives a major fault
+    (queue/read_ahead_kb), None where path is on no block device (tmpfs,
+    overlay): its page cache cannot be evicted to disk there."""
+    dev = os.stat(path).st_dev
+    base = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    for q in (f"{base}/queue/read_ahead_kb", f"{base}/../queue/read_ahead_kb"):   # a disk, or a partition's disk
+        try:
+            with open(q) as f:
+                return int(f.read()) * 1024
+        except OSError:
+            continue
+    return None
+
+
+def files_usable() -> tuple[bool, str]:
+    """Whether run_real's files sit on a block device, so that POSIX_FADV_DONTNEED
+    evicts them and a fault reads them back (major faults, read-around)."""
+    where = files_dir()
+    if device_readahead(where) is None:
+        return False, (f"{where} is on no block device (tmpfs or overlay?): its files cannot be evicted; "
+                       "set COWBENCH_FILES_DIR to a directory on a disk")
+    return True, ""
+
+
 def thp_usable() -> tuple[bool, str]:
     """Whether this host gives a MADV_HUGEPAGE region a 2 MiB huge page on a write fault right now,
     and whether run_real can see it (PAGEMAP_SCAN); the reason if not."""

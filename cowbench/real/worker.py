@@ -19,7 +19,8 @@ from ..patterns import Pattern
 from ..scenario import Scenario
 from .libc import (IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS_UPDATE, IORING_UNREGISTER_BUFFERS, MADV_HUGEPAGE,
                    MADV_NOHUGEPAGE, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, SYS_IO_URING_REGISTER,
-                   SYS_IO_URING_SETUP, Iovec, RsrcUpdate2, Rusage, errcheck, libc, map_anon, reserve, ring_register)
+                   SYS_IO_URING_SETUP, Iovec, RsrcUpdate2, Rusage, errcheck, libc, map_anon, map_file, reserve,
+                   ring_register)
 from .procfs import PAGE_SIZE
 
 
@@ -132,8 +133,9 @@ def loop_read(p, offs, val):
     return WorkerEnv.ru1.minflt - WorkerEnv.ru0.minflt
 
 
-def touch(addr: int, pages: np.ndarray, write: bool, val: int) -> tuple[int, int]:
-    """Touch one byte at the start of each page; return (faults - baseline, baseline)."""
+def touch(addr: int, pages: np.ndarray, write: bool, val: int) -> tuple[int, int, int]:
+    """Touch one byte at the start of each page; return (minor faults - baseline,
+    baseline, major faults) of the measured loop."""
     loop = loop_write if write else loop_read
     offs = (pages.astype(np.int64) * PAGE_SIZE).tolist()
     p = ctypes.cast(addr, ctypes.POINTER(ctypes.c_uint8))
@@ -143,7 +145,8 @@ def touch(addr: int, pages: np.ndarray, write: bool, val: int) -> tuple[int, int
     loop(s, offs, val)
     loop(s, offs, val)
     base = loop(p, [], val)
-    return loop(p, offs, val) - base, base
+    faults = loop(p, offs, val) - base
+    return faults, base, WorkerEnv.ru1.majflt - WorkerEnv.ru0.majflt
 
 
 def send(sock: socket.socket, msg, fds=()) -> None:
@@ -190,11 +193,14 @@ def worker_main(sock: socket.socket) -> None:
                     pages = op_pages(WorkerEnv.sc, op)
                     send(sock, ("ok", touch(addr, pages, write, val)))
                 elif cmd == "mmap":
-                    _, addr, length, prot, shared, advice, thp = msg
-                    flags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
-                    map_anon(addr, length, prot, flags)
-                    huge = MADV_HUGEPAGE if thp else MADV_NOHUGEPAGE
-                    errcheck(libc.madvise(addr, length, huge), f"madvise({huge})")
+                    _, addr, length, prot, shared, advice, thp, path, offset = msg
+                    if path is None:
+                        flags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
+                        map_anon(addr, length, prot, flags)
+                        huge = MADV_HUGEPAGE if thp else MADV_NOHUGEPAGE
+                        errcheck(libc.madvise(addr, length, huge), f"madvise({huge})")
+                    else:                          # a file: as it is (MADV_NOHUGEPAGE would stop PMD folio maps)
+                        map_file(addr, length, prot, MAP_SHARED if shared else MAP_PRIVATE, path, offset)
                     if advice is not None:
                         errcheck(libc.madvise(addr, length, advice), f"madvise({advice})")
                     send(sock, ("ok", None))

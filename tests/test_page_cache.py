@@ -1,0 +1,249 @@
+"""Stories of docs/semantics.md's file rules (F1-F4) and of programs: a
+program's text shared through one page cache, its data copied on write,
+exec giving a child its own image.
+
+Each story is checked against the reference simulator as well as by its
+counts; the real kernel's side is `cowbench validate`'s file_* scenarios
+(tests/test_validate.py runs them).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cowbench as cb
+import reference
+
+PAGE = 4096
+N = 1024                       # pages of the file in most stories: 4 MiB
+
+
+def run(sc, policy="cow"):
+    """The engine's run, checked against the reference's and its own invariants."""
+    res = cb.simulate(sc, policy, keep_state=True)
+    res.check_invariants()
+    ref = reference.simulate(sc, policy)
+    ref.check_invariants()
+    cols = [c for c in reference.COLUMNS if c != "pss_pages"]
+    assert res.processes[cols].to_dict("list") == ref.processes[cols].to_dict("list")
+    np.testing.assert_allclose(res.processes["pss_pages"], ref.processes["pss_pages"], rtol=1e-9)
+    return res.processes.set_index("name")
+
+
+def test_a_read_faults_around_and_maps_the_page_cache():
+    """F1: a 4 MiB read takes 1024 / 16 faults; a second process reading it maps the same frames."""
+    sc = cb.Scenario()
+    lib = sc.file("libc.so.6", N * PAGE)
+    a, b = sc.spawn("a"), sc.spawn("b")
+    for p in (a, b):
+        p.read(p.mmap("libc", N * PAGE, file=lib, prot="rx"))
+    df = run(sc)
+    assert list(df["minor_faults"]) == [N // 16, N // 16]
+    assert list(df["major_faults"]) == [0, 0]
+    assert list(df["rss_pages"]) == [N, N]
+    assert list(df["pss_pages"]) == [N / 2, N / 2]        # one page cache, counted once
+    assert list(df["zero_fills"]) == [0, 0]
+
+
+def test_pages_not_in_the_page_cache_are_major_faults_with_read_around():
+    """F1: the first read of an uncached file reads its read-around window; reads inside it are minor."""
+    sc = cb.Scenario()
+    f = sc.file("cold", N * PAGE, cached=False, readahead=64 * PAGE)
+    p = sc.spawn("p")
+    m = p.mmap("cold", N * PAGE, file=f, prot="r")
+    p.read(m, pages=[100])          # reads 68 .. 131 in; its retry maps the block 96 .. 111
+    p.read(m, pages=[120, 70])      # in the window: minor, mapping 112 .. 127 and 68 .. 79 (64 .. 67 not read)
+    p.read(m, pages=[500])          # outside: major again
+    df = run(sc)
+    assert df.at["p", "major_faults"] == 2
+    assert df.at["p", "minor_faults"] == 2
+    assert df.at["p", "rss_pages"] == 16 + 16 + 12 + 16
+
+
+def test_a_file_written_in_2mib_folios_maps_2mib_in_one_fault():
+    """F1 with folio="2MiB" (what 2 MiB writes give on ext4): one read fault per 2 MiB."""
+    sc = cb.Scenario()
+    f = sc.file("big", "8MiB", folio="2MiB")
+    p = sc.spawn("p")
+    p.read(p.mmap("big", "8MiB", file=f, prot="r"))
+    p.read(p.mmap("unaligned", "6MiB", file=f, offset="1MiB", prot="r"))   # 1 MiB into a folio: fault-around
+    df = run(sc)
+    assert df.at["p", "minor_faults"] == 4 + 6 * 256 // 16
+
+
+def test_a_private_file_page_is_copied_on_write_never_reused():
+    """F3: the first write copies the file page (do_cow_fault); a write after a read copies too, even with one mapper."""
+    sc = cb.Scenario()
+    f = sc.file("prog", N * PAGE)
+    p = sc.spawn("p")
+    data = p.mmap("data", N * PAGE, file=f, prot="rw")
+    p.write(data, pages=range(0, 100))
+    p.read(data, pages=range(192, 208))         # one fault-around block
+    p.write(data, pages=range(192, 208))
+    df = run(sc)
+    assert df.at["p", "cow_copies"] == 116
+    assert df.at["p", "cow_reuses"] == 0
+    assert df.at["p", "minor_faults"] == 100 + 1 + 16
+    assert df.at["p", "rss_pages"] == 116
+
+
+def test_a_shared_file_write_dirties_the_page_cache_and_copies_nothing():
+    """F2: read-only after a read, the first write of each page faults once, in place; another process sees it."""
+    sc = cb.Scenario()
+    f = sc.file("db", N * PAGE)
+    a, b = sc.spawn("a"), sc.spawn("b")
+    ma = a.mmap("db", N * PAGE, file=f, shared=True)
+    mb = b.mmap("db", N * PAGE, file=f, shared=True)
+    a.read(ma, pages=range(0, 16))
+    a.write(ma, pages=range(0, 16), value=7)
+    a.write(ma, pages=range(0, 16), value=8)      # writable now: no fault
+    b.read(mb, pages=range(0, 16))
+    res = cb.simulate(sc, keep_state=True)
+    df = run(sc)
+    assert list(df["minor_faults"]) == [1 + 16, 1]
+    assert list(df["cow_copies"]) == [0, 0]
+    assert (res.memory(b, mb)[:16] == 8).all()        # the page cache holds a's write
+
+
+def test_fork_copies_no_pte_of_a_file_mapping_without_anon_vma():
+    """F4: text only ever read is not copied (the child faults it around); data once written is."""
+    sc = cb.Scenario()
+    f = sc.file("prog", 2 * N * PAGE)
+    p = sc.spawn("p")
+    text = p.mmap("text", N * PAGE, file=f, prot="rx")
+    data = p.mmap("data", N * PAGE, file=f, offset=N * PAGE, prot="rw")
+    p.read(text)
+    p.read(data)
+    p.write(data, pages=[0])
+    kid = p.fork("kid")
+    kid.read(text)
+    kid.read(data)
+    df = run(sc)
+    assert df.at["kid", "fork_ptes_copied"] == N            # data's PTEs (one anonymous, the rest file pages)
+    assert df.at["kid", "minor_faults"] == N // 16          # text again; data is mapped already
+
+
+@pytest.mark.parametrize("policy", ["cow", "eager", "odf"])
+def test_eager_maps_file_pages_and_copies_anonymous_ones(policy):
+    """F4 under every policy: eager copies the written page only; nothing is copied from the page cache."""
+    sc = cb.Scenario()
+    f = sc.file("prog", N * PAGE)
+    p = sc.spawn("p")
+    data = p.mmap("data", N * PAGE, file=f, prot="rw")
+    p.read(data)
+    p.write(data, pages=range(10))
+    p.fork("kid")
+    df = run(sc, policy)
+    assert df.at["kid", "fork_pages_copied"] == (10 if policy == "eager" else 0)
+    assert df.at["kid", "rss_pages"] == N
+
+
+def test_the_page_cache_outlives_every_process():
+    """After every process exits, the frames in use are the files' page cache, anonymous copies freed."""
+    sc = cb.Scenario()
+    hot, cold = sc.file("hot", 64 * PAGE), sc.file("cold", 64 * PAGE, cached=False, readahead=0)
+    p = sc.spawn("p")
+    p.write(p.mmap("hot", 64 * PAGE, file=hot, prot="rw"), pages=range(8))
+    p.read(p.mmap("cold", 64 * PAGE, file=cold, prot="r"), pages=range(0, 64, 16))
+    p.exit()
+    res = cb.simulate(sc, keep_state=True)
+    res.check_invariants()
+    assert res.summary["frames_used"] == 64 + 4          # hot was cached whole; cold read a page per fault
+    assert res.processes.at[0, "exit_pages_freed"] == 8 + 4 - 4   # its copies and its tables, not the cache
+
+
+def test_cached_files_must_fit_in_physical_memory():
+    sc = cb.Scenario(phys_mem="1MiB")
+    p = sc.spawn("p")
+    p.read(p.mmap("m", "2MiB", file=sc.file("big", "2MiB"), prot="r"))
+    with pytest.raises(cb.ScenarioError, match="cached files"):
+        cb.simulate(sc)
+
+
+# --- programs -----------------------------------------------------------------
+
+def test_processes_running_one_program_share_its_text_and_libraries():
+    """The seed's text segment: parent and child map one copy of the code; their data, heap and stack are their own."""
+    sc = cb.Scenario()
+    libc = sc.file("libc.so.6", "2MiB")
+    bash = cb.Program("bash", text="1MiB", data="64KiB", bss="32KiB", heap="1MiB", stack="132KiB", libs=[libc])
+    sh = sc.spawn("sh", program=bash)
+    img = sh.image
+    assert [r.name for r in (img.text, img.data, img.bss, img.heap, img.stack)] == \
+        ["bash:text", "bash:data", "bash:bss", "bash:heap", "bash:stack"]
+    assert img.data.file is img.text.file and img.data.offset == 256
+    sh.read(img.text)
+    sh.read(img.libs[0])
+    sh.write(img.data)
+    sh.write(img.heap)
+    kid = sh.fork("kid")
+    kid.read(img.text)
+    kid.write(img.data, pages=range(4))
+    df = run(sc)
+    text_pages, lib_pages = 256, 512
+    assert df.at["kid", "fork_ptes_copied"] == 16 + 256      # data and heap: text and libc were only read
+    assert df.at["kid", "cow_copies"] == 4
+    assert df.at["sh", "pss_pages"] == pytest.approx(text_pages / 2 + lib_pages + (16 + 256) / 2 + 2)
+
+
+def test_exec_after_fork_gives_the_child_its_own_image():
+    """The seed: exec replaces the child's image; the parent's stays. Both programs' text come from the page cache."""
+    sc = cb.Scenario()
+    bash = cb.Program("bash", text="1MiB", data="64KiB", heap="1MiB")
+    ls = cb.Program("ls", text="128KiB", data="8KiB")
+    sh = sc.spawn("sh", program=bash)
+    sh.write(sh.image.heap)
+    kid = sh.fork("kid")
+    img = kid.exec(ls)
+    assert kid.image is img and img.program is ls and sh.image.program is bash
+    kid.read(img.text)
+    kid.write(img.data)
+    bash_file = sh.image.text.file
+    kid2 = sh.fork("kid2")
+    kid2.exec(bash)                       # bash again: the same file, the same page cache
+    assert kid2.image.text.file is bash_file
+    kid2.read(kid2.image.text)
+    df = run(sc)
+    assert df.at["kid", "rss_pages"] == 32 + 2
+    assert df.at["kid", "cow_copies"] == 2
+    assert df.at["kid2", "pss_pages"] == 256          # nobody else maps bash's text now
+
+
+def test_program_errors_name_the_parameter():
+    with pytest.raises(cb.ScenarioError, match="'text' parameter of Program"):
+        cb.Program("x", text="lots")
+    with pytest.raises(cb.ScenarioError, match="text must not be empty"):
+        cb.Program("x", text=0)
+    with pytest.raises(cb.ScenarioError, match="'libs' parameter of Program"):
+        cb.Program("x", libs=["libc"])
+    sc = cb.Scenario()
+    with pytest.raises(cb.ScenarioError, match="'program' parameter of spawn"):
+        sc.spawn("p", program="bash")
+    other = cb.Scenario().file("libc", "1MiB")
+    with pytest.raises(cb.ScenarioError, match="another scenario"):
+        sc.spawn("p", program=cb.Program("x", libs=[other]))
+
+
+def test_file_mapping_errors_name_the_operation_and_value():
+    sc = cb.Scenario()
+    f = sc.file("f", "1MiB")
+    p = sc.spawn("p")
+    with pytest.raises(cb.ScenarioError, match="not a multiple of the 4096-byte page size"):
+        p.mmap("m", "4KiB", file=f, offset=100)
+    with pytest.raises(cb.ScenarioError, match="SIGBUS"):
+        p.mmap("m", "2MiB", file=f)
+    with pytest.raises(cb.ScenarioError, match="offset 4096 given for anonymous region"):
+        p.mmap("m", "4KiB", offset=4096)
+    with pytest.raises(cb.ScenarioError, match="'file' parameter of mmap"):
+        p.mmap("m", "4KiB", file="f")
+    with pytest.raises(cb.ScenarioError, match="thp=True is modelled for private anonymous regions only"):
+        p.mmap("m", "4KiB", file=f, thp=True)
+    m = p.mmap("m", "4KiB", file=f)
+    with pytest.raises(cb.ScenarioError, match="file-backed"):
+        p.madvise(m, "wipeonfork")
+    with pytest.raises(cb.ScenarioError, match="'folio' parameter of file"):
+        sc.file("g", "1MiB", folio="3KiB")
+    with pytest.raises(cb.ScenarioError, match="'readahead' parameter of file"):
+        sc.file("g", "1MiB", readahead=100)
+    with pytest.raises(cb.ScenarioError, match="'cached' parameter of file"):
+        sc.file("g", "1MiB", cached=1)
