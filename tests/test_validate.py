@@ -42,6 +42,8 @@ def test_there_are_enough_scenarios():
     if n in validate.KNOWN_DISAGREEMENTS else n
     for n in validate.SCENARIOS])
 def test_simulator_matches_kernel(table, name):
+    if any(r.file is not None for r in validate.SCENARIOS[name]().regions):
+        return _matches_in_a_fresh_process(name)
     g = table[table["scenario"] == name]
     assert len(g) > 0
     if g["skipped"].iloc[0]:
@@ -52,6 +54,23 @@ def test_simulator_matches_kernel(table, name):
         for _, r in bad.iterrows() for c in r["mismatches"].split(","))
     assert bad.empty, f"{name}: the simulator disagrees with the kernel:\n{details}\n" + \
         (validate.SCENARIOS[name].__doc__ or "")
+
+
+def _matches_in_a_fresh_process(name):
+    """A file scenario, validated as `cowbench validate NAME` does, in a process of its own. Run from
+    this pytest process after the rest of the suite, the kernel took one fault more in the first
+    process of each file scenario (every time, in every one of three runs), and never from a fresh
+    process: something the suite leaves in this process changes fault-around, not yet understood."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cowbench.real import validate; df = validate.validate([sys.argv[1]]); "
+            "bad = df[~df['match']]; print(bad.to_string() if len(bad) else '', df['skipped'].iloc[0]); "
+            "sys.exit(3 if df['skipped'].iloc[0] else 0 if bad.empty else 1)")
+    out = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=600)
+    if out.returncode == 3:
+        pytest.skip(f"{name}: {out.stdout.strip()}")
+    assert out.returncode == 0, f"{name}: the simulator disagrees with the kernel:\n{out.stdout}{out.stderr[-2000:]}"
 
 
 # --- the kernel side on its own: facts observed on Linux 6.x -------------
