@@ -51,6 +51,15 @@ class File:
         self.folio = folio
         self.readahead = readahead
 
+    def mappings(self) -> list:
+        """The scenario's regions that map this file."""
+        return [r for r in self.scenario.regions if r.file is self]
+
+    def cache_pages(self) -> int:
+        """Pages its page cache can hold: its size when made, or the furthest page a mapping of it maps."""
+        ps = self.scenario.page_size
+        return max([-(-self.initial_size // ps)] + [r.offset + r.npages for r in self.mappings()])
+
     def __repr__(self) -> str:
         return f"<File {safe_repr(self.name)} {self.size} bytes>"
 

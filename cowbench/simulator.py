@@ -90,10 +90,10 @@ def compile_scenario(sc: Scenario) -> Compiled:
     n_shm = int(shm_pages.sum())
     cached = []
     for f in sc.files:                            # each mapped file's slots follow the shmem objects'
-        mapped = [r for r in sc.regions if r.file is f]
+        mapped = f.mappings()
         if not mapped:
             continue
-        npages = max([-(-f.initial_size // sc.page_size)] + [r.offset + r.npages for r in mapped])
+        npages = f.cache_pages()
         if f.cached:
             cached.append(np.arange(n_shm, n_shm + npages, dtype=np.int64))
         for r in mapped:

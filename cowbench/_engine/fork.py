@@ -41,17 +41,13 @@ def table_pinned_pages(m, row, k, t):
 
 
 @njit(cache=True)
-def mapped_cache_pages(m, row, r):
-    """Page-cache pages the address space with directory row `row` maps in region r."""
+def table_cache_pages(m, row, k, t):
+    """Page-cache pages of range k that mm (directory row) maps."""
     n = 0
-    lo, hi = region_span(m, r)
-    for k in range(lo, hi):
-        t = m.pmd[row, k]
-        if t >= 0:
-            for slot in range(PTRS_PER_TABLE):
-                f = pte_id(pte_peek(m, row, k, t, slot))
-                if f > 0 and page_cached(m, f):
-                    n += 1
+    for slot in range(PTRS_PER_TABLE):
+        f = pte_id(pte_peek(m, row, k, t, slot))
+        if f > 0 and page_cached(m, f):
+            n += 1
     return n
 
 
@@ -68,8 +64,6 @@ def fork_frames_needed(m, mm, eager, odf):
             continue
         if eager:
             need += m.mm_rss[mm, r]
-            if m.reg_file[r] != 0:
-                need -= mapped_cache_pages(m, row, r)     # a file page is mapped, not copied
         lo, hi = region_span(m, r)
         for k in range(lo, hi):
             t = m.pmd[row, k]
@@ -80,6 +74,8 @@ def fork_frames_needed(m, mm, eager, odf):
                 pinned = table_pinned_pages(m, row, k, t)
             if not eager:
                 need += pinned
+            elif m.reg_file[r] != 0:
+                need -= table_cache_pages(m, row, k, t)      # a file page is mapped, not copied
             if not odf or eager or m.tab_huge[t] != 0 or pinned > 0:
                 need += 1
     return need

@@ -20,8 +20,8 @@ from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .abi import (C_COW_COPIES, C_COW_REUSES, C_MAJOR_FAULTS, C_MINOR_FAULTS, C_ZERO_FILLS, F_FLAGS, F_FOLIO,
-                  F_PINS, F_TAG, FF_DIRTY, FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE, OV_DENSE, PTE_E, PTE_I,
-                  PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
+                  F_PINS, F_TAG, FF_DIRTY, FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE,
+                  OV_DENSE, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
 from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
 from .machine import count_event
 from .mmap import count_rss, pte_alloc
@@ -78,6 +78,14 @@ def find_cache_page(m, pid, r, page):
     return f, False
 
 
+@njit(cache=True, inline="always")
+def read_fault_writable(m, mm, r):
+    """A read fault maps page-cache pages writable in a writable shmem region
+    only: file pages are mapped read-only (a private mapping copies on write,
+    a shared one tracks the write: wp_page_shared)."""
+    return m.reg_file[r] == 0 and (m.vma[mm, r] & VM_WRITE) != 0
+
+
 @njit(cache=True)
 def map_cache_page(m, mm, r, row, k, t, slot, oi, f, w):
     """Map page-cache frame f at slot, writable if w (the caller checked mm maps nothing there)."""
@@ -89,16 +97,14 @@ def map_cache_page(m, mm, r, row, k, t, slot, oi, f, w):
 def do_fault_around(m, mm, r, row, k, t, page):
     """A read fault first maps each page of its aligned block that the page
     cache holds and mm does not map yet (filemap_map_pages): fault_around_bytes
-    (64 KiB), or a whole 2 MiB folio (reg_around). File pages are mapped
-    read-only: a private mapping copies on write, a shared one tracks the
-    write (wp_page_shared); shmem does no write tracking."""
+    (64 KiB), or a whole 2 MiB folio (reg_around)."""
     n = m.reg_around[r]
     if page - page % n + n > m.reg_npages[r]:
         n = FAULT_AROUND_PAGES                     # a PMD maps whole 2 MiB of the VMA only
     lo = page - page % n
     hi = min(lo + n, m.reg_npages[r])
     base = m.reg_shm0[r]
-    w = m.reg_file[r] == 0 and (m.vma[mm, r] & VM_WRITE) != 0
+    w = read_fault_writable(m, mm, r)
     for p in range(lo, hi):
         f = m.shm_frame[base + p]
         if f < 0:
@@ -127,8 +133,7 @@ def do_read_fault(m, pid, mm, r, row, k, t, slot, page):
     if major:
         do_fault_around(m, mm, r, row, k, t, page)   # the fault retried after the read (VM_FAULT_RETRY)
     else:
-        map_cache_page(m, mm, r, row, k, t, slot, NO_ENTRY, f,
-                       m.reg_file[r] == 0 and (m.vma[mm, r] & VM_WRITE) != 0)
+        map_cache_page(m, mm, r, row, k, t, slot, NO_ENTRY, f, read_fault_writable(m, mm, r))
     count_fault(m, pid, major)
     return FAULT_OK
 

@@ -116,8 +116,8 @@ from ..columns import REAL_ONLY, by_name
 from ..scenario import Scenario
 from .libc import (ADVICE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PR_GET_CHILD_SUBREAPER,
                    PR_SET_CHILD_SUBREAPER, PROT_NONE, PROT_READ, PROT_WRITE, PROTS, libc, map_anon)
-from .procfs import (HUGE, HUGE_PAGES, PAGE_SIZE, files_dir, PMD_ANON, PMD_NONE, PMD_ZERO, page_values, pagemap_readable,
-                     pmd_states, vmstat)
+from .procfs import (HUGE, HUGE_PAGES, PAGE_SIZE, PMD_ANON, PMD_NONE, PMD_ZERO, files_dir, page_values,
+                     pagemap_readable, pmd_states, vmstat)
 from .worker import WorkerEnv, op_pages, recv, send, worker_main
 
 __all__ = ["run_real", "KernelUnavailable", "COLUMNS"]
@@ -172,13 +172,12 @@ class _Coordinator:
         write_fd, which run_real does not replay)."""
         sc = self.sc
         for f in sc.files:
-            ends = [(r.offset + r.npages) * PAGE_SIZE for r in sc.regions if r.file is f]
-            if not ends:
+            if not f.mappings():
                 continue
             if self.tmpdir is None:
                 self.tmpdir = tempfile.mkdtemp(prefix="cowbench-files-", dir=files_dir())
             path = os.path.join(self.tmpdir, f"f{f.index}")
-            size = max([f.initial_size] + ends)
+            size = max(f.initial_size, f.cache_pages() * PAGE_SIZE)
             fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
             try:
                 chunk = b"\x5a" * f.folio
@@ -571,9 +570,7 @@ class _Coordinator:
         bases = np.arange(len(pmd0)) * HUGE_PAGES
         alloc = (pmd1 == PMD_ANON) & (pmd0 != PMD_ANON)
         hcopy = (pmd1 == PMD_ANON) & (pmd0 == PMD_ANON) & (pfn1[bases] != pfn0[bases])
-        if r.file is not None:                   # a file's 2 MiB folios are PMD-mapped too, but not THPs
-            alloc[:] = hcopy[:] = False
-        if self.huge_ok and r.file is None:
+        if self.huge_ok and r.file is None:     # a file's 2 MiB folios are PMD-mapped too, but not THPs
             row["thp_fault_alloc"] += int(alloc.sum())
             row["thp_copies"] += int(hcopy.sum())
             row["thp_splits"] += int(((pmd0 != PMD_NONE) & (pmd1 == PMD_NONE)).sum())
