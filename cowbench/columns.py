@@ -65,6 +65,18 @@ MEMORY = (
     Column("shared_pages", "rss_pages - uss_pages", "resident pages another process maps too"),
     Column("pte_pages", "C_PTE_PAGES", "PTE tables of its address space (status VmPTE / 4 KiB)"),
     Column("anon_huge_pages", "C_ANON_HUGE", "PMD-mapped transparent huge pages (smaps AnonHugePages / 2 MiB)"),
+    Column("anon_pages", "C_ANON_PAGES", "resident anonymous pages, private copies of file pages included "
+                                         "(status RssAnon, smaps Anonymous)"),
+    Column("file_pages", "C_FILE_PAGES", "resident page-cache pages of files it maps (status RssFile)"),
+    Column("shmem_pages", "C_SHMEM_PAGES", "resident pages of shared anonymous mappings (status RssShmem)"),
+    Column("private_clean_pages", "C_PRIVATE_CLEAN", "resident pages mapped once and clean: page-cache pages "
+                                                     "not written since read (smaps Private_Clean)"),
+    Column("private_dirty_pages", "C_PRIVATE_DIRTY", "resident pages mapped once and dirty: every anonymous "
+                                                     "page, written page-cache pages (smaps Private_Dirty)"),
+    Column("shared_clean_pages", "C_SHARED_CLEAN", "resident clean pages another process maps too "
+                                                   "(smaps Shared_Clean)"),
+    Column("shared_dirty_pages", "C_SHARED_DIRTY", "resident dirty pages another process maps too, such as "
+                                                   "anonymous pages shared copy-on-write (smaps Shared_Dirty)"),
 )
 
 # Per process, from its descriptor table (cowbench/files.py), tracked as the ops are recorded.

@@ -57,6 +57,7 @@ class Compiled(NamedTuple):
     reg_thp: np.ndarray   # uint8: 1 where some fault may map a huge page (thp=True, madvise hugepage)
     reg_file: np.ndarray  # uint8: 1 for a mapping of a file
     reg_around: np.ndarray  # int64: pages a read fault maps from the page cache (16; 512 for 2 MiB folios)
+    reg_folio: np.ndarray  # int64: pages of the file's page-cache folios (1 but for cached files' large folios)
     reg_ra: np.ndarray    # int64: pages a major fault reads in (the file's read-around window)
     reg_flo: np.ndarray   # int64: the region's file's page-cache slots, reg_flo .. reg_fhi - 1
     reg_fhi: np.ndarray
@@ -84,6 +85,7 @@ def compile_scenario(sc: Scenario) -> Compiled:
     reg_shm0 = np.zeros(nreg, dtype=np.int64)
     reg_shm0[1:] = np.cumsum(shm_pages)[:-1]
     reg_around = np.full(nreg, abi.FAULT_AROUND_PAGES, dtype=np.int64)
+    reg_folio = np.ones(nreg, dtype=np.int64)
     reg_ra = np.zeros(nreg, dtype=np.int64)
     reg_flo = np.zeros(nreg, dtype=np.int64)
     reg_fhi = np.zeros(nreg, dtype=np.int64)
@@ -101,6 +103,8 @@ def compile_scenario(sc: Scenario) -> Compiled:
             reg_shm0[i] = n_shm + r.offset
             reg_flo[i], reg_fhi[i] = n_shm, n_shm + npages
             reg_ra[i] = f.readahead // sc.page_size
+            if f.cached:                          # read-around of an uncached file makes 4 KiB folios
+                reg_folio[i] = f.folio // sc.page_size
             if f.cached and f.folio >= abi.PMD_FOLIO_PAGES * sc.page_size and r.offset % abi.PMD_FOLIO_PAGES == 0:
                 reg_around[i] = abi.PMD_FOLIO_PAGES
         n_shm += npages
@@ -176,7 +180,7 @@ def compile_scenario(sc: Scenario) -> Compiled:
         raise ScenarioError(f"simulate: the scenario makes more than 2**62 touches in all "
                             f"({sum(int(w) for w in work)}); split it into several runs")
     return Compiled(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0, reg_thp,
-                   reg_file, reg_around, reg_ra, reg_flo, reg_fhi, n_shm, cached,
+                   reg_file, reg_around, reg_folio, reg_ra, reg_flo, reg_fhi, n_shm, cached,
                    int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
                    np.array(tag_values, dtype=np.int64), op_ends)
 

@@ -63,7 +63,7 @@ class Frame:
         self.pins = 0
         self.tag = 0          # a fresh frame is zero-filled
         self.cached = cached  # held by a page cache (a shared anonymous region's, or a file's)
-        self.dirty = False    # written through a MAP_SHARED file mapping
+        self.dirty = False    # a page-cache page written since read (F5): a file's folio, a shmem page
         self.folio: Folio | None = None   # the huge folio it is a subpage of
 
 
@@ -84,12 +84,14 @@ class Huge:
 
 
 class PTE:
-    """A present page-table entry: the frame it maps and its W and E bits."""
+    """A present page-table entry: the frame it maps, its W and E bits, and D
+    (dirty), kept for shmem pages only (F5)."""
 
     def __init__(self, frame: int, w: bool, e: bool):
         self.frame = frame
         self.w = w
         self.e = e
+        self.d = False
 
 
 class VMA:
@@ -269,6 +271,8 @@ class _Machine:
     def drop_pte(self, mm: MM, r: int, p: int) -> None:
         """Remove one PTE: mapcount - 1, and the frame may become free."""
         pte = mm.ptes.pop((r, p))
+        if pte.d:
+            self.frames[pte.frame].dirty = True           # F5: unmapping a dirty PTE dirties its page
         if pte.frame != ZERO_PAGE:
             self.frames[pte.frame].mapcount -= 1
             assert self.frames[pte.frame].mapcount >= 0
@@ -312,6 +316,19 @@ class _Machine:
                     break
                 cache[x] = g
         return f, True
+
+    def mark_dirty(self, r: int, p: int) -> None:
+        """F5: a write through a MAP_SHARED mapping dirties the page-cache folio
+        of page p of region r: for a file cached in folios larger than a page,
+        every cached page of the folio's aligned block, else the page alone."""
+        region = self.sc.regions[r]
+        n = region.file.folio // self.sc.page_size if region.file is not None and region.file.cached else 1
+        q = (region.offset + p if region.file is not None else p)
+        lo = q - q % n
+        for x in range(lo, lo + n):
+            f = (self.file_cache[region.file.index] if region.file is not None else self.page_cache[r]).get(x)
+            if f is not None:
+                self.frames[f].dirty = True
 
     def fault_around(self, region) -> int:
         """Pages one read fault maps: a whole 2 MiB folio of a cached file mapped
@@ -496,13 +513,22 @@ class _Machine:
     def values(self, mm: MM) -> dict:
         rss = uss = 0
         pss = 0.0
-        for pte in mm.ptes.values():
+        kinds = dict.fromkeys(("anon_pages", "file_pages", "shmem_pages", "private_clean_pages",
+                               "private_dirty_pages", "shared_clean_pages", "shared_dirty_pages"), 0)
+        for (r, _), pte in mm.ptes.items():
             if pte.frame == ZERO_PAGE:
                 continue
-            n = self.frames[pte.frame].mapcount
+            frame = self.frames[pte.frame]
+            n = frame.mapcount
             rss += 1
             pss += 1.0 / n
             uss += n == 1
+            # F5: a page-cache page is its file's or shmem's, clean until written; every other page is anonymous
+            kind = ("file_pages" if self.sc.regions[r].file is not None else "shmem_pages") if frame.cached \
+                else "anon_pages"
+            dirty = frame.dirty or pte.d or not frame.cached
+            kinds[kind] += 1
+            kinds[f"{'private' if n == 1 else 'shared'}_{'dirty' if dirty else 'clean'}_pages"] += 1
         anon_huge = 0                                     # PMD-mapped huge pages (not the huge zero page)
         for huge in mm.huge.values():
             if huge.folio is None:
@@ -513,8 +539,10 @@ class _Machine:
                 rss += 1
                 pss += 1.0 / n
                 uss += n == 1
+                kinds["anon_pages"] += 1
+                kinds["private_dirty_pages" if n == 1 else "shared_dirty_pages"] += 1
         return {"rss_pages": rss, "pss_pages": pss, "uss_pages": uss,
-                "shared_pages": rss - uss, "pte_pages": len(mm.tables), "anon_huge_pages": anon_huge}
+                "shared_pages": rss - uss, "pte_pages": len(mm.tables), "anon_huge_pages": anon_huge, **kinds}
 
     def rss(self, mm: MM) -> int:
         return (sum(1 for pte in mm.ptes.values() if pte.frame != ZERO_PAGE)
@@ -608,6 +636,8 @@ class _Machine:
         pte = mm.ptes.get((r, p))
         if pte is not None and (not write or pte.w):
             # rule 2 (read, present) and rule 6 (write, present and W): no fault
+            if write and region.shared and region.file is None:
+                pte.d = True                              # F5: a shmem write that took no fault
             if tag is not None:
                 self.frames[pte.frame].tag = tag          # rule 9
             return True
@@ -649,14 +679,22 @@ class _Machine:
             f, major = self.cache_get(proc, r, p)
             if f is None:
                 return False
-            self.frames[f].dirty = file
-            self.install(mm, r, p, PTE(f, True, False))
+            self.mark_dirty(r, p)
+            lo = p - p % HUGE_PAGES
+            if self.fault_around(region) == HUGE_PAGES and lo + HUGE_PAGES <= region.npages:
+                block = range(lo, lo + HUGE_PAGES)        # a 2 MiB folio is mapped whole, writable
+            else:
+                block = [p]
+            for q in block:
+                g = self.cache_frame(r, q)
+                if g is not None and (r, q) not in mm.ptes:
+                    self.install(mm, r, q, PTE(g, True, False))
             c["major_faults" if major else "minor_faults"] += 1
             if tag is not None:
                 self.frames[f].tag = tag
             return True
         if region.shared:                                 # F2: wp_page_shared, no copy
-            self.frames[pte.frame].dirty = True
+            self.mark_dirty(r, p)
             pte.w = True
             c["minor_faults"] += 1
             if tag is not None:

@@ -1,4 +1,4 @@
-"""Stories of docs/semantics.md's file rules (F1-F4) and of programs: a
+"""Stories of docs/semantics.md's file rules (F1-F5) and of programs: a
 program's text shared through one page cache, its data copied on write,
 exec giving a child its own image.
 
@@ -150,6 +150,95 @@ def test_the_page_cache_outlives_every_process():
     res.check_invariants()
     assert res.summary["frames_used"] == 64 + 4          # hot was cached whole; cold read a page per fault
     assert res.processes.at[0, "exit_pages_freed"] == 8 + 4 - 4   # its copies and its tables, not the cache
+
+
+# --- what smaps shows: kinds and Clean/Dirty (F5) ------------------------------------
+
+SPLIT = ["anon_pages", "file_pages", "shmem_pages", "private_clean_pages", "private_dirty_pages",
+         "shared_clean_pages", "shared_dirty_pages"]
+
+
+def split(df, name):
+    return dict(zip(SPLIT, (int(v) for v in df.loc[name, SPLIT])))
+
+
+def test_after_fork_anonymous_pages_are_shared_dirty_and_text_private_clean():
+    """F5, as smaps shows a forked process: its heap Shared_Dirty in both,
+    its text (never copied at fork) Private_Clean in each, its data's copies
+    anonymous and the file pages they were copied from Shared_Clean."""
+    sc = cb.Scenario()
+    f = sc.file("prog", 2 * N * PAGE)
+    p = sc.spawn("p")
+    heap = p.mmap("heap", N * PAGE)
+    text = p.mmap("text", N * PAGE, file=f, prot="rx")
+    data = p.mmap("data", N * PAGE, file=f, offset=N * PAGE, prot="rw")
+    p.write(heap, pages=range(100))
+    p.read(text, pages=range(16))
+    p.read(data, pages=range(16))
+    p.write(data, pages=range(8))
+    kid = p.fork("kid")
+    kid.read(text, pages=range(32, 64))     # pages p does not map
+    df = run(sc)
+    assert split(df, "p") == {"anon_pages": 108, "file_pages": 16 + 8, "shmem_pages": 0,
+                              "private_clean_pages": 16, "private_dirty_pages": 0,
+                              "shared_clean_pages": 8, "shared_dirty_pages": 108}
+    assert split(df, "kid") == {"anon_pages": 108, "file_pages": 8 + 32, "shmem_pages": 0,
+                                "private_clean_pages": 32, "private_dirty_pages": 0,
+                                "shared_clean_pages": 8, "shared_dirty_pages": 108}
+
+
+def test_a_shared_write_dirties_the_file_page_for_every_mapper():
+    """F5: a MAP_SHARED write fault dirties the page in the page cache, so a
+    process that only read it shows it Dirty too. In a 2 MiB folio, the write
+    fault maps the whole folio (as the read fault does) and dirties it whole."""
+    for folio, a_maps, b_maps in (("4KiB", 16, 1), ("2MiB", 512, 512)):
+        sc = cb.Scenario()
+        f = sc.file("db", N * PAGE, folio=folio)
+        a, b = sc.spawn("a"), sc.spawn("b")
+        a.read(a.mmap("db", N * PAGE, file=f, prot="r"), pages=[0])
+        b.write(b.mmap("db", N * PAGE, file=f, shared=True, prot="rw"), pages=[5])
+        df = run(sc)
+        assert split(df, "a") == {"anon_pages": 0, "file_pages": a_maps, "shmem_pages": 0,
+                                  "private_clean_pages": a_maps - b_maps, "private_dirty_pages": 0,
+                                  "shared_clean_pages": 0, "shared_dirty_pages": b_maps}, folio
+        assert split(df, "b")["shared_dirty_pages"] == b_maps, folio
+        assert df.at["b", "minor_faults"] == 1, folio
+
+
+def test_a_shmem_write_without_a_fault_dirties_the_writers_pte_only():
+    """F5: a read fault maps a clean shmem page writable; the write after it
+    takes no fault and sets the dirty bit of the writer's PTE alone, so
+    another process mapping the page sees it clean, until the writer unmaps
+    it (its exit here) and the bit moves to the page. A write fault dirties
+    the page itself."""
+    sc = cb.Scenario()
+    p = sc.spawn("p")
+    shm = p.mmap("shm", N * PAGE, shared=True)
+    p.read(shm, pages=range(64))
+    kid = p.fork("kid")
+    kid.read(shm, pages=range(64))           # fork copies no shmem PTE: the kid faults them in
+    p.write(shm, pages=range(8))             # mapped writable by the reads: no fault
+    p.write(shm, pages=range(100, 104))      # do_shared_fault
+    late = p.fork("late")
+    late.read(shm, pages=range(64))
+    p.exit()
+    df = run(sc)
+    assert df.at["p", "minor_faults"] == 64 + 4
+    assert split(df, "p") == {"anon_pages": 0, "file_pages": 0, "shmem_pages": 68,
+                              "private_clean_pages": 0, "private_dirty_pages": 4,
+                              "shared_clean_pages": 56, "shared_dirty_pages": 8}
+    # the kid and late are frozen at the end, after p's exit moved its dirty bits to the pages
+    assert split(df, "kid")["shared_dirty_pages"] == 8
+    sc2 = cb.Scenario()
+    p = sc2.spawn("p")
+    shm = p.mmap("shm", N * PAGE, shared=True)
+    p.read(shm, pages=range(64))
+    kid = p.fork("kid")
+    kid.read(shm, pages=range(64))
+    p.write(shm, pages=range(8))
+    df = run(sc2)
+    assert split(df, "kid")["shared_clean_pages"] == 64          # the writer still maps them: clean here
+    assert split(df, "p")["shared_dirty_pages"] == 8
 
 
 def test_cached_files_must_fit_in_physical_memory():

@@ -259,7 +259,7 @@ def scenarios(draw, max_steps: int = 36) -> Built:
             on_fork = draw(st.sampled_from(["copy"] * 5 + ["dontfork"] + ([] if shared else ["wipeonfork"])))
             # transparent huge pages: private regions only; mostly where a whole 2 MiB range fits
             thp = not shared and draw(st.integers(0, 3 if npages >= 512 else 7)) < 2
-            if draw(st.integers(0, 2)) == 0:     # a file mapping (rules F1-F4): a new file, or one made before
+            if draw(st.integers(0, 2)) == 0:     # a file mapping (rules F1-F5): a new file, or one made before
                 if not b.files or draw(st.booleans()):
                     fpages = draw(st.sampled_from([4, 16, 40, 600, 1100]))
                     cached = b.cached_pages + fpages < (frames - 2) // 2 and draw(st.booleans())

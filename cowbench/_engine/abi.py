@@ -28,12 +28,15 @@ MAX_TABLES = 1 << 22          # table * 512 + slot (a frame's home, F_HOME) must
 
 # A PTE is an int32; 0 means absent. Otherwise (helpers in pte.py):
 #   bit 0       W, writable
-#   bit 1       E, anon-exclusive (PageAnonExclusive)
+#   bit 1       E, anon-exclusive (PageAnonExclusive); in a shmem region, D instead:
+#               the page was written through this PTE (a page-cache page is never
+#               anon-exclusive, and only shmem keeps its dirtiness in the PTE: see FF_DIRTY)
 #   bit 2       I, inline: an exclusive anonymous page without a frame id
 #   bits 30..3  frame + 1, or for an inline page its value tag
 PTE_W = np.int32(1)
 PTE_E = np.int32(2)
 PTE_I = np.int32(4)
+PTE_D = PTE_E
 PTE_FLAGS = np.int32(7)
 PTE_SHIFT = 3
 MAX_PTE_VALUE = (1 << 28) - 1    # frame + 1 and value tags must fit in bits 30..3
@@ -69,8 +72,10 @@ OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER = 0, 1, 2
 (C_MINOR_FAULTS, C_ZERO_FILLS, C_COW_COPIES, C_COW_REUSES,
  C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, C_FAULT_TABLES, C_FORK_PMDS,
  C_THP_FAULT_ALLOC, C_THP_COPIES, C_THP_SPLITS, C_ENOMEM, C_EXIT_PTES, C_EXIT_FREED, C_MAJOR_FAULTS,
- C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE) = range(21)
-N_CTR = 21
+ C_RSS, C_USS, C_PTE_PAGES, C_ANON_HUGE,
+ C_ANON_PAGES, C_FILE_PAGES, C_SHMEM_PAGES,
+ C_PRIVATE_CLEAN, C_PRIVATE_DIRTY, C_SHARED_CLEAN, C_SHARED_DIRTY) = range(28)
+N_CTR = 28
 N_TOTALS = 17     # C_MINOR_FAULTS .. C_MAJOR_FAULTS
 
 # Timeline rows (Machine totals after each op): the run totals, then these.
@@ -89,7 +94,11 @@ F_WIDTH = 8
 # F_FLAGS bits. FF_CACHE: a page-cache page (of a file, or of a shared anonymous
 # region's shmem object): the cache holds it, so no unmapping frees it, and a
 # write through a private mapping copies it (it is never anonymous, never reused).
-# FF_DIRTY: written through a MAP_SHARED file mapping since it was read.
+# FF_DIRTY: the page-cache folio is dirty (smaps' Dirty, for every mapper):
+# written by a write fault through a MAP_SHARED mapping (for a file cached in
+# large folios, the whole folio), or a shmem page unmapped from a PTE with D.
+# A shmem page written without a fault (a read fault mapped it writable) is
+# dirty for its writer only, by PTE_D. Anonymous pages are always dirty.
 FF_CACHE, FF_DIRTY = 1, 2
 
 # --- overlays (pgtable.py): size classes 0..5 hold up to 2, 4, ..., 64 sorted (slot, PTE) pairs ---

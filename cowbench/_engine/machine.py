@@ -95,6 +95,8 @@ FIELDS = (
     Field("reg_file", np.uint8, ("reg",), "program", "1: file-backed (a mapping of a Scenario.file)"),
     Field("reg_around", np.int64, ("reg",), "program", "pages a read fault maps from the page cache: "
                                                        "fault-around's 16, or 512 for 2 MiB folios"),
+    Field("reg_folio", np.int64, ("reg",), "program", "pages of the file's page-cache folios (a write "
+          "dirties its whole folio)"),
     Field("reg_ra", np.int64, ("reg",), "program", "pages a major fault reads into the page cache (read-around)"),
     Field("reg_flo", np.int64, ("reg",), "program", "the file's page-cache slots are reg_flo .. reg_fhi - 1"),
     Field("reg_fhi", np.int64, ("reg",), "program", "(read-around stays inside the file)"),

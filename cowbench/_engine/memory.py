@@ -21,7 +21,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .abi import (C_COW_COPIES, C_COW_REUSES, C_MAJOR_FAULTS, C_MINOR_FAULTS, C_ZERO_FILLS, F_FLAGS, F_FOLIO,
                   F_PINS, F_TAG, FF_DIRTY, FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE,
-                  OV_DENSE, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
+                  OV_DENSE, PMD_FOLIO_PAGES, PTE_D, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT,
+                  VM_ANON_VMA, VM_WRITE)
 from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
 from .machine import count_event
 from .mmap import count_rss, pte_alloc
@@ -78,6 +79,38 @@ def find_cache_page(m, pid, r, page):
     return f, False
 
 
+@njit(cache=True)
+def folio_mark_dirty(m, r, page):
+    """A write through a MAP_SHARED mapping dirties the page-cache folio of
+    page of region r: the page, or for a file cached in large folios
+    (reg_folio pages) every cached page of its aligned block, as smaps shows
+    the whole folio Dirty in every process mapping part of it."""
+    k = m.reg_shm0[r] + page
+    n = m.reg_folio[r]
+    lo = k - (k - m.reg_flo[r]) % n
+    for q in range(lo, min(lo + n, m.reg_fhi[r]) if n > 1 else k + 1):
+        f = m.shm_frame[q]
+        if f >= 0:
+            m.frame[f, F_FLAGS] |= FF_DIRTY
+
+
+@njit(cache=True, inline="always")
+def shmem_region(m, r):
+    """r is a shared anonymous region: its pages are a shmem object's."""
+    return m.reg_shared[r] != 0 and m.reg_file[r] == 0
+
+
+@njit(cache=True)
+def shmem_pte_mkdirty(m, t, slot, oi, e):
+    """A write through the writable shmem PTE e, which took no fault: the
+    hardware sets the PTE's dirty bit, not the page's (the page turns dirty
+    when the PTE is unmapped: page_alloc.pte_drop)."""
+    if oi >= 0:
+        m.ov_val[oi] = e | PTE_D
+    else:
+        m.pt[t, slot] = e | PTE_D
+
+
 @njit(cache=True, inline="always")
 def read_fault_writable(m, mm, r):
     """A read fault maps page-cache pages writable in a writable shmem region
@@ -98,13 +131,25 @@ def do_fault_around(m, mm, r, row, k, t, page):
     """A read fault first maps each page of its aligned block that the page
     cache holds and mm does not map yet (filemap_map_pages): fault_around_bytes
     (64 KiB), or a whole 2 MiB folio (reg_around)."""
-    n = m.reg_around[r]
-    if page - page % n + n > m.reg_npages[r]:
-        n = FAULT_AROUND_PAGES                     # a PMD maps whole 2 MiB of the VMA only
+    n = PMD_FOLIO_PAGES if folio_pmd_mappable(m, r, page) else FAULT_AROUND_PAGES
     lo = page - page % n
-    hi = min(lo + n, m.reg_npages[r])
+    map_cache_block(m, mm, r, row, k, t, lo, min(lo + n, m.reg_npages[r]), read_fault_writable(m, mm, r))
+
+
+@njit(cache=True)
+def folio_pmd_mappable(m, r, page):
+    """page lies in a 2 MiB page-cache folio that region r maps aligned and
+    whole (a PMD maps whole 2 MiB of the VMA only), so a fault maps the folio
+    with one PMD (filemap_map_pmd, do_set_pmd)."""
+    end = page - page % PMD_FOLIO_PAGES + PMD_FOLIO_PAGES
+    return m.reg_around[r] == PMD_FOLIO_PAGES and end <= m.reg_npages[r]
+
+
+@njit(cache=True)
+def map_cache_block(m, mm, r, row, k, t, lo, hi, w):
+    """Map, writable if w, each page lo .. hi - 1 of region r (inside one
+    table, t) that the page cache holds and mm does not map yet."""
     base = m.reg_shm0[r]
-    w = read_fault_writable(m, mm, r)
     for p in range(lo, hi):
         f = m.shm_frame[base + p]
         if f < 0:
@@ -141,23 +186,26 @@ def do_read_fault(m, pid, mm, r, row, k, t, slot, page):
 @njit(cache=True)
 def do_shared_fault(m, pid, mm, r, row, k, t, slot, page):
     """First write of a MAP_SHARED page in mm: the page-cache page, mapped
-    writable (a file page turns dirty). No copy."""
+    writable (a file page turns dirty; a 2 MiB folio is mapped whole). No copy."""
     f, major = find_cache_page(m, pid, r, page)
     if f < 0:
         return FAULT_OOM
-    if m.reg_file[r] != 0:
-        m.frame[f, F_FLAGS] |= FF_DIRTY
-    map_cache_page(m, mm, r, row, k, t, slot, NO_ENTRY, f, True)
+    folio_mark_dirty(m, r, page)
+    if folio_pmd_mappable(m, r, page):               # finish_fault maps the whole folio, writable
+        lo = page - page % PMD_FOLIO_PAGES
+        map_cache_block(m, mm, r, row, k, t, lo, lo + PMD_FOLIO_PAGES, True)
+    else:
+        map_cache_page(m, mm, r, row, k, t, slot, NO_ENTRY, f, True)
     count_fault(m, pid, major)
     return FAULT_OK
 
 
 @njit(cache=True)
-def wp_page_shared(m, pid, t, slot):
+def wp_page_shared(m, pid, r, t, slot, page):
     """Write to a MAP_SHARED file page mapped read-only since its read: the
     page turns dirty and writable in place (page_mkwrite), nothing is copied."""
     e = m.pt[t, slot]
-    m.frame[pte_frame(e), F_FLAGS] |= FF_DIRTY
+    folio_mark_dirty(m, r, page)
     m.pt[t, slot] = e | PTE_W
     m.tab_ver[t] += 1
     count_event(m, pid, C_MINOR_FAULTS)
@@ -373,6 +421,8 @@ def fault_once(m, pid, mm, r, page, write, tag):
     elif (e & PTE_W) != 0:
         if tag > 0:
             store_tag(m, row, k, slot, tag)
+        if (e & PTE_D) == 0 and shmem_region(m, r):
+            shmem_pte_mkdirty(m, t, slot, oi, e)
         return FAULT_OK
     if t < 0:
         if thp_eligible(m, mm, r, page):
@@ -395,7 +445,7 @@ def fault_once(m, pid, mm, r, page, write, tag):
     elif e == 0:
         return do_cow_fault(m, pid, mm, r, row, k, t, slot, page, tag)
     elif m.reg_shared[r] != 0:                      # only a file's shared PTEs are write-protected
-        st = wp_page_shared(m, pid, t, slot)
+        st = wp_page_shared(m, pid, r, t, slot, page)
     else:
         if m.tab_huge[t] == 0 or do_huge_pmd_wp_page(m, pid, mm, r, t) == FAULT_FALLBACK:
             return do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag)

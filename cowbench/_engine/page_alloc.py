@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from numba import njit
 
-from .abi import (F_FLAGS, F_FOLIO, F_HOME, F_MAP, F_PINS, F_TAG, FF_CACHE, G_FOLIO_TOP, G_FRAME_HWM, G_FRAME_MAX, G_FRAMES_PEAK,
-                  G_FRAMES_USED, G_FREE_TOP, G_PTE_FRAMES, PTRS_PER_TABLE, TABLE_SHIFT)
+from .abi import (F_FLAGS, F_FOLIO, F_HOME, F_MAP, F_PINS, F_TAG, FF_CACHE, FF_DIRTY, G_FOLIO_TOP, G_FRAME_HWM,
+                  G_FRAME_MAX, G_FRAMES_PEAK, G_FRAMES_USED, G_FREE_TOP, G_PTE_FRAMES, PTE_D, PTRS_PER_TABLE,
+                  TABLE_SHIFT)
 from .pte import pte_frame, pte_is_inline
 
 # --- ids -----------------------------------------------------------------------------------------
@@ -194,7 +195,8 @@ def frame_unmap(m, f):
 @njit(cache=True)
 def pte_drop(m, e, anon):
     """A PTE counted in F_MAP (an overlay's, an unshared table's) goes away;
-    a page-cache page (anon False) stays in its cache."""
+    a page-cache page (anon False) stays in its cache, dirty if the PTE was
+    (zap_present_folio_ptes: a shmem PTE's D bit moves to the folio)."""
     if e == 0:
         return
     if pte_is_inline(e):
@@ -205,5 +207,7 @@ def pte_drop(m, e, anon):
         if anon:
             frame_unmap(m, f)
         else:
+            if (e & PTE_D) != 0:
+                m.frame[f, F_FLAGS] |= FF_DIRTY
             m.frame[f, F_MAP] -= 1            # a page-cache frame: the cache keeps it
             frame_mapcount_changed(m, f)

@@ -1,7 +1,9 @@
 """What /proc/PID/smaps_rollup would say of an address space, and what its pages hold (fs/proc/task_mmu.c).
 
 Rss counts present pages but the zero page; Pss adds 1/mapcount per page;
-USS (smem's name) counts the pages mapped once. A table many address spaces
+USS (smem's name) counts the pages mapped once, smaps' Private_Clean plus
+Private_Dirty; Rss splits into anonymous, file and shmem pages as status's
+RssAnon, RssFile and RssShmem do. A table many address spaces
 share is summed once per G_EPOCH (callers bump it before a batch of
 mm_smaps), and each sharer adds only what its overlay changes.
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .abi import (C_ANON_HUGE, C_PTE_PAGES, C_RSS, C_USS, F_HOME, F_MAP, G_EPOCH, OV_DENSE, P_RUNNING,
-                  P_SUSPENDED, PTE_I, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
+from .abi import (C_ANON_HUGE, C_ANON_PAGES, C_FILE_PAGES, C_PRIVATE_CLEAN, C_PRIVATE_DIRTY, C_PTE_PAGES, C_RSS,
+                  C_SHARED_DIRTY, C_SHMEM_PAGES, C_USS, F_FLAGS, F_HOME, F_MAP, FF_CACHE, FF_DIRTY, G_EPOCH, OV_DENSE,
+                  P_RUNNING, P_SUSPENDED, PTE_D, PTE_I, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
 from .machine import region_span
 from .page_alloc import frame_mapcount
 from .pgtable import directory_of, pte_peek, pte_tag_of
@@ -124,9 +127,44 @@ def overlay_weights(m, key, val, tab_w, t, off, n, dense):
 
 
 @njit(cache=True)
-def mm_smaps(m, mm):
+def page_kinds(m, mm, r, acc):
+    """Add to acc, at C_ANON_PAGES .. C_SHARED_DIRTY, the pages mm maps in
+    region r, a mapping of a file or of shmem, page by page: a page-cache page
+    is file or shmem, dirty if its folio is (FF_DIRTY) or, for shmem, the PTE
+    (PTE_D); any other page is an anonymous copy (a private file mapping's),
+    always dirty. Private means mapped once, as smaps counts it (mapcount < 2),
+    the cache's own reference aside."""
+    row = m.mm_row[mm]
+    lo, hi = region_span(m, r)
+    file = m.reg_file[r] != 0
+    cached_kind = C_FILE_PAGES if file else C_SHMEM_PAGES
+    for k in range(lo, hi):
+        t = m.pmd[row, k]
+        if t < 0:
+            continue
+        for slot in range(PTRS_PER_TABLE):
+            e = pte_peek(m, row, k, t, slot)
+            if pte_page(e) == 0:
+                continue
+            cached, dirty, shared = 0, 1, 0
+            if not pte_is_inline(e):
+                f = pte_frame(e)
+                cached = 1 if (m.frame[f, F_FLAGS] & FF_CACHE) != 0 else 0
+                dirty = 1 if (cached == 0 or (m.frame[f, F_FLAGS] & FF_DIRTY) != 0
+                              or (not file and (e & PTE_D) != 0)) else 0
+                shared = 1 if frame_mapcount(m, f) > 1 else 0
+            acc[cached_kind if cached else C_ANON_PAGES] += 1
+            acc[C_PRIVATE_CLEAN + 2 * shared + dirty] += 1      # the split's four counters in this order
+
+
+@njit(cache=True)
+def mm_smaps(m, mm, acc):
     """(rss, pss, uss, anon huge pages) of mm, as smaps_rollup would report
-    them. Callers bump G_EPOCH once before a batch of these."""
+    them, with its kinds (status's RssAnon, RssFile, RssShmem) and smaps'
+    Private/Shared Clean/Dirty added to acc at C_ANON_PAGES .. C_SHARED_DIRTY.
+    An anonymous region's pages are all anonymous and dirty, so they split by
+    the region's uss alone; other regions are looked at page by page.
+    Callers bump G_EPOCH once before a batch of these."""
     row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     tab_w = m.tab_w
     tab_epoch = m.tab_epoch
@@ -144,6 +182,9 @@ def mm_smaps(m, mm):
     for r in range(m.vma.shape[1]):
         if (m.vma[mm, r] & VM_MAPPED) == 0:
             continue
+        if m.reg_shared[r] != 0 or m.reg_file[r] != 0:
+            page_kinds(m, mm, r, acc)
+        rss0, uss0 = rss, uss
         lo, hi = region_span(m, r)
         for k in range(lo, hi):
             t = pmd_row[k]
@@ -165,6 +206,10 @@ def mm_smaps(m, mm):
             rss += a
             pss += p
             uss += u
+        if m.reg_shared[r] == 0 and m.reg_file[r] == 0:
+            acc[C_ANON_PAGES] += rss - rss0
+            acc[C_PRIVATE_DIRTY] += uss - uss0
+            acc[C_SHARED_DIRTY] += (rss - rss0) - (uss - uss0)
     return rss, pss, uss, huge
 
 
@@ -198,10 +243,12 @@ def odf_shared_rss(m, mm):
 
 @njit(cache=True)
 def freeze_memory(m, pid):
-    """Freeze the memory columns of pid (rss, uss, pss, VmPTE, AnonHugePages)
-    from its address space as it is now."""
+    """Freeze the memory columns of pid (rss, uss, pss, VmPTE, AnonHugePages,
+    the kinds and Clean/Dirty split) from its address space as it is now."""
     mm = m.proc_mm[pid]
-    rss, pss, uss, huge = mm_smaps(m, mm)
+    acc = m.ctr[pid]
+    acc[C_ANON_PAGES: C_SHARED_DIRTY + 1] = 0
+    rss, pss, uss, huge = mm_smaps(m, mm, acc)
     m.ctr[pid, C_ANON_HUGE] = huge
     m.ctr[pid, C_RSS] = rss
     m.ctr[pid, C_USS] = uss

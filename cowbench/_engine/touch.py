@@ -22,13 +22,13 @@ import numpy as np
 from numba import njit
 
 from .abi import (C_COW_COPIES, C_MINOR_FAULTS, C_ZERO_FILLS, F_TAG, G_FRAME_MAX, G_FRAMES_USED, G_POLICY,
-                  OV_DENSE, P_KILLED, POLICY_ODF, PTE_E, PTE_I, PTE_W, PTRS_PER_TABLE, R_SIGSEGV, TABLE_SHIFT,
+                  OV_DENSE, P_KILLED, POLICY_ODF, PTE_D, PTE_E, PTE_I, PTE_W, PTRS_PER_TABLE, R_SIGSEGV, TABLE_SHIFT,
                   TOUCH_CHUNK, VM_ANON_VMA, VM_HUGEPAGE, VM_MAPPED, VM_READ, VM_WRITE)
 from .draws import pattern_fill
 from .exit import do_exit
 from .gup import pin_page
 from .machine import count_events
-from .memory import (RANGE_WORDS, copy_range, fill_range, handle_mm_fault, must_copy, next_mark,
+from .memory import (RANGE_WORDS, copy_range, fill_range, handle_mm_fault, must_copy, next_mark, shmem_region,
                      wp_page_copy_quick)
 from .mmap import count_rss, pte_alloc
 from .page_alloc import frames_taken
@@ -60,6 +60,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
     odf = g[G_POLICY] == POLICY_ODF
     odfg_row = m.odfg[row if odf else 0]
     quick_copy = write and tag > 0
+    dirty = PTE_D if write and shmem_region(m, r) else 0     # a shmem write marks the PTE it went through
     for page in pages:
         k = first + (page >> TABLE_SHIFT)
         slot = page & (PTRS_PER_TABLE - 1)
@@ -75,6 +76,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                         ov_val[oi] = pte_with_tag(e, tag)
                     else:
                         frame[pte_frame(e), F_TAG] = tag
+                        ov_val[oi] = e | dirty
                     continue
             else:
                 e = pt[t, slot]
@@ -84,6 +86,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                             pt[t, slot] = pte_with_tag(e, tag)
                         else:
                             frame[pte_frame(e), F_TAG] = tag
+                            pt[t, slot] = e | dirty
                         continue
                 elif e != 0:
                     continue

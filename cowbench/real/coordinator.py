@@ -125,7 +125,9 @@ __all__ = ["run_real", "KernelUnavailable", "COLUMNS"]
 # The simulator's columns run_real measures (in the simulator's order), then its own cross-checks.
 MEASURED = ("pid", "name", "parent", "state", "reason", "minor_faults", "zero_fills", "cow_copies", "cow_reuses",
             "rss_pages", "pss_pages", "uss_pages", "shared_pages", "fork_ptes_copied", "fork_pages_copied",
-            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits", "major_faults")
+            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits", "major_faults",
+            "anon_pages", "file_pages", "shmem_pages", "private_clean_pages", "private_dirty_pages",
+            "shared_clean_pages", "shared_dirty_pages")
 COLUMNS = [by_name(c).name for c in MEASURED] + [c.name for c in REAL_ONLY]
 THP_COLUMNS = ["fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits"]
 
@@ -376,18 +378,26 @@ class _Coordinator:
         return out
 
     def _smaps(self, w: _Worker) -> dict:
-        """Rss, Pss, Private_* of the VMAs inside region slots, in kB."""
+        """Rss, Pss, Anonymous, the Private/Shared Clean/Dirty split and
+        AnonHugePages of the VMAs inside region slots, in kB, with file_Rss,
+        file_Anonymous and shmem_Rss: those of the VMAs of file regions and of
+        shared anonymous ones."""
         lo_hi = [(a, a + ln) for a, ln in self.slots]
-        tot = {"Rss": 0, "Pss": 0, "Private_Clean": 0, "Private_Dirty": 0, "AnonHugePages": 0}
-        inside = False
+        kind = ["file" if r.file is not None else "shmem" if r.shared else "" for r in self.sc.regions]
+        tot = dict.fromkeys(("Rss", "Pss", "Anonymous", "Private_Clean", "Private_Dirty", "Shared_Clean",
+                             "Shared_Dirty", "AnonHugePages", "file_Rss", "file_Anonymous", "shmem_Rss"), 0)
+        inside = None
         with open(f"/proc/{w.pid}/smaps") as f:
             for line in f:
                 head = line.split(None, 1)[0]
                 if not head.endswith(":"):
                     lo, hi = (int(x, 16) for x in head.split("-"))
-                    inside = any(a <= lo and hi <= b for a, b in lo_hi)
-                elif inside and head[:-1] in tot:
-                    tot[head[:-1]] += int(line.split()[1])
+                    inside = next((i for i, (a, b) in enumerate(lo_hi) if a <= lo and hi <= b), None)
+                elif inside is not None and head[:-1] in tot:
+                    kb = int(line.split()[1])
+                    tot[head[:-1]] += kb
+                    if f"{kind[inside]}_{head[:-1]}" in tot:
+                        tot[f"{kind[inside]}_{head[:-1]}"] += kb
         return tot
 
     def _snapshot(self, w: _Worker) -> dict:
@@ -396,7 +406,11 @@ class _Coordinator:
         kb = PAGE_SIZE // 1024
         d = {"smaps_rss_pages": sm["Rss"] // kb, "smaps_pss_pages": sm["Pss"] / kb,
              "smaps_uss_pages": (sm["Private_Clean"] + sm["Private_Dirty"]) // kb,
-             "smaps_anon_huge_pages": sm["AnonHugePages"] // (HUGE // 1024)}
+             "smaps_anon_huge_pages": sm["AnonHugePages"] // (HUGE // 1024),
+             "anon_pages": sm["Anonymous"] // kb, "shmem_pages": sm["shmem_Rss"] // kb,
+             "file_pages": (sm["file_Rss"] - sm["file_Anonymous"]) // kb,
+             **{f"{k.lower()}_pages": sm[k] // kb
+                for k in ("Private_Clean", "Private_Dirty", "Shared_Clean", "Shared_Dirty")}}
         d["anon_huge_pages"] = int(sum(int((st == PMD_ANON).sum()) for r, st in zip(self.sc.regions, pmds)
                                        if r.file is None)) if self.huge_ok else np.nan   # not a file's PMD folios
         if self.pfn_ok:

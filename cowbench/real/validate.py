@@ -40,7 +40,9 @@ FILE_RUNS = 3       # runs a scenario with file mappings gets before a mismatch 
 # is NaN and not compared.
 COMPARED = ["state", "reason", "minor_faults", "rss_pages", "pss_pages", "uss_pages", "shared_pages",
             "zero_fills", "cow_copies", "cow_reuses", "fork_ptes_copied", "fork_pages_copied",
-            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits", "major_faults"]
+            "fork_pmds_copied", "anon_huge_pages", "thp_fault_alloc", "thp_copies", "thp_splits", "major_faults",
+            "anon_pages", "file_pages", "shmem_pages", "private_clean_pages", "private_dirty_pages",
+            "shared_clean_pages", "shared_dirty_pages"]
 assert all(by_name(c) for c in COMPARED)          # every one a column of the registry
 PFN_COLUMNS = ["zero_fills", "cow_copies", "cow_reuses", "fork_pages_copied"]
 THP_SHOWN = ["anon_huge_pages", "thp_splits", "thp_fault_alloc", "thp_copies", "fork_pmds_copied"]
@@ -478,7 +480,7 @@ def pin_thp_fork() -> Scenario:
     return sc
 
 
-# --------------------------------------------------------------------------- files (rules F1-F4)
+# --------------------------------------------------------------------------- files (rules F1-F5)
 # run_real makes each scenario file a real file on disk (cowbench.real.files_dir()), written in
 # writes of its folio size and fsynced; an uncached one is then evicted (POSIX_FADV_DONTNEED).
 
@@ -562,6 +564,34 @@ def file_folio_pmd() -> Scenario:
     return sc
 
 
+def file_folio_dirty() -> Scenario:
+    """smaps' Dirty is the folio's: a MAP_SHARED write of one page of a file
+    held in 2 MiB folios dirties its whole folio, so a process that only read
+    the file shows 512 pages Dirty, and the other folio Clean."""
+    sc = _sc()
+    f = sc.file("big", 2 * HUGE * 4096, folio="2MiB")
+    root = sc.spawn("root")
+    root.read(root.mmap("big", 2 * HUGE * 4096, file=f, prot="r"))
+    writer = sc.spawn("writer")
+    writer.write(writer.mmap("big", 2 * HUGE * 4096, file=f, shared=True), pages=[5])
+    return sc
+
+
+def shmem_write_after_read() -> Scenario:
+    """A shmem page read first is mapped writable, so the write after it takes
+    no fault: Linux keeps that page's dirtiness in the writer's PTE, and a
+    process that only read it shows it Clean (until the writer unmaps it). The
+    simulator marks the page dirty for every mapper (a known disagreement)."""
+    sc = _sc()
+    root = sc.spawn("root")
+    shm = root.mmap("shm", N * 4096, shared=True)
+    root.read(shm)
+    kid = root.fork("kid")
+    kid.read(shm)
+    root.write(shm, pages=range(0, CHILD_WRITES))
+    return sc
+
+
 SCENARIOS = {f.__name__: f for f in (
     zero_page_read_then_write, cow_child_writes_k, reuse_after_child_exit, chain_root_mid_leaf,
     zero_page_fork, shared_child_writes, shared_child_reads, dontfork_segv, wipeonfork_grandchild,
@@ -571,6 +601,7 @@ SCENARIOS = {f.__name__: f for f in (
     thp_reuse_after_child_exit, thp_chain_root_mid_leaf, thp_read_only_fork,
     pin_fork, pin_fresh_pages, pin_thp_fork,
     file_text_shared, file_private_write_copies, file_shared_write, file_uncached_major, file_folio_pmd,
+    file_folio_dirty, shmem_write_after_read,
 )}
 
 
