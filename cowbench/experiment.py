@@ -46,8 +46,8 @@ import pandas as pd
 from .fileio import atomic_write
 from .sweep import SweepError, grid, part_path, run_sweep
 
-__all__ = ["grid", "versus", "main", "run", "find_experiments", "load_experiment", "load_module",
-           "resolve_target", "describe", "ORDER"]
+__all__ = ["grid", "versus", "debian_program", "run_image", "main", "run", "find_experiments", "load_experiment",
+           "load_module", "resolve_target", "describe", "ORDER"]
 
 #: The order experiments appear in `cowbench list` and in the report.
 ORDER = ("fork_cost", "fork_exec", "redis_bgsave", "redis_thp", "python_prefork", "memory_limit",
@@ -60,6 +60,51 @@ def versus(quantity: str, published: str, measured: str, source: str, note: str 
     """One row of an experiment's comparison table: a published number and ours."""
     return {"quantity": quantity, "published": published, "simulated": measured, "source": source,
             "note": note}
+
+
+# --- programs as a Debian system ships them ------------------------------------------------------
+
+# `size` of each binary on Debian 12 (bookworm), x86-64: text, data and bss in
+# bytes, and the libraries `ldd` lists (libc, libm ... : their text; their own
+# data and bss are a few pages each and left out). The dynamic loader is left
+# out too. Measured with `size /usr/bin/python3.11 /lib/x86_64-linux-gnu/libc.so.6 ...`.
+DEBIAN_PROGRAMS = {
+    "python3.11": (5516458, 1303712, 282168, ("libc.so.6", "libm.so.6", "libz.so.1", "libexpat.so.1")),
+    "redis-server": (2007393, 373800, 129872, ("libc.so.6", "libm.so.6", "libssl.so.3", "libcrypto.so.3",
+                                               "libjemalloc.so.2", "libstdc++.so.6", "libsystemd.so.0")),
+    "bash": (1209582, 48244, 45152, ("libc.so.6", "libtinfo.so.6")),
+    "true": (26640, 1104, 408, ("libc.so.6",)),
+}
+DEBIAN_LIB_TEXT = {"libc.so.6": 1887545, "libm.so.6": 901474, "libz.so.1": 107512, "libexpat.so.1": 156286,
+                   "libssl.so.3": 630502, "libcrypto.so.3": 4318578, "libjemalloc.so.2": 803959,
+                   "libstdc++.so.6": 2129264, "libsystemd.so.0": 790573, "libtinfo.so.6": 178716}
+
+
+def debian_program(sc, name: str, heap=0) -> "Program":
+    """The Program `name` of DEBIAN_PROGRAMS in scenario sc, with a heap of
+    `heap` bytes: its libraries are files of sc, made at the first call that
+    needs them and shared by every later one (one page cache per library)."""
+    from .scenario import Program
+
+    if name not in DEBIAN_PROGRAMS:
+        raise ValueError(f"The 'name' parameter of debian_program must be one of {sorted(DEBIAN_PROGRAMS)}; "
+                         f"got {name!r}")
+    text, data, bss, libs = DEBIAN_PROGRAMS[name]
+    have = {f.name: f for f in sc.files}
+    files = [have.get(lib) or sc.file(lib, DEBIAN_LIB_TEXT[lib]) for lib in libs]
+    return Program(name, text=text, data=data, bss=bss, heap=heap, libs=files)
+
+
+def run_image(p, init: bool = True) -> None:
+    """p runs its program: it executes all of its text and its libraries'
+    (reads them) and, if init (a process that starts it, not a forked copy),
+    initialises its data and bss (writes them)."""
+    img = p.image
+    for r in (img.text, *img.libs):
+        p.read(r)
+    for r in (img.data, img.bss) if init else ():
+        if r is not None:
+            p.write(r)
 
 
 # --- finding and loading experiments -------------------------------------------------------------
