@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Column", "PROCESS", "EVENTS", "MEMORY", "DESCRIPTORS", "TIME", "FILES", "TIMELINE_TOTALS", "REAL_ONLY", "PROCESS_COLUMNS",
-           "EVENT_NAMES", "MEMORY_NAMES", "TIMELINE_NAMES", "FILES_COLUMNS", "by_name"]
+__all__ = ["Column", "PROCESS", "EVENTS", "MEMORY", "DESCRIPTORS", "TIME", "FILES", "PAGEMAP", "TIMELINE_TOTALS",
+           "REAL_ONLY", "PROCESS_COLUMNS", "EVENT_NAMES", "MEMORY_NAMES", "TIMELINE_NAMES", "FILES_COLUMNS",
+           "PAGEMAP_COLUMNS", "by_name"]
 
 
 class Column(NamedTuple):
@@ -107,6 +108,19 @@ FILES = (
     Column("cloexec", "open", "O_CLOEXEC: exec closes it"),
 )
 
+# res.pagemap(proc): one row per present page of a process at the end of the run (or just before its exit).
+PAGEMAP = (
+    Column("region", "Scenario", "the region's name"),
+    Column("page", "page table", "the page's index in the region"),
+    Column("frame", "page table", "the frame it maps: the simulated PFN (0: the zero page), or <NA> for a page "
+                                  "only this process maps that the engine holds without a frame id"),
+    Column("exclusive", "frame_mapcount", "mapped once (pagemap bit 56, PM_MMAP_EXCLUSIVE)"),
+    Column("file_backed", "FF_CACHE", "a page of a file's or of shmem's page cache (pagemap bit 61)"),
+    Column("huge", "tab_huge", "mapped by a huge PMD"),
+    Column("dirty", "F5", "dirty as smaps counts it (docs/semantics.md F5)"),
+    Column("writable", "PTE W", "its PTE allows a write without a fault"),
+)
+
 # The timeline: after every op, the run totals (EVENTS), then these.
 TIMELINE_TOTALS = (
     Column("frames_used", "T_FRAMES_USED", "pages of physical memory in use, page tables included"),
@@ -134,8 +148,10 @@ TIMELINE_NAMES = EVENT_NAMES + tuple(c.name for c in TIMELINE_TOTALS)
 PROCESS_COLUMNS = (tuple(c.name for c in PROCESS) + EVENT_NAMES[:4] + MEMORY_NAMES + EVENT_NAMES[4:]
                    + tuple(c.name for c in DESCRIPTORS) + tuple(c.name for c in TIME))
 FILES_COLUMNS = tuple(c.name for c in FILES)
+PAGEMAP_COLUMNS = tuple(c.name for c in PAGEMAP)
 
-_ALL = {c.name: c for c in FILES + PROCESS + EVENTS + MEMORY + DESCRIPTORS + TIME + TIMELINE_TOTALS + REAL_ONLY}
+_ALL = {c.name: c for c in FILES + PAGEMAP + PROCESS + EVENTS + MEMORY + DESCRIPTORS + TIME + TIMELINE_TOTALS
+        + REAL_ONLY}
 
 
 def by_name(name: str) -> Column:

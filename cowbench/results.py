@@ -6,6 +6,7 @@ values are as they stand at the end of the run, or at a process's exit or death.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from . import columns
 from ._engine import abi
 from ._engine.check import check_machine
 from ._engine.machine import machine_ref
-from ._engine.task_mmu import mm_tags
+from ._engine.task_mmu import PM_DIRTY, PM_EXCLUSIVE, PM_FILE, PM_HUGE, PM_WRITE, mm_pagemap, mm_tags
 from ._params import ScenarioError, safe_repr
 from .costs import CostModel
 from .fileio import atomic_write
@@ -52,8 +53,9 @@ class Result:
     """The outcome of simulate(): `processes`, `summary` and `timeline`."""
 
     def __init__(self, scenario, program, machine, out: dict, timeline: np.ndarray, policy: str,
-                 costs: CostModel, wall_s: float):
+                 costs: CostModel, wall_s: float, options: dict | None = None):
         self.scenario = scenario
+        self._options = options or {"policy": policy, "costs": costs}   # simulate's, to replay a prefix
         self.policy = policy
         self.costs = costs
         self.wall_seconds = wall_s          # not part of summary: it is the one non-reproducible number
@@ -205,6 +207,52 @@ class Result:
             return out
         mm_tags(machine_ref(m), mm, r, out)
         return self._prog.tag_values[out]
+
+    def pagemap(self, proc) -> pd.DataFrame:
+        """One row per present page of `proc`'s address space at the end of the
+        run, as /proc/PID/pagemap shows it (columns.PAGEMAP): its region and
+        page, the frame (simulated PFN) it maps, and whether it is mapped once,
+        a file's or shmem page, huge, dirty, writable. A process that is no
+        exited process shows its pages as they were just before its exit (the
+        run is replayed up to it: the same scenario and options give the same
+        frames); a killed one, or one whose fork failed, has none to show."""
+        m = self._machine("pagemap")
+        pid = self._pid("pagemap", proc)
+        state = STATE_NAMES[int(m.proc_state[pid])]
+        if state == "exited":
+            return self._before_exit(pid).pagemap(pid)
+        if state != "running":
+            raise ScenarioError(f"pagemap: process {safe_repr(self.scenario.processes[pid - 1].name)} is {state} at "
+                                "the end of the run: it has no address space to show")
+        mm = int(m.proc_mm[pid])
+        parts = []
+        for region in self.scenario.regions:
+            r = region.index
+            if not m.vma[mm, r] & abi.VM_MAPPED:
+                continue
+            frames = np.zeros(int(m.reg_npages[r]), dtype=np.int64)
+            flags = np.zeros(int(m.reg_npages[r]), dtype=np.int64)
+            mm_pagemap(machine_ref(m), mm, r, frames, flags)
+            page = np.flatnonzero(flags)
+            fl, fr = flags[page], frames[page]
+            parts.append(pd.DataFrame({
+                "region": region.name, "page": page,
+                "frame": pd.arrays.IntegerArray(np.maximum(fr, 0), fr < 0),        # <NA>: inline
+                **{name: (fl & bit) != 0 for name, bit in (
+                    ("exclusive", PM_EXCLUSIVE), ("file_backed", PM_FILE), ("huge", PM_HUGE), ("dirty", PM_DIRTY),
+                    ("writable", PM_WRITE))}}))
+        cols = list(columns.PAGEMAP_COLUMNS)
+        return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+    def _before_exit(self, pid: int) -> "Result":
+        """This run replayed up to pid's exit, its final machine kept."""
+        from .simulator import simulate
+
+        sc = self.scenario
+        i = next(i for i, op in enumerate(sc.ops) if op.code == abi.EXIT and op.pid == pid)
+        prefix = copy.copy(sc)
+        prefix.ops = sc.ops[:i]
+        return simulate(prefix, **self._options, keep_state=True, progress=False)
 
     def state_nbytes(self) -> pd.Series:
         """Bytes the simulated machine's arrays hold at the end of the run, by

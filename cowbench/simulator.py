@@ -258,7 +258,9 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
     ends = prog.op_ends                    # one row per scenario op, as it ends
     prog = prog._replace(ops=prog.ops[ends], work=np.add.reduceat(prog.work, np.r_[0, ends[:-1] + 1])
                          if len(ends) else prog.work)
-    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl[ends], policy, costs, wall)
+    options = dict(policy=policy, costs=costs, oom=oom, thp_cow=thp_cow, overcommit=overcommit,
+                   overcommit_ratio=overcommit_ratio, zero_page=zero_page)
+    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl[ends], policy, costs, wall, options)
 
 
 def _pieces(ops: list[Op]) -> list[tuple[int, Op]]:

@@ -9,6 +9,7 @@ counts; the real kernel's side is `cowbench validate`'s file_* scenarios
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import cowbench as cb
@@ -336,3 +337,70 @@ def test_file_mapping_errors_name_the_operation_and_value():
         sc.file("g", "1MiB", readahead=100)
     with pytest.raises(cb.ScenarioError, match="'cached' parameter of file"):
         sc.file("g", "1MiB", cached=1)
+
+
+# --- pagemap ------------------------------------------------------------------------
+
+def test_pagemap_shows_one_page_cache_frame_in_every_mapper_and_a_copy_of_ones_own():
+    """res.pagemap: two processes reading a file map the same frames (file
+    pages, clean, mapped twice); a private write gives the writer an anonymous
+    page of its own (exclusive, dirty, writable), in place of the file's. An
+    exited process shows its pages as they were at its exit."""
+    sc = cb.Scenario()
+    f = sc.file("lib", 64 * PAGE)
+    a, b = sc.spawn("a"), sc.spawn("b")
+    ma = a.mmap("lib", 64 * PAGE, file=f, prot="rw")
+    mb = b.mmap("lib", 64 * PAGE, file=f, prot="r")
+    a.read(ma, pages=[0])
+    b.read(mb, pages=[0])
+    a.write(ma, pages=[3])
+    b.exit()
+    res = cb.simulate(sc, keep_state=True)
+    pa = res.pagemap(a).set_index("page")
+    assert list(pa.index) == list(range(16)) and set(pa.region) == {"lib"}
+    assert pa.loc[3, ["exclusive", "file_backed", "dirty", "writable"]].tolist() == [True, False, True, True]
+    assert pd.isna(pa.at[3, "frame"])                       # an inline page: no frame id
+    others = pa.drop(index=3)
+    assert not others.dirty.any() and others.file_backed.all() and others.exclusive.all()   # b has exited
+    pb = res.pagemap(b).set_index("page")                    # as just before its exit, a mapping them too
+    assert pb.drop(index=3).frame.tolist() == others.frame.tolist() and pb.file_backed.all()
+    assert pb.exclusive.tolist() == [p == 3 for p in range(16)]     # a maps its own copy of page 3
+    k = sc.spawn("k")
+    k.write(k.mmap("ro", PAGE, prot="r"))                     # SIGSEGV
+    with pytest.raises(cb.ScenarioError, match="pagemap: process 'k' is killed"):
+        cb.simulate(sc, keep_state=True).pagemap(k)
+    with pytest.raises(cb.ScenarioError, match="keep_state=True"):
+        cb.simulate(sc).pagemap(a)
+    sc2 = cb.Scenario()
+    f2 = sc2.file("lib", 64 * PAGE)
+    a2, b2 = sc2.spawn("a"), sc2.spawn("b")
+    a2.read(a2.mmap("lib", 64 * PAGE, file=f2, prot="r"), pages=[0])
+    b2.read(b2.mmap("lib", 64 * PAGE, file=f2, prot="r"), pages=[0])
+    res2 = cb.simulate(sc2, keep_state=True)
+    p, q = res2.pagemap(a2), res2.pagemap(b2)
+    assert p.frame.tolist() == q.frame.tolist() and not p.exclusive.any()
+
+
+def test_pagemap_of_an_exited_process_is_its_address_space_just_before_the_exit():
+    """The replay up to an exit gives the frames the run had there: the same
+    scenario stopped before the exit shows the same pagemap at its end."""
+    def build(whole):
+        sc = cb.Scenario()
+        f = sc.file("lib", 64 * PAGE)
+        p = sc.spawn("p")
+        heap, lib = p.mmap("heap", 64 * PAGE), p.mmap("lib", 64 * PAGE, file=f, prot="r")
+        p.write(heap, pages=range(0, 64, 3))
+        p.read(lib, pages=[0, 40])
+        kid = p.fork("kid")
+        kid.write(heap, pages=range(0, 64, 6))             # 11 copies of its own
+        kid.read(lib, pages=[20])                          # fork copied no PTE of lib: 16 .. 31 faulted around
+        if whole:
+            kid.exit()
+            p.write(heap, pages=range(64))                 # after the kid's exit: reuses, in place
+        return sc, kid
+
+    sc, kid = build(whole=True)
+    at_exit = cb.simulate(sc, keep_state=True).pagemap(kid)
+    sc2, kid2 = build(whole=False)
+    assert at_exit.equals(cb.simulate(sc2, keep_state=True).pagemap(kid2))
+    assert len(at_exit) == 22 + 16 and at_exit.frame.notna().sum() == 11 + 16

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from cowbench import real
 from cowbench.real import validate
 from cowbench.scenario import Scenario
+from cowbench.simulator import simulate
 
 _OK, _WHY = real.pagemap_readable()
 pytestmark = pytest.mark.skipif(
@@ -187,3 +189,74 @@ def test_needs():
     assert validate.needs(validate.cow_child_writes_k()) == []
     assert validate.needs(validate.thp_chain_root_mid_leaf()) == ["thp"]       # via madvise(hugepage)
     assert validate.needs(validate.pin_thp_fork()) == ["thp", "pins"]
+
+
+# --- pagemap: who keeps a frame after fork (the seed's copy-on-write string) --------------------
+
+N_STRING = 8          # pages of the "string"; the child writes the first half, then the parent all
+
+
+def _real_frame_story() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The story on this kernel, PFNs read from /proc/PID/pagemap: the
+    parent's frames at the fork, and the parent's and child's at the end."""
+    import ctypes
+    import mmap
+
+    from cowbench.real.procfs import page_values
+
+    buf = mmap.mmap(-1, N_STRING * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    for i in range(N_STRING):
+        buf[i * 4096] = 1
+    at_fork = page_values(os.getpid(), [(addr, N_STRING)])[1]
+    go, done = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: write, report, wait for the parent
+        try:
+            for i in range(N_STRING // 2):
+                buf[i * 4096] = 2
+            os.write(done[1], b"w")
+            os.read(go[0], 1)
+            os.write(done[1], page_values(os.getpid(), [(addr, N_STRING)])[1].tobytes())
+        finally:
+            os._exit(0)
+    os.read(done[0], 1)
+    for i in range(N_STRING):
+        buf[i * 4096] = 3
+    parent = page_values(os.getpid(), [(addr, N_STRING)])[1]
+    os.write(go[1], b"g")
+    child = np.frombuffer(os.read(done[0], 8 * N_STRING), dtype=np.int64)
+    os.waitpid(pid, 0)
+    return at_fork, parent, child
+
+
+def _sim_frame_story(writes: bool) -> tuple[np.ndarray, np.ndarray]:
+    sc = Scenario()
+    p = sc.spawn("p")
+    s = p.mmap("string", N_STRING * 4096)
+    p.write(s, value=1)
+    kid = p.fork("kid")
+    if writes:
+        kid.write(s, pages=range(N_STRING // 2), value=2)
+        p.write(s, value=3)
+    res = simulate(sc, keep_state=True)
+    return tuple(res.pagemap(q).sort_values("page")["frame"].to_numpy(dtype=float, na_value=np.nan)
+                 for q in (p, kid))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PFNs in /proc/PID/pagemap are shown to CAP_SYS_ADMIN only")
+def test_pagemap_frame_ownership_matches_real_pfns():
+    """After fork, the first writer of a page moves to a new frame and the
+    other, now its sole owner, writes the original in place: the parent keeps
+    its frames where the child wrote first, and where the parent wrote first
+    the child keeps them. The simulator's pagemap says which process holds the
+    frame the page had at the fork; the kernel's PFNs say the same."""
+    at_fork, parent, child = _real_frame_story()
+    sim_at_fork, _ = _sim_frame_story(writes=False)
+    sim_parent, sim_child = _sim_frame_story(writes=True)
+    kernel = {"parent kept": parent == at_fork, "child kept": child == at_fork}
+    sim = {"parent kept": sim_parent == sim_at_fork, "child kept": sim_child == sim_at_fork}
+    half = N_STRING // 2
+    assert kernel["parent kept"].tolist() == [True] * half + [False] * half      # the rule, as stated
+    assert kernel["child kept"].tolist() == [False] * half + [True] * half
+    assert {k: v.tolist() for k, v in sim.items()} == {k: v.tolist() for k, v in kernel.items()}

@@ -14,11 +14,17 @@ from numba import njit
 
 from .abi import (C_ANON_HUGE, C_ANON_PAGES, C_FILE_PAGES, C_PRIVATE_CLEAN, C_PRIVATE_DIRTY, C_PTE_PAGES, C_RSS,
                   C_SHARED_DIRTY, C_SHMEM_PAGES, C_USS, F_FLAGS, F_HOME, F_MAP, FF_CACHE, FF_DIRTY, G_EPOCH, OV_DENSE,
-                  P_RUNNING, P_SUSPENDED, PTE_D, PTE_I, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
+                  P_RUNNING, P_SUSPENDED, PTE_D, PTE_I, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
 from .machine import region_span
 from .page_alloc import frame_mapcount
 from .pgtable import directory_of, pte_peek, pte_tag_of
 from .pte import home_of, pte_frame, pte_is_inline, pte_page
+
+
+# pagemap's view of a page (mm_pagemap): bits 63 present, 56 exclusively mapped, 61
+# file-page or shared-anon, as Documentation/admin-guide/mm/pagemap.rst numbers them,
+# and what smaps would add: mapped by a huge PMD, dirty (F5), writable.
+PM_PRESENT, PM_EXCLUSIVE, PM_FILE, PM_HUGE, PM_DIRTY, PM_WRITE = 1, 2, 4, 8, 16, 32
 
 
 @njit(cache=True)
@@ -275,3 +281,36 @@ def mm_tags(m, mm, r, out):
         t = m.pmd[row, k]
         if t >= 0:
             out[p] = pte_tag_of(m, pte_peek(m, row, k, t, p & (PTRS_PER_TABLE - 1)))
+
+
+@njit(cache=True)
+def mm_pagemap(m, mm, r, frames, flags):
+    """What /proc/PID/pagemap would say of each page of region r in mm:
+    frames[p] the frame it maps (0: the zero page; -1: an inline page, which
+    has no frame id), flags[p] its PM_* bits (0: not present)."""
+    row = m.mm_row[mm]
+    file = m.reg_file[r] != 0
+    for p in range(m.reg_npages[r]):
+        k = m.reg_pmd0[r] + (p >> TABLE_SHIFT)
+        t = m.pmd[row, k]
+        if t < 0:
+            continue
+        e = pte_peek(m, row, k, t, p & (PTRS_PER_TABLE - 1))
+        if e == 0:
+            continue
+        fl = PM_PRESENT | (PM_HUGE if m.tab_huge[t] != 0 else 0) | (PM_WRITE if (e & PTE_W) != 0 else 0)
+        if pte_is_inline(e):
+            frames[p] = -1
+            fl |= PM_EXCLUSIVE | PM_DIRTY
+        else:
+            f = pte_frame(e)
+            frames[p] = f
+            if f != 0:                                  # the zero page: neither exclusive nor a file's
+                cached = (m.frame[f, F_FLAGS] & FF_CACHE) != 0
+                if frame_mapcount(m, f) == 1:
+                    fl |= PM_EXCLUSIVE
+                if cached:
+                    fl |= PM_FILE
+                if not cached or (m.frame[f, F_FLAGS] & FF_DIRTY) != 0 or (not file and (e & PTE_D) != 0):
+                    fl |= PM_DIRTY
+        flags[p] = fl

@@ -76,7 +76,8 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                         ov_val[oi] = pte_with_tag(e, tag)
                     else:
                         frame[pte_frame(e), F_TAG] = tag
-                        ov_val[oi] = e | dirty
+                        if dirty != 0:
+                            ov_val[oi] = e | dirty
                     continue
             else:
                 e = pt[t, slot]
@@ -86,7 +87,8 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                             pt[t, slot] = pte_with_tag(e, tag)
                         else:
                             frame[pte_frame(e), F_TAG] = tag
-                            pt[t, slot] = e | dirty
+                            if dirty != 0:
+                                pt[t, slot] = e | dirty
                         continue
                 elif e != 0:
                     continue
