@@ -132,6 +132,20 @@ def overlay_weights(m, key, val, tab_w, t, off, n, dense):
     return rss + inline - replaced, (inline - gone) + own, uss + inline - unique
 
 
+@njit(cache=True, inline="always")
+def pte_state(m, e, file):
+    """(cached, dirty, shared) of the page the present PTE e maps in a region
+    of a file (file) or of shmem, each 0 or 1 (F5): a page-cache page is dirty
+    if its folio is, or for shmem its PTE; any other page is an anonymous
+    copy, dirty and unshared when inline; shared means mapped more than once."""
+    if pte_is_inline(e):
+        return 0, 1, 0
+    f = pte_frame(e)
+    cached = 1 if (m.frame[f, F_FLAGS] & FF_CACHE) != 0 else 0
+    dirty = 1 if (cached == 0 or (m.frame[f, F_FLAGS] & FF_DIRTY) != 0 or (not file and (e & PTE_D) != 0)) else 0
+    return cached, dirty, 1 if frame_mapcount(m, f) > 1 else 0
+
+
 @njit(cache=True)
 def page_kinds(m, mm, r, acc):
     """Add to acc, at C_ANON_PAGES .. C_SHARED_DIRTY, the pages mm maps in
@@ -152,13 +166,7 @@ def page_kinds(m, mm, r, acc):
             e = pte_peek(m, row, k, t, slot)
             if pte_page(e) == 0:
                 continue
-            cached, dirty, shared = 0, 1, 0
-            if not pte_is_inline(e):
-                f = pte_frame(e)
-                cached = 1 if (m.frame[f, F_FLAGS] & FF_CACHE) != 0 else 0
-                dirty = 1 if (cached == 0 or (m.frame[f, F_FLAGS] & FF_DIRTY) != 0
-                              or (not file and (e & PTE_D) != 0)) else 0
-                shared = 1 if frame_mapcount(m, f) > 1 else 0
+            cached, dirty, shared = pte_state(m, e, file)
             acc[cached_kind if cached else C_ANON_PAGES] += 1
             acc[C_PRIVATE_CLEAN + 2 * shared + dirty] += 1      # the split's four counters in this order
 
@@ -299,18 +307,8 @@ def mm_pagemap(m, mm, r, frames, flags):
         if e == 0:
             continue
         fl = PM_PRESENT | (PM_HUGE if m.tab_huge[t] != 0 else 0) | (PM_WRITE if (e & PTE_W) != 0 else 0)
-        if pte_is_inline(e):
-            frames[p] = -1
-            fl |= PM_EXCLUSIVE | PM_DIRTY
-        else:
-            f = pte_frame(e)
-            frames[p] = f
-            if f != 0:                                  # the zero page: neither exclusive nor a file's
-                cached = (m.frame[f, F_FLAGS] & FF_CACHE) != 0
-                if frame_mapcount(m, f) == 1:
-                    fl |= PM_EXCLUSIVE
-                if cached:
-                    fl |= PM_FILE
-                if not cached or (m.frame[f, F_FLAGS] & FF_DIRTY) != 0 or (not file and (e & PTE_D) != 0):
-                    fl |= PM_DIRTY
+        frames[p] = -1 if pte_is_inline(e) else pte_frame(e)
+        if frames[p] != 0:                              # the zero page: neither exclusive nor a file's
+            cached, dirty, shared = pte_state(m, e, file)
+            fl |= (PM_FILE if cached else 0) | (PM_DIRTY if dirty else 0) | (0 if shared else PM_EXCLUSIVE)
         flags[p] = fl
