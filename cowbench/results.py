@@ -53,9 +53,9 @@ class Result:
     """The outcome of simulate(): `processes`, `summary` and `timeline`."""
 
     def __init__(self, scenario, program, machine, out: dict, timeline: np.ndarray, policy: str,
-                 costs: CostModel, wall_s: float, options: dict | None = None):
+                 costs: CostModel, wall_s: float, options: dict):
         self.scenario = scenario
-        self._options = options or {"policy": policy, "costs": costs}   # simulate's, to replay a prefix
+        self._options = options             # simulate's arguments, to replay a prefix of the run
         self.policy = policy
         self.costs = costs
         self.wall_seconds = wall_s          # not part of summary: it is the one non-reproducible number
@@ -212,7 +212,7 @@ class Result:
         """One row per present page of `proc`'s address space at the end of the
         run, as /proc/PID/pagemap shows it (columns.PAGEMAP): its region and
         page, the frame (simulated PFN) it maps, and whether it is mapped once,
-        a file's or shmem page, huge, dirty, writable. A process that is no
+        a file's or shmem page, huge, dirty, writable. An
         exited process shows its pages as they were just before its exit (the
         run is replayed up to it: the same scenario and options give the same
         frames); a killed one, or one whose fork failed, has none to show."""
