@@ -7,7 +7,8 @@ fork latency of a minimal Python + NumPy process (the process `cowbench calibrat
 times) holding 0, 1,000, 2,500 and 5,000 extra descriptors (each its own open file
 description, as a server's sockets are) and the point's own count; it calibrates
 fork_base_ns and fork_fd_ns on the first four alone (least squares on relative
-error, as calibrate fits them) and then simulates a process with the point's
+error, as calibrate fits them; a negative slope, noise outweighing the descriptors,
+is 0 and `fork_fd_ns_clamped` says so) and then simulates a process with the point's
 count of descriptors forking once, priced with that calibrated model: past 5,000
 descriptors the prediction is out of sample. The built-in cost model's price is
 shown beside it. Times are the CPU time of the forking thread (what calibrate
@@ -36,11 +37,17 @@ def unavailable():
 
 
 def _fit(counts, ns):
-    """fork = base + slope * fds, least squares on relative error (calibrate's _wls)."""
+    """fork = base + slope * fds, least squares on relative error (calibrate's _wls); a
+    negative slope (the host's noise larger than the descriptors' cost over the
+    calibration counts) is 0, as calibrate makes it, with base refitted alone.
+    Returns (base, slope, clamped)."""
     from cowbench.real.calibrate import _wls
 
-    (base, slope), _, _, _ = _wls(np.asarray(counts, float), np.asarray(ns, float))
-    return base, slope
+    y = np.asarray(ns, float)
+    (base, slope), _, _, _ = _wls(np.asarray(counts, float), y)
+    if slope >= 0:
+        return base, slope, False
+    return float(np.sum(1 / y) / np.sum(1 / y ** 2)), 0.0, True      # argmin sum(((y - b) / y)^2)
 
 
 def _simulated_fork_ns(fds, costs):
@@ -63,7 +70,7 @@ def point(fds=10_000, repeats=7):
     m = measure_fds(sorted(set(CALIBRATION) | {fds}), repeats=repeats).set_index("fds")
     measured_fds = int(m.index.max()) if fds >= max(m.index) else fds        # capped by RLIMIT_NOFILE
     cal = m.loc[[0, *CALIBRATION]]
-    base, per_fd = _fit(cal.index, cal.fork_cpu_ns)
+    base, per_fd, clamped = _fit(cal.index, cal.fork_cpu_ns)
     default = cb.CostModel.default()
     calibrated = replace(default, fork_base_ns=base, fork_fd_ns=per_fd,
                          source=f"fork_fds: fork_base_ns and fork_fd_ns fitted on 0-{max(CALIBRATION)} descriptors")
@@ -80,6 +87,7 @@ def point(fds=10_000, repeats=7):
         "default_model_fork_us": default_ns / 1e3,
         "err_pct": 100 * (predicted / measured - 1),
         "fitted_fork_fd_ns": per_fd,
+        "fork_fd_ns_clamped": clamped,
         "in_sample": measured_fds <= max(CALIBRATION),
     }
 
@@ -94,7 +102,8 @@ def compare(df):
                f"{row.predicted_fork_us:,.0f} us ({row.err_pct:+.0f} %)",
                "this host, os.fork of calibrate's minimal process",
                f"target: within 30 %; model calibrated on 0-{max(CALIBRATION):,} descriptors "
-               f"(fork_fd_ns {row.fitted_fork_fd_ns:.0f}); the built-in model says {row.default_model_fork_us:,.0f} us"),
+               f"(fork_fd_ns {row.fitted_fork_fd_ns:.0f}{', a negative fit made 0' if row.fork_fd_ns_clamped else ''}); "
+               f"the built-in model says {row.default_model_fork_us:,.0f} us"),
         versus("fork's cost per open descriptor",
                f"{(row.measured_fork_us - row.measured_base_us) * 1e3 / row.fds_measured:.0f} ns "
                f"(measured: ({row.measured_fork_us:,.0f} - {row.measured_base_us:,.0f}) us / {row.fds_measured:,})",

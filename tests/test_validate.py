@@ -62,7 +62,9 @@ def _matches_in_a_fresh_process(name):
     """A file scenario, validated as `cowbench validate NAME` does, in a process of its own. Run from
     this pytest process after the rest of the suite, the kernel took one fault more in the first
     process of each file scenario (every time, in every one of three runs), and never from a fresh
-    process: something the suite leaves in this process changes fault-around, not yet understood."""
+    process. It is not the interpreter faulting in the measured loop (that loop is in C now, see
+    worker.touch): something the suite leaves in this process changes fault-around for the file,
+    not yet understood."""
     import subprocess
     import sys
 

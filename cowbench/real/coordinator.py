@@ -4,7 +4,7 @@
 with real processes: every scenario process is a real forked Python process (a
 *worker*) that a coordinator (the calling process) drives over a Unix socket.
 Workers execute mmap/munmap/mprotect/madvise through libc (ctypes), touch one
-byte per page through a ctypes pointer, and fork. The coordinator measures:
+byte per page through a ctypes pointer (a loop in C, no bytecode), and fork. The coordinator measures:
 
 - minor faults: `getrusage(RUSAGE_SELF)` inside the worker, read through libc
   into preallocated structs immediately around the touch loop; minus the
