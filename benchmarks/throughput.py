@@ -2,8 +2,10 @@
 
 Prints, for zipf (s=1.2) and uniform writes under policy "cow":
   - the engine's rate in M writes/s (compilation excluded: a warm-up run first),
+    drawing each child's pages from the pattern itself, and given the very
+    pages drawn beforehand (as arrays: the same input as the loop below),
   - the same run (the parent's fill, the 64 forks, the very pages each child
-    writes) by a plain-Python dict loop in this process, and the ratio,
+    writes) by a plain-Python dict loop in this process, and the ratios,
   - this machine's random read-modify-write rate over a 64 MiB array, measured
     now, as the yardstick of one cache miss per write.
 Each figure is given for the first run (a user's first call after compilation)
@@ -110,23 +112,29 @@ def main(argv=None) -> None:
     npages = 2**30 // PAGE
     per_child = args.writes // args.children
     total = per_child * args.children + npages     # the children's writes and the parent's fill
+    cb.simulate(scenario(lambda n, s: np.arange(n) % 2048, 1000, 2, "8MiB"))   # compile for page arrays
     for name, pat in patterns.items():
-        sc = scenario(pat, args.writes, args.children)
-        runs = [cb.simulate(sc, policy="cow") for _ in range(args.repeats)]
-        first = runs[0].wall_seconds
-        best = min(r.wall_seconds for r in runs)
         # the very pages the engine's children write, drawn beforehand (not timed)
-        py_pages = [pat(per_child, i + 1).pages(npages).tolist() for i in range(args.children)]
+        drawn = [pat(per_child, i + 1).pages(npages) for i in range(args.children)]
+        engine = {}
+        for how, sc in (("engine, drawing", scenario(pat, args.writes, args.children)),
+                        ("engine, drawn", scenario(lambda n, s: drawn[s - 1], args.writes, args.children))):
+            runs = [cb.simulate(sc, policy="cow") for _ in range(args.repeats)]
+            engine[how] = runs[0].wall_seconds, min(r.wall_seconds for r in runs)
+            copies = int(runs[0].summary.cow_copies)
+            del sc, runs
+        py_pages = [d.tolist() for d in drawn]
         t_py = [python_cow_loop(py_pages, npages) for _ in range(args.repeats)]
-        s = runs[0].summary
+        del py_pages, drawn
+        py = t_py[0], min(t_py)
         print(f"{name}: {args.children} children of a 1 GiB parent, {per_child:,} writes each "
-              f"({total:,} writes, {int(s.cow_copies):,} copies), the same work for both")
-        print(f"  engine        first {total / first / 1e6:7.1f} M writes/s ({first:.3f} s)   "
-              f"best of {args.repeats} {total / best / 1e6:7.1f} M writes/s ({best:.3f} s)")
-        print(f"  python loop   first {total / t_py[0] / 1e6:7.2f} M writes/s ({t_py[0]:.2f} s)   "
-              f"best of {args.repeats} {total / min(t_py) / 1e6:7.2f} M writes/s ({min(t_py):.2f} s)")
-        print(f"  ratios        engine / python loop: first {t_py[0] / first:5.0f}x, best {min(t_py) / best:5.0f}x;"
-              f"   engine / random RMW: first {total / first / rmw_first:4.2f}x, best {total / best / rmw:4.2f}x")
+              f"({total:,} writes, {copies:,} copies), the same work for all")
+        for how, (first, best) in list(engine.items()) + [("python loop, drawn", py)]:
+            print(f"  {how:19s} first {total / first / 1e6:7.1f} M writes/s ({first:.3f} s)   "
+                  f"best of {args.repeats} {total / best / 1e6:7.1f} M writes/s ({best:.3f} s)")
+        for how, (first, best) in engine.items():
+            print(f"  {how + ':':19s} / python loop first {py[0] / first:4.0f}x, best {py[1] / best:4.0f}x;   "
+                  f"/ random RMW first {total / first / rmw_first:4.2f}x, best {total / best / rmw:4.2f}x")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 

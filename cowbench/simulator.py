@@ -248,8 +248,10 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
             i = start
             while run(ref, prog.ops, prog.ps, prog.psf, prog.pool, prog.ztab, tl, i, stop) == abi.RUN_GROW:
                 i = int(m.g[abi.G_RESUME])
-                m = _with_pool(m, ref)
-                m = grow(m, op_needs(machine_ref(m), prog.ops[i], prog.ps))
+                needs = op_needs(ref, prog.ops[i], prog.ps)
+                arrays = _with_pool(m, ref)._asdict()
+                m = ref = None                 # grow frees each old array once it is copied
+                m = grow(arrays, needs)
                 ref = machine_ref(m)
             bar.update(int(prog.work[start:stop].sum()))
     freeze_live(ref)

@@ -101,9 +101,19 @@ F_WIDTH = 8
 # dirty for its writer only, by PTE_D. Anonymous pages are always dirty.
 FF_CACHE, FF_DIRTY = 1, 2
 
-# --- overlays (pgtable.py): size classes 0..5 hold up to 2, 4, ..., 64 sorted (slot, PTE) pairs ---
-OV_DENSE = 6          # all 512 PTEs, indexed by slot
-OV_CLASSES = 7
+# --- directory entries (pgtable.py): 0 is none ------------------------------------------------
+# A directory row is one entry per 2 MiB range of every region, so a 128 TiB mapping
+# has 64 Mi of them a row. Their "none" is 0 (table 0 and share group 0 are never
+# handed out, overlay class 0 is no overlay): rows come from np.zeros, and the
+# host gives memory only to the pages of a row that something was written to.
+PMD_NONE = 0          # pmd: no PTE table
+GROUP_NONE = 0        # odfg: in no on-demand-fork share group
+OV_NONE = 0           # ovc: no overlay
+
+# --- overlays (pgtable.py): size classes 1..6 hold up to 2, 4, ..., 64 sorted (slot, PTE) pairs ---
+OV_SMALLEST = 1
+OV_DENSE = 7          # all 512 PTEs, indexed by slot
+OV_CLASSES = 8        # (G_OV_FREE + 0 unused)
 
 # --- scalars, Machine.g[G_*] --------------------------------------------------------------------
 (G_FRAME_MAX, G_FRAMES_USED, G_FRAMES_PEAK, G_FRAME_HWM, G_FREE_TOP,
@@ -122,3 +132,4 @@ FAULT_OK, FAULT_OOM, FAULT_FALLBACK = 0, 1, 2
 # page handler returns FAULT_FALLBACK when the 4 KiB path must go on.
 
 TOUCH_CHUNK = 4096          # pages of an op drawn (or read from its page list) at a time
+MARKS_PER_TOUCH = 64        # an op is marked (touch.py) if it touches a page per this many of its region

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .abi import (F_FLAGS, F_HOME, F_MAP, F_PINS, FF_CACHE, G_FRAME_HWM, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP,
-                  G_PINS, G_POLICY, G_FRAMES_USED, G_PTE_FRAMES, OV_DENSE, POLICY_ODF, PTE_FLAGS, PTE_I, PTE_SHIFT,
+                  G_PINS, G_POLICY, G_FRAMES_USED, G_PTE_FRAMES, GROUP_NONE, OV_DENSE, OV_NONE, PMD_NONE, POLICY_ODF, PTE_FLAGS, PTE_I, PTE_SHIFT,
                   PTE_W, PTE_E, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
 from .machine import Machine
 
@@ -28,7 +28,7 @@ def _effective_ptes(m: Machine, row: int, k: int, t: int) -> tuple[np.ndarray, n
         mine = vals != 0
         assert mine.sum() == n, f"check_invariants: dense overlay ({row}, {k}) holds {mine.sum()} != {n} entries"
         e[mine] = vals[mine]
-    elif c >= 0:
+    elif c != OV_NONE:
         slots = m.ov_key[off: off + n].astype(np.int64)
         assert (np.diff(slots) > 0).all(), f"check_invariants: overlay ({row}, {k}) slots are not sorted and unique"
         assert (m.ov_val[off: off + n] != 0).all(), f"check_invariants: overlay ({row}, {k}) has an empty entry"
@@ -54,15 +54,18 @@ def check_machine(m: Machine) -> None:
         row = int(m.mm_row[mm])
         tables = 0
         for r in range(m.vma.shape[1]):
+            first, npages = int(m.reg_pmd0[r]), int(m.reg_npages[r])
             if not m.vma[mm, r] & VM_MAPPED:
                 assert m.mm_rss[mm, r] == 0, f"check_invariants: mm {mm} has pages in unmapped region {r}"
+                span = slice(first, first + ((npages + PTRS_PER_TABLE - 1) >> TABLE_SHIFT))
+                assert not m.pmd[row, span].any() and not m.ovc[row, span].any(), \
+                    f"check_invariants: mm {mm} has tables or overlays in unmapped region {r}"
                 continue
-            first, npages = int(m.reg_pmd0[r]), int(m.reg_npages[r])
             rss = 0
             for k in range(first, first + ((npages + PTRS_PER_TABLE - 1) >> TABLE_SHIFT)):
                 t = int(m.pmd[row, k])
-                if t < 0:
-                    assert m.ovc[row, k] < 0, f"check_invariants: mm {mm} has an overlay without a table at {k}"
+                if t == PMD_NONE:
+                    assert m.ovc[row, k] == OV_NONE, f"check_invariants: mm {mm} has an overlay without a table at {k}"
                     continue
                 tables += 1
                 refs[t] = refs.get(t, 0) + 1
@@ -122,12 +125,18 @@ def check_machine(m: Machine) -> None:
     free_groups = m.group_free[: m.g[G_GROUP_TOP]]
     in_use = np.ones(len(groups), dtype=bool)
     in_use[free_groups] = False
+    in_use[GROUP_NONE] = False
     if m.g[G_POLICY] == POLICY_ODF:
         live_rows = m.mm_row[m.mm_row >= 0]
-        member = m.odfg[live_rows][m.pmd[live_rows] >= 0]
-        members = np.bincount(member[member >= 0], minlength=len(groups))
+        member = m.odfg[live_rows][m.pmd[live_rows] != PMD_NONE]
+        members = np.bincount(member[member != GROUP_NONE], minlength=len(groups))
         assert (members[in_use] == groups[in_use]).all(), "check_invariants: an odf group's refcount != its members"
         assert not members[~in_use].any(), "check_invariants: an address space belongs to a freed odf group"
+    free_rows = np.ones(m.pmd.shape[0], dtype=bool)
+    free_rows[m.mm_row[m.mm_row >= 0]] = False
+    assert not (m.pmd[free_rows].any() or m.ovc[free_rows].any() or m.ovn[free_rows].any()
+                or (m.g[G_POLICY] == POLICY_ODF and m.odfg[free_rows].any())), \
+        "check_invariants: a free directory row is not empty (mm_init takes it as it is)"
     real_tables = sim_tables - int(np.maximum(groups[in_use] - 1, 0).sum())
     assert m.g[G_PTE_FRAMES] == real_tables, \
         f"check_invariants: pte_frames {m.g[G_PTE_FRAMES]} != page tables {real_tables}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from numba import njit
 
 from .abi import (C_ENOMEM, C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, F_HOME, F_MAP, F_TAG,
-                  G_FORKS, G_PINS, G_POLICY, G_PTE_FRAMES, G_RUNNING, P_FORK_FAILED, P_RUNNING, POLICY_EAGER,
+                  G_FORKS, G_PINS, OV_NONE, PMD_NONE, G_POLICY, G_PTE_FRAMES, G_RUNNING, P_FORK_FAILED, P_RUNNING, POLICY_EAGER,
                   POLICY_ODF, PTE_E, PTE_W, PTRS_PER_TABLE, VM_ACCOUNT, VM_ANON_VMA, VM_DONTFORK, VM_MAPPED,
                   VM_WIPEONFORK, VM_WRITE)
 from .huge_memory import copy_huge_pmd, huge_pinned, split_huge_pmd
@@ -67,7 +67,7 @@ def fork_frames_needed(m, mm, eager, odf):
         lo, hi = region_span(m, r)
         for k in range(lo, hi):
             t = m.pmd[row, k]
-            if t < 0:
+            if t == PMD_NONE:
                 continue
             pinned = 0
             if m.g[G_PINS] > 0:
@@ -245,12 +245,12 @@ def dup_mmap(m, parent, child, cmm):
         lo, hi = region_span(m, r)
         for k in range(lo, hi):
             t = pmd_p[k]
-            if t < 0:
+            if t == PMD_NONE:
                 continue
             m.mm_tables[cmm] += 1
             # A table already shared, or shared before and unchanged since (a fork server's
             # parent after its last child exited), without PTEs of the parent's own: join it.
-            if not eager and (tab_ref[t] > 1 or tab_wp[t] != 0) and ovc_p[k] < 0 and tab_huge[t] == 0:
+            if not eager and (tab_ref[t] > 1 or tab_wp[t] != 0) and ovc_p[k] == OV_NONE and tab_huge[t] == 0:
                 tab_ref[t] += 1
                 pmd_c[k] = t
                 shared += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .abi import (EXEC, EXIT, FORK, G_FORKS, G_PTE_FRAMES, G_RESUME, G_FRAMES_USED, G_RUNNING, MADVISE, MMAP,
+from .abi import (EXEC, EXIT, FORK, G_FORKS, G_PTE_FRAMES, G_RESUME, G_FRAMES_USED, G_RUNNING, MADVISE, MMAP, OV_NONE,
                   MPROTECT, MUNMAP, N_TOTALS, P_EXITED, P_RUNNING, P_SUSPENDED, PIN, PTRS_PER_TABLE, R_NONE, READ,
                   RUN_DONE, RUN_GROW, SPAWN, T_FORKS, T_FRAMES_USED, T_PTE_FRAMES, T_RUNNING, UNPIN, VFORK,
                   VM_MAPPED, WRITE)
@@ -31,7 +31,7 @@ def mm_overlay_slots(m, mm):
     n = 0
     row = m.mm_row[mm]
     for c in m.ovc[row]:
-        if c >= 0:
+        if c != OV_NONE:
             n += ov_cap(c)
     return n
 

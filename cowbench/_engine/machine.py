@@ -17,6 +17,8 @@ How much room an op needs is loop.op_needs; whether there is that much is
 """
 from __future__ import annotations
 
+import ctypes
+import mmap
 from typing import NamedTuple
 
 import numba
@@ -26,9 +28,9 @@ from numba.experimental import structref
 
 from .abi import (F_FLAGS, F_FOLIO, F_HOME, F_WIDTH, FF_CACHE, G_COMMIT_LIMIT, G_FOLIO_HWM, G_FOLIO_TOP,
                   G_FRAME_HWM, G_FRAME_MAX, G_FRAMES_PEAK, G_FRAMES_USED, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP, G_OOM,
-                  G_OV_FREE, G_OV_HWM, G_OVERCOMMIT, G_POLICY,
+                  G_OV_FREE, G_OV_HWM, G_OVERCOMMIT, G_POLICY, GROUP_NONE,
                   G_ROW_HWM, G_ROW_TOP, G_TAB_HWM, G_TAB_TOP, G_THP_COW, G_ZERO_PAGE, MAX_PTE_VALUE, MAX_TABLES,
-                  N_CTR, N_G, N_TOTALS, OV_CLASSES, POLICY_ODF, PTRS_PER_TABLE, TABLE_SHIFT)
+                  N_CTR, N_G, N_TOTALS, OV_CLASSES, OV_NONE, PMD_NONE, POLICY_ODF, PTRS_PER_TABLE, TABLE_SHIFT)
 
 __all__ = ["FIELDS", "GROUPS", "Machine", "MachineRef", "machine_ref", "new_machine", "grow", "shortfall",
            "overlay_pool", "region_span", "count_event", "count_events"]
@@ -41,6 +43,7 @@ class Field(NamedTuple):
     fill: object          # initial value; None: uninitialised (the kernels set a row when they hand its id out)
     doc: str
     odf_only: bool = False   # under other policies a 1 x 1 placeholder
+    sparse: bool = False     # few rows ever written: kept out of transparent huge pages (see _array)
 
 
 FIELDS = (
@@ -57,7 +60,7 @@ FIELDS = (
     Field("tab_free", np.int32, ("table",), 0, "stack of freed tables"),
     Field("tab_huge", np.uint8, ("table",), 0, "1: a PMD-mapped huge page, its 512 subpages in the entries"),
     Field("tab_ref", np.int32, ("table",), 0, "directory entries pointing at the table (its users)"),
-    Field("tab_ovr", np.int32, ("table", "PTRS"), 0, "users of the table that override the slot"),
+    Field("tab_ovr", np.int32, ("table", "PTRS"), 0, "users of the table that override the slot", sparse=True),
     Field("tab_maxovr", np.int32, ("table",), 0, "an upper bound on the table's tab_ovr"),
     Field("tab_wp", np.uint8, ("table",), 0, "1: ready to share as it is: no entry writable, exclusive or inline, "
                                             "every frame homed at its slot and unpinned (fork.py)"),
@@ -70,14 +73,15 @@ FIELDS = (
     Field("tab_rss", np.int32, ("table",), 0, "smaps of the table's own entries, cached"),
     Field("tab_uss", np.int32, ("table",), 0, "(cached with tab_rss)"),
     Field("tab_pss", np.float64, ("table",), 0, "(cached with tab_rss)"),
-    Field("tab_w", np.float64, ("table", "PTRS"), 0, "each entry's pss share, -1 where no page, cached too"),
+    Field("tab_w", np.float64, ("table", "PTRS"), 0, "each entry's pss share, -1 where no page, cached too "
+                                                     "(written for the tables someone overrides)", sparse=True),
     Field("group_ref", np.int32, ("group",), 0, "address spaces sharing one table of the simulated odf kernel"),
     Field("group_free", np.int32, ("group",), 0, "stack of freed groups"),
-    Field("pmd", np.int32, ("row", "n_pmd"), -1, "table of each 2 MiB range, -1 none"),
+    Field("pmd", np.int32, ("row", "n_pmd"), PMD_NONE, "table of each 2 MiB range"),
     Field("ovl", np.int32, ("row", "n_pmd"), 0, "offset of the range's overlay in ov_key/ov_val"),
-    Field("ovc", np.int8, ("row", "n_pmd"), -1, "its size class, -1 no overlay"),
+    Field("ovc", np.int8, ("row", "n_pmd"), OV_NONE, "its size class"),
     Field("ovn", np.int16, ("row", "n_pmd"), 0, "its entries"),
-    Field("odfg", np.int32, ("row", "n_pmd"), -1, "simulated-kernel share group, -1 none", odf_only=True),
+    Field("odfg", np.int32, ("row", "n_pmd"), GROUP_NONE, "simulated-kernel share group", odf_only=True),
     Field("row_free", np.int32, ("row",), 0, "stack of freed directory rows"),
     Field("ov_key", np.uint16, ("overlay",), None, "overlay slots (sparse classes)"),
     Field("ov_val", np.int32, ("overlay",), None, "overlay PTEs; 0 is an empty dense slot (or a free-list link)"),
@@ -276,7 +280,31 @@ def _array(f: Field, rows: int, dims: dict, odf: bool) -> np.ndarray:
         shape = (1,) * len(f.shape)
     if f.fill is None:
         return np.empty(shape, dtype=f.dtype)         # untouched pages cost no memory
+    if f.fill == 0:
+        return _zeros(shape, f.dtype, f.sparse)       # calloc: nor do they here, until written
     return np.full(shape, f.fill, dtype=f.dtype)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _zeros(shape: tuple, dtype, sparse: bool) -> np.ndarray:
+    """np.zeros, which NumPy advises into transparent huge pages when large: the
+    first write anywhere in 2 MiB then costs the host 2 MiB. That suits arrays
+    written densely (the kernels' random reads take fewer TLB misses); a sparse
+    field's array, where a row here and there is written, is advised back to
+    4 KiB pages before anything is written (MADV_NOHUGEPAGE), and starts on a
+    page, so that a row of a page's size written costs one page, not two."""
+    if not sparse:
+        return np.zeros(shape, dtype=dtype)
+    ps = mmap.PAGESIZE
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    buf = np.zeros(nbytes + ps, dtype=np.uint8)
+    lo = -buf.ctypes.data % ps
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):               # advice: a refusal changes nothing but memory
+        _libc.madvise(ctypes.c_void_p(buf.ctypes.data + lo), ctypes.c_size_t(nbytes // ps * ps),
+                      mmap.MADV_NOHUGEPAGE)
+    return buf[lo: lo + nbytes].view(dtype).reshape(shape)
 
 
 def new_machine(prog, frame_max: int, policy: int, oom: int, zero_page: bool,
@@ -297,6 +325,7 @@ def new_machine(prog, frame_max: int, policy: int, oom: int, zero_page: bool,
     g = m.g
     g[G_FRAME_MAX] = frame_max
     g[G_FRAME_HWM] = 1                          # frame 0 is the zero page
+    g[G_TAB_HWM] = g[G_GROUP_HWM] = 1           # table 0 and group 0 are none (abi.PMD_NONE, GROUP_NONE)
     g[G_POLICY], g[G_OOM], g[G_ZERO_PAGE] = policy, oom, int(zero_page)
     g[G_OVERCOMMIT] = overcommit
     g[G_THP_COW] = thp_cow
@@ -322,47 +351,77 @@ def fill_page_cache(m: Machine, slots: np.ndarray) -> None:
     m.g[G_FRAMES_USED] = m.g[G_FRAMES_PEAK] = n
 
 
-def _grown(a: np.ndarray, n: int) -> np.ndarray:
-    """a with room for n rows. The new rows are left uninitialised (the kernels
-    initialise an id when they hand it out), so the operating system gives
-    them memory only once they are used."""
-    out = np.empty((n,) + a.shape[1:], dtype=a.dtype)
-    out[: a.shape[0]] = a
+def _grown(a: np.ndarray, n: int, used: int, sparse: bool) -> np.ndarray:
+    """a with room for n rows, of which the first `used` (the ids ever handed
+    out) are copied. The rest are zero (a directory row is empty when zero, see
+    mmap.mm_init; other ids are initialised when handed out), and calloc'd: the
+    operating system gives them memory only once they are written. So are the
+    used rows' blocks that hold only zeros (copy_written): a table's row of
+    tab_w or tab_ovr that nobody wrote costs no memory after growth either."""
+    out = _zeros((n,) + a.shape[1:], a.dtype, sparse)
+    if used > 0:
+        word = np.uint64 if a[:used].nbytes % 8 == 0 else np.uint8
+        dst, src = (x[:used].reshape(-1).view(word) for x in (out, a))
+        copy_written(dst, src, 4096 // src.itemsize)
     return out
 
 
-def _grown_in_place(a: np.ndarray, n: int) -> np.ndarray:
+@njit(cache=True)
+def copy_written(dst, src, block):
+    """dst[:] = src for dst all zero, copying only the blocks of src (`block`
+    entries, 4 KiB) that are not all zero (a store of zeros would make the
+    host back the block)."""
+    n = src.shape[0]
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        for i in range(lo, hi):
+            if src[i] != 0:
+                dst[lo:hi] = src[lo:hi]
+                break
+
+
+def _grown_in_place(a: np.ndarray, n: int, used: int, sparse: bool) -> np.ndarray:
     """a with room for n entries: realloc, which moves a large block's pages
     (mremap) instead of copying them, so growing never holds the array twice.
     An array the kernels allocated does not own its memory: that one is copied."""
     if not a.flags.owndata:
-        return _grown(a, n)
+        return _grown(a, n, used, sparse)
     a.resize(n, refcheck=False)      # the kernels' reference is rebuilt after grow()
     return a
 
 
-def grow(m: Machine, needs) -> Machine:
-    """m with room for an op that needs `needs` (loop.op_needs): each group
-    short of room doubles, or grows by what is missing if that is more (the
-    overlay pool grows by a quarter, in place: it is the one that gets large).
-    Raises ScenarioError past a group's ceiling."""
+def grow(arrays: dict, needs) -> Machine:
+    """The machine whose arrays are `arrays` (Machine._asdict()) with room for
+    an op that needs `needs` (loop.op_needs): each group short of room
+    doubles, or grows by what is missing if that is more (the overlay pool
+    grows by a quarter, in place: it is the one that gets large). Raises
+    ScenarioError past a group's ceiling.
+
+    It consumes `arrays`, whose other references the caller has dropped: each
+    array is replaced in it as soon as its larger copy is made, so growing
+    holds one array twice at a time, never the whole machine."""
     from .._params import ScenarioError
 
-    ref = machine_ref(m)
-    odf = m.g[G_POLICY] == POLICY_ODF
+    ref = machine_ref(Machine(**arrays))
+    g = arrays["g"]
+    odf = g[G_POLICY] == POLICY_ODF
+    plan = []
     for i, grp in enumerate(GROUPS):
         need = int(needs[grp.need])
         if shortfall(ref, i, need) == 0:
             continue
-        fields = [f.name for f in FIELDS if f.shape[0] == grp.name and (odf or not f.odf_only)]
-        cap = getattr(m, fields[0]).shape[0]
-        want = max(cap + cap // 4 if grp.in_place else 2 * cap, int(m.g[grp.hwm]) + need)
+        fields = [f for f in FIELDS if f.shape[0] == grp.name and (odf or not f.odf_only)]
+        cap = arrays[fields[0].name].shape[0]
+        want = max(cap + cap // 4 if grp.in_place else 2 * cap, int(g[grp.hwm]) + need)
         if i == GROUP_FRAME:
-            want = min(want, int(m.g[G_FRAME_MAX]))
+            want = min(want, int(g[G_FRAME_MAX]))
         if grp.ceiling:
             want = min(want, grp.ceiling)
             if want <= cap:
                 raise ScenarioError(f"simulate: more than {grp.what} in use at once is not supported")
-        resize = _grown_in_place if grp.in_place else _grown
-        m = m._replace(**{name: resize(getattr(m, name), want) for name in fields})
-    return m
+        plan.append((_grown_in_place if grp.in_place else _grown, fields, want, min(int(g[grp.hwm]), cap)))
+    del ref
+    for resize, fields, want, used in plan:
+        for f in fields:
+            arrays[f.name] = resize(arrays[f.name], want, used, f.sparse)
+    return Machine(**arrays)

@@ -21,7 +21,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .abi import (C_COW_COPIES, C_COW_REUSES, C_MAJOR_FAULTS, C_MINOR_FAULTS, C_ZERO_FILLS, F_FLAGS, F_FOLIO,
                   F_PINS, F_TAG, FF_DIRTY, FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE,
-                  OV_DENSE, PMD_FOLIO_PAGES, PTE_D, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT,
+                  OV_DENSE, OV_NONE, PMD_FOLIO_PAGES, PMD_NONE, PTE_D, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT,
                   VM_ANON_VMA, VM_WRITE)
 from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
 from .machine import count_event
@@ -363,7 +363,7 @@ def wp_page_copy_quick(m, row, k, t, slot, e, ov_key, ov_val, ovc_row, ovl_row, 
     c = ovc_row[k]
     n = ovn_row[k]
     moved = False
-    if c >= 0 and (c == OV_DENSE or n < ov_cap(c)):
+    if c != OV_NONE and (c == OV_DENSE or n < ov_cap(c)):
         ov_put(ov_key, ov_val, ovl_row[k], c, n, slot, e)
         ovn_row[k] = n + 1
     else:
@@ -412,7 +412,7 @@ def fault_once(m, pid, mm, r, page, write, tag):
     t = m.pmd[row, k]
     oi = -1
     e = np.int32(0)
-    if t >= 0:
+    if t != PMD_NONE:
         oi = ov_find(m, row, k, slot)
         e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
     if not write:
@@ -424,7 +424,7 @@ def fault_once(m, pid, mm, r, page, write, tag):
         if (e & PTE_D) == 0 and shmem_region(m, r):
             shmem_pte_mkdirty(m, t, slot, oi, e)
         return FAULT_OK
-    if t < 0:
+    if t == PMD_NONE:
         if thp_eligible(m, mm, r, page):
             st = do_huge_pmd_anonymous_page(m, pid, mm, r, k, write)
             if st != FAULT_FALLBACK:

@@ -11,7 +11,7 @@ from numba import njit
 
 from .abi import (C_ENOMEM, C_EXIT_FREED, C_EXIT_PTES, F_FLAGS, F_PINS, G_COMMIT_LIMIT, G_COMMITTED, G_FRAME_MAX,
                   G_FRAMES_USED, G_OVERCOMMIT, G_POLICY, G_PTE_FRAMES, G_ROW_HWM, G_ROW_TOP, OVERCOMMIT_GUESS,
-                  OVERCOMMIT_NEVER, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT, VM_MAPPED, VM_WRITE)
+                  OVERCOMMIT_NEVER, OV_NONE, PMD_NONE, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT, VM_MAPPED, VM_WRITE)
 from .machine import count_event, count_events, region_span
 from .page_alloc import frame_release, id_alloc, id_release, pte_alloc_one, pte_drop, pte_free
 from .pgtable import odf_leave, ov_at, ov_drop, ov_len, table_alloc, table_free, table_put
@@ -21,13 +21,11 @@ from .task_mmu import odf_shared_rss
 
 @njit(cache=True)
 def mm_init(m, mm):
-    """Give mm an empty directory row and one user."""
+    """Give mm an empty directory row and one user. A free row is empty already
+    (exit_mmap zaps every range it used, and check_machine checks that it did):
+    clearing it here would make the host back every page of it, 1 GiB a row
+    for a 128 TiB mapping."""
     row = id_alloc(m.row_free, m.g, G_ROW_TOP, G_ROW_HWM)
-    m.pmd[row, :] = -1
-    m.ovc[row, :] = -1
-    m.ovn[row, :] = 0
-    if m.g[G_POLICY] == POLICY_ODF:
-        m.odfg[row, :] = -1
     m.mm_row[mm] = row
     m.mm_users[mm] = 1
     m.mm_tables[mm] = 0
@@ -51,7 +49,7 @@ def pte_alloc(m, mm, row, k):
     """The PTE table of mm covering range k, allocated on first use
     (__pte_alloc); -1 if there is no page for it."""
     t = m.pmd[row, k]
-    if t < 0:
+    if t == PMD_NONE:
         if not pte_alloc_one(m):
             return -1
         t = table_alloc(m)
@@ -75,7 +73,7 @@ def set_pte(m, mm, r, t, slot, e):
 def zap_table(m, mm, row, k, anon):
     """Remove mm's PTEs in range k and its use of the table (zap_pte_range + free_pgtables)."""
     t = m.pmd[row, k]
-    if m.ovc[row, k] >= 0:
+    if m.ovc[row, k] != OV_NONE:
         m.tab_ver[t] += 1                      # its overrides go
     for i in range(ov_len(m, row, k)):
         slot, j = ov_at(m, row, k, i)
@@ -93,7 +91,7 @@ def zap_table(m, mm, row, k, anon):
         table_free(m, t)
     else:
         table_put(m, t)
-    m.pmd[row, k] = -1
+    m.pmd[row, k] = PMD_NONE
     m.mm_tables[mm] -= 1
     if odf_leave(m, row, k):
         pte_free(m)
@@ -106,7 +104,7 @@ def zap_region(m, mm, r):
     anon = m.reg_shared[r] == 0
     lo, hi = region_span(m, r)
     for k in range(lo, hi):
-        if m.pmd[row, k] >= 0:
+        if m.pmd[row, k] != PMD_NONE:
             zap_table(m, mm, row, k, anon)
     m.mm_rss[mm, r] = 0
 

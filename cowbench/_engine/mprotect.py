@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .abi import C_ENOMEM, F_FLAGS, FF_DIRTY, PTE_E, PTE_W, PTRS_PER_TABLE, VM_ACCOUNT, VM_READ, VM_WRITE
+from .abi import C_ENOMEM, F_FLAGS, FF_DIRTY, PMD_NONE, PTE_E, PTE_W, PTRS_PER_TABLE, VM_ACCOUNT, VM_READ, VM_WRITE
 from .machine import count_event, region_span
 from .mmap import vm_enough_memory
 from .pgtable import ov_at, ov_len, table_unshare
@@ -45,7 +45,7 @@ def change_protection(m, pid, mm, r, prot):
     lo, hi = region_span(m, r)
     for k in range(lo, hi):
         t = m.pmd[row, k]
-        if t < 0:
+        if t == PMD_NONE:
             continue
         if not table_unshare(m, pid, row, k):
             count_event(m, pid, C_ENOMEM)            # no page for the table copy: mprotect stops here

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from .abi import (F_HOME, F_MAP, F_TAG, G_GROUP_HWM, G_GROUP_TOP, G_OV_FREE, G_OV_HWM, G_POLICY, G_TAB_HWM,
-                  G_TAB_TOP, OV_DENSE, POLICY_ODF, PTE_E, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, C_FAULT_TABLES)
+                  G_TAB_TOP, GROUP_NONE, OV_DENSE, OV_NONE, OV_SMALLEST, POLICY_ODF, PTE_E, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, C_FAULT_TABLES)
 from .machine import count_event
 from .page_alloc import (frame_map, frame_new_id, frame_put, frame_uncharge, frame_unmap, id_alloc, id_release,
                          pte_alloc_one)
@@ -31,10 +31,14 @@ from .pte import home_of, pte_frame, pte_id, pte_is_inline, pte_make, pte_with_t
 
 @njit(cache=True)
 def table_alloc(m):
-    """An empty table with one user."""
+    """An empty table with one user. Only a table freed before is cleared: a
+    new one's entries are zero pages the host has not backed yet (machine.py
+    allocates and grows them with calloc), and writing zeros would back them."""
+    reused = m.g[G_TAB_TOP] > 0
     t = id_alloc(m.tab_free, m.g, G_TAB_TOP, G_TAB_HWM)
-    m.pt[t, :] = 0
-    m.tab_ovr[t, :] = 0
+    if reused:
+        m.pt[t, :] = 0
+        m.tab_ovr[t, :] = 0
     m.tab_count[t] = 0
     m.tab_huge[t] = 0
     m.tab_ref[t] = 1
@@ -120,12 +124,12 @@ def table_put(m, t):
 
 # --- overlays: an address space's own PTEs in a table it shares ---------------------------------
 # An overlay is a chunk of the pool (ov_key, ov_val) of size class c: up to
-# 2 << c (slot, PTE) pairs sorted by slot, or for OV_DENSE 512 PTEs indexed by
+# 1 << c (slot, PTE) pairs sorted by slot, or for OV_DENSE 512 PTEs indexed by
 # slot (0: no entry). Freed chunks of a class are a list linked through ov_val.
 
 @njit(cache=True, inline="always")
 def ov_cap(c):
-    return PTRS_PER_TABLE if c == OV_DENSE else 2 << c
+    return PTRS_PER_TABLE if c == OV_DENSE else 1 << c
 
 
 @njit(cache=True)
@@ -217,7 +221,7 @@ def ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot):
     """Pool index of the overlay entry for slot of range k, -1 none, on a
     directory row's arrays the caller holds (touch.touch_each holds them across touches)."""
     c = ovc_row[k]
-    if c < 0:
+    if c == OV_NONE:
         return -1
     off = ovl_row[k]
     if c == OV_DENSE:
@@ -235,7 +239,7 @@ def ov_find(m, row, k, slot):
 def ov_len(m, row, k):
     """Positions to visit with ov_at (a dense overlay has 512, some empty)."""
     c = m.ovc[row, k]
-    if c < 0:
+    if c == OV_NONE:
         return 0
     return PTRS_PER_TABLE if c == OV_DENSE else m.ovn[row, k]
 
@@ -258,10 +262,10 @@ def ov_record(m, row, k, slot, e):
     ovl = m.ovl
     c = ovc[row, k]
     n = m.ovn[row, k]
-    if c < 0:
-        ovl[row, k] = ov_alloc(m, 0)
-        ovc[row, k] = 0
-        c = 0
+    if c == OV_NONE:
+        c = OV_SMALLEST
+        ovl[row, k] = ov_alloc(m, c)
+        ovc[row, k] = c
     elif c != OV_DENSE and n == ov_cap(c):
         old = ovl[row, k]
         new = ov_alloc(m, c + 1)
@@ -301,9 +305,9 @@ def ov_clone(m, src, dst, k):
 @njit(cache=True)
 def ov_drop(m, row, k):
     c = m.ovc[row, k]
-    if c >= 0:
+    if c != OV_NONE:
         ov_release(m, c, m.ovl[row, k])
-        m.ovc[row, k] = -1
+        m.ovc[row, k] = OV_NONE
         m.ovn[row, k] = 0
 
 
@@ -413,7 +417,7 @@ def pte_tag_of(m, e):
 def odf_share(m, prow, crow, k):
     """The child (crow) shares the parent's (prow) table for range k in the simulated kernel."""
     grp = m.odfg[prow, k]
-    if grp < 0:
+    if grp == GROUP_NONE:
         grp = id_alloc(m.group_free, m.g, G_GROUP_TOP, G_GROUP_HWM)
         m.odfg[prow, k] = grp
         m.group_ref[grp] = 1
@@ -428,9 +432,9 @@ def odf_leave(m, row, k):
     if m.g[G_POLICY] != POLICY_ODF:
         return True
     grp = m.odfg[row, k]
-    if grp < 0:
+    if grp == GROUP_NONE:
         return True
-    m.odfg[row, k] = -1
+    m.odfg[row, k] = GROUP_NONE
     m.group_ref[grp] -= 1
     if m.group_ref[grp] == 0:
         id_release(m.group_free, m.g, G_GROUP_TOP, grp)
@@ -445,7 +449,7 @@ def table_unshare(m, pid, row, k):
     if m.g[G_POLICY] != POLICY_ODF:
         return True
     grp = m.odfg[row, k]
-    if grp >= 0 and m.group_ref[grp] > 1:
+    if grp != GROUP_NONE and m.group_ref[grp] > 1:
         if not pte_alloc_one(m):
             return False
         count_event(m, pid, C_FAULT_TABLES)

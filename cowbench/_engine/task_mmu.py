@@ -13,8 +13,9 @@ import numpy as np
 from numba import njit
 
 from .abi import (C_ANON_HUGE, C_ANON_PAGES, C_FILE_PAGES, C_PRIVATE_CLEAN, C_PRIVATE_DIRTY, C_PTE_PAGES, C_RSS,
-                  C_SHARED_DIRTY, C_SHMEM_PAGES, C_USS, F_FLAGS, F_HOME, F_MAP, FF_CACHE, FF_DIRTY, G_EPOCH, OV_DENSE,
-                  P_RUNNING, P_SUSPENDED, PTE_D, PTE_I, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
+                  C_SHARED_DIRTY, C_SHMEM_PAGES, C_USS, F_FLAGS, F_HOME, F_MAP, FF_CACHE, FF_DIRTY, G_EPOCH, GROUP_NONE,
+                  OV_DENSE, OV_NONE, P_RUNNING, P_SUSPENDED, PMD_NONE, PTE_D, PTE_I, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT,
+                  VM_MAPPED)
 from .machine import region_span
 from .page_alloc import frame_mapcount
 from .pgtable import directory_of, pte_peek, pte_tag_of
@@ -57,7 +58,9 @@ def table_weights(m, t):
     rss = uss = at_ref = 0
     pss = 0.0
     uniform = True
-    w = m.tab_w[t]
+    # Only overlays read the shares (overlay_weights): a table nobody overrides leaves its
+    # row of tab_w unwritten, so tables of sparse address spaces cost the host no page of it.
+    w = m.tab_w[t] if m.tab_maxovr[t] > 0 else m.tab_w[t, :0]
     w[:] = -1.0
     if m.tab_count[t] > 0:
         for slot in range(PTRS_PER_TABLE):
@@ -72,7 +75,8 @@ def table_weights(m, t):
                 n = frame_mapcount(m, f)
                 uniform &= (m.frame[f, F_HOME] == home_of(t, slot) and m.frame[f, F_MAP] == 0
                             and m.tab_ovr[t, slot] == 0)
-            w[slot] = 1.0 / n
+            if len(w) > 0:
+                w[slot] = 1.0 / n
             rss += 1
             uss += n == 1
             if n == ref:
@@ -160,7 +164,7 @@ def page_kinds(m, mm, r, acc):
     cached_kind = C_FILE_PAGES if file else C_SHMEM_PAGES
     for k in range(lo, hi):
         t = m.pmd[row, k]
-        if t < 0:
+        if t == PMD_NONE:
             continue
         for slot in range(PTRS_PER_TABLE):
             e = pte_peek(m, row, k, t, slot)
@@ -202,7 +206,7 @@ def mm_smaps(m, mm, acc):
         lo, hi = region_span(m, r)
         for k in range(lo, hi):
             t = pmd_row[k]
-            if t < 0:
+            if t == PMD_NONE:
                 continue
             if tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
                 huge += 1
@@ -212,7 +216,7 @@ def mm_smaps(m, mm, acc):
             pss += tab_pss[t]
             uss += tab_uss[t]
             c = ovc_row[k]
-            if c < 0:
+            if c == OV_NONE:
                 continue
             dense = c == OV_DENSE
             a, p, u = overlay_weights(m, ov_key, ov_val, tab_w, t, ovl_row[k],
@@ -242,12 +246,12 @@ def odf_shared_rss(m, mm):
         for k in range(lo, hi):
             t = pmd_row[k]
             grp = odfg_row[k]
-            if t < 0 or grp < 0 or m.group_ref[grp] < 2:
+            if t == PMD_NONE or grp == GROUP_NONE or m.group_ref[grp] < 2:
                 continue
             table_smaps(m, t)
             rss += m.tab_rss[t]
             c = ovc_row[k]
-            if c >= 0:
+            if c != OV_NONE:
                 dense = c == OV_DENSE
                 a, p, u = overlay_weights(m, m.ov_key, m.ov_val, m.tab_w, t, ovl_row[k],
                                           PTRS_PER_TABLE if dense else ovn_row[k], dense)
@@ -287,7 +291,7 @@ def mm_tags(m, mm, r, out):
     for p in range(m.reg_npages[r]):
         k = m.reg_pmd0[r] + (p >> TABLE_SHIFT)
         t = m.pmd[row, k]
-        if t >= 0:
+        if t != PMD_NONE:
             out[p] = pte_tag_of(m, pte_peek(m, row, k, t, p & (PTRS_PER_TABLE - 1)))
 
 
@@ -301,7 +305,7 @@ def mm_pagemap(m, mm, r, frames, flags):
     for p in range(m.reg_npages[r]):
         k = m.reg_pmd0[r] + (p >> TABLE_SHIFT)
         t = m.pmd[row, k]
-        if t < 0:
+        if t == PMD_NONE:
             continue
         e = pte_peek(m, row, k, t, p & (PTRS_PER_TABLE - 1))
         if e == 0:

@@ -12,7 +12,8 @@ order than the op's is the same run as long as no fault can fail (which
 process the OOM killer picks depends on what was faulted before) and no
 fault maps more than its own page (fault-around and read-around on file and
 shared mappings, huge pages): ops where either could happen touch their pages
-one at a time, in the op's order.
+one at a time, in the op's order, and so do ops too sparse for marks to pay
+(touch_pages).
 
 Pins (gup.py) fault their pages in here too: pin_user_pages.
 """
@@ -22,8 +23,9 @@ import numpy as np
 from numba import njit
 
 from .abi import (C_COW_COPIES, C_MINOR_FAULTS, C_ZERO_FILLS, F_TAG, G_FRAME_MAX, G_FRAMES_USED, G_POLICY,
-                  OV_DENSE, P_KILLED, POLICY_ODF, PTE_D, PTE_E, PTE_I, PTE_W, PTRS_PER_TABLE, R_SIGSEGV, TABLE_SHIFT,
-                  TOUCH_CHUNK, VM_ANON_VMA, VM_HUGEPAGE, VM_MAPPED, VM_READ, VM_WRITE)
+                  GROUP_NONE, MARKS_PER_TOUCH, OV_DENSE, OV_NONE, OV_SMALLEST, P_KILLED, PMD_NONE, POLICY_ODF, PTE_D,
+                  PTE_E, PTE_I, PTE_W, PTRS_PER_TABLE, R_SIGSEGV, TABLE_SHIFT, TOUCH_CHUNK, VM_ANON_VMA, VM_HUGEPAGE,
+                  VM_MAPPED, VM_READ, VM_WRITE)
 from .draws import pattern_fill
 from .exit import do_exit
 from .gup import pin_page
@@ -65,7 +67,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
         k = first + (page >> TABLE_SHIFT)
         slot = page & (PTRS_PER_TABLE - 1)
         t = pmd_row[k]
-        if t >= 0:
+        if t != PMD_NONE:
             oi = ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot)
             if oi >= 0:
                 e = ov_val[oi]
@@ -95,7 +97,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                 # do_wp_page's copy of a page another user of the table maps too (under odf
                 # once the simulated kernel has copied the table, if it still shares it)
                 if (quick_copy and must_copy(pt, tab_ovr, tab_ref[t], t, slot)
-                        and (not odf or odfg_row[k] < 0 or table_unshare(m, pid, row, k))
+                        and (not odf or odfg_row[k] == GROUP_NONE or table_unshare(m, pid, row, k))
                         and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
                     frames_taken(g, 1)
                     if wp_page_copy_quick(m, row, k, t, slot, pte_inline(tag, PTE_W | PTE_E), ov_key, ov_val,
@@ -177,15 +179,15 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
         t = pmd_row[k]
         if not (alive and batch):
             pass
-        elif t < 0:
+        elif t == PMD_NONE:
             t = pte_alloc(m, mm, row, k)
             q = fill_range(pt, t, marks, e)
             tab_count[t] += q
             zero_fills += q
             frames_taken(g, q)
-        elif tab_ref[t] > 1 and ovc_row[k] < 0:
+        elif tab_ref[t] > 1 and ovc_row[k] == OV_NONE:
             n = marks_in(marks)
-            c = 0
+            c = OV_SMALLEST
             while c < OV_DENSE and ov_cap(c) < n:
                 c += 1
             off = ov_alloc(m, c)
@@ -247,7 +249,7 @@ def huge_mapped(m, mm, r, jlo, jhi):
     for j in range(jlo, jhi + 1):
         if seen_ranges[j] != 0:
             t = pmd_row[first + j]
-            if t >= 0 and tab_huge[t] != 0:
+            if t != PMD_NONE and tab_huge[t] != 0:
                 return True
     return False
 
@@ -269,7 +271,11 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
         return
     n = m.reg_npages[r]
     buf = np.empty(2 * TOUCH_CHUNK, dtype=np.int64)
-    if m.reg_shared[r] == 0 and m.reg_file[r] == 0 and (flags & VM_HUGEPAGE) == 0 and m.seen.shape[0] >= n:
+    # Marks cost the host a page of m.seen per 4096 pages they cover: an op as sparse as a
+    # touch per 64 pages of its region (10**5 writes in 1 TiB would dirty 256 MB of them)
+    # touches its pages one at a time instead.
+    if (m.reg_shared[r] == 0 and m.reg_file[r] == 0 and (flags & VM_HUGEPAGE) == 0 and m.seen.shape[0] >= n
+            and count * MARKS_PER_TOUCH >= n):
         seen = m.seen
         seen_ranges = m.seen_ranges
         lo, hi = n, -1
