@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .abi import (F_FLAGS, F_HOME, F_MAP, F_PINS, FF_CACHE, G_FRAME_HWM, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP,
-                  G_PINS, G_POLICY, G_FRAMES_USED, G_PTE_FRAMES, GROUP_NONE, OV_DENSE, OV_NONE, PMD_NONE, POLICY_ODF, PTE_FLAGS, PTE_I, PTE_SHIFT,
-                  PTE_W, PTE_E, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
+                  G_PINS, G_POLICY, G_FRAMES_USED, G_PTE_FRAMES, GROUP_NONE, OV_DENSE, OV_NONE, PMD_NONE, POLICY_ODF,
+                  PTE_FLAGS, PTE_I, PTE_SHIFT, PTE_W, PTE_E, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
 from .machine import Machine
 
 __all__ = ["check_machine"]

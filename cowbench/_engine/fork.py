@@ -17,9 +17,9 @@ from __future__ import annotations
 from numba import njit
 
 from .abi import (C_ENOMEM, C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, F_HOME, F_MAP, F_TAG,
-                  G_FORKS, G_PINS, OV_NONE, PMD_NONE, G_POLICY, G_PTE_FRAMES, G_RUNNING, P_FORK_FAILED, P_RUNNING, POLICY_EAGER,
-                  POLICY_ODF, PTE_E, PTE_W, PTRS_PER_TABLE, VM_ACCOUNT, VM_ANON_VMA, VM_DONTFORK, VM_MAPPED,
-                  VM_WIPEONFORK, VM_WRITE)
+                  G_FORKS, G_PINS, G_POLICY, G_PTE_FRAMES, G_RUNNING, OV_NONE, P_FORK_FAILED, P_RUNNING, PMD_NONE,
+                  POLICY_EAGER, POLICY_ODF, PTE_E, PTE_W, PTRS_PER_TABLE, VM_ACCOUNT, VM_ANON_VMA, VM_DONTFORK,
+                  VM_MAPPED, VM_WIPEONFORK, VM_WRITE)
 from .huge_memory import copy_huge_pmd, huge_pinned, split_huge_pmd
 from .machine import count_event, count_events, region_span
 from .mmap import mm_init, vm_enough_memory, vm_unacct

@@ -21,8 +21,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .abi import (C_COW_COPIES, C_COW_REUSES, C_MAJOR_FAULTS, C_MINOR_FAULTS, C_ZERO_FILLS, F_FLAGS, F_FOLIO,
                   F_PINS, F_TAG, FF_DIRTY, FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE,
-                  OV_DENSE, OV_NONE, PMD_FOLIO_PAGES, PMD_NONE, PTE_D, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT,
-                  VM_ANON_VMA, VM_WRITE)
+                  OV_DENSE, OV_NONE, PMD_FOLIO_PAGES, PMD_NONE, PTE_D, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE,
+                  TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
 from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
 from .machine import count_event
 from .mmap import count_rss, pte_alloc

@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit
 
 from .abi import (F_HOME, F_MAP, F_TAG, G_GROUP_HWM, G_GROUP_TOP, G_OV_FREE, G_OV_HWM, G_POLICY, G_TAB_HWM,
-                  G_TAB_TOP, GROUP_NONE, OV_DENSE, OV_NONE, OV_SMALLEST, POLICY_ODF, PTE_E, PTE_SHIFT, PTE_W, PTRS_PER_TABLE, C_FAULT_TABLES)
+                  G_TAB_TOP, GROUP_NONE, OV_DENSE, OV_NONE, OV_SMALLEST, POLICY_ODF, PTE_E, PTE_SHIFT, PTE_W,
+                  PTRS_PER_TABLE, C_FAULT_TABLES)
 from .machine import count_event
 from .page_alloc import (frame_map, frame_new_id, frame_put, frame_uncharge, frame_unmap, id_alloc, id_release,
                          pte_alloc_one)
