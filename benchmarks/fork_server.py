@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -95,10 +96,13 @@ def sparse_case(name: str) -> dict:
     the first run pays for loading the kernels, the second is the figure."""
     base = ("import json, resource, cowbench as cb\n"
             "print(json.dumps(dict(peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))")
+    # run from benchmarks/, where `python -c` finds no cowbench of the current directory's
+    # ahead of PYTHONPATH's (so that PYTHONPATH=old-checkout measures the old code)
+    here = os.path.dirname(os.path.abspath(__file__))
     idle = json.loads(subprocess.run([sys.executable, "-c", base], capture_output=True, text=True,
-                                     check=True).stdout)["peak_rss"]
+                                     check=True, cwd=here).stdout)["peak_rss"]
     out = subprocess.run([sys.executable, "-c", SPARSE_RUN.format(code=SPARSE[name])], capture_output=True,
-                         text=True)
+                         text=True, cwd=here)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else f"exit {out.returncode}"}
     d = json.loads(out.stdout)
