@@ -99,7 +99,8 @@ FULL_REPEATS = 9
 QUICK_REPEATS = 5
 WARMUP = 1
 FULL_FDS = (2_500, 5_000, 10_000)        # extra descriptors open at a fork (capped by RLIMIT_NOFILE)
-QUICK_FDS = (2_500, 5_000)
+QUICK_FDS = FULL_FDS                     # 10,000 too: at 2,500 and 5,000 alone (+20-35 us on a fork) a quick
+                                         # run's noise made the slope negative in 2 of 11 runs (0 of 8 with it)
 FAULT_MAX = 256 * MiB                    # fault-cost regions: the dense sizes up to this (quick: 64 MiB)
 _WORKER_NAME = "__cowbench_calibrate_worker__"
 
