@@ -96,8 +96,8 @@ def sparse_case(name: str) -> dict:
     the first run pays for loading the kernels, the second is the figure."""
     base = ("import json, resource, cowbench as cb\n"
             "print(json.dumps(dict(peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))")
-    # run from benchmarks/, where `python -c` finds no cowbench of the current directory's
-    # ahead of PYTHONPATH's (so that PYTHONPATH=old-checkout measures the old code)
+    # `python -c` puts the current directory first on sys.path: run it from benchmarks/,
+    # which holds no cowbench, so that PYTHONPATH=<old checkout> measures the old code
     here = os.path.dirname(os.path.abspath(__file__))
     idle = json.loads(subprocess.run([sys.executable, "-c", base], capture_output=True, text=True,
                                      check=True, cwd=here).stdout)["peak_rss"]

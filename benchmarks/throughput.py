@@ -122,7 +122,6 @@ def main(argv=None) -> None:
             runs = [cb.simulate(sc, policy="cow") for _ in range(args.repeats)]
             engine[how] = runs[0].wall_seconds, min(r.wall_seconds for r in runs)
             copies = int(runs[0].summary.cow_copies)
-            del sc, runs
         py_pages = [d.tolist() for d in drawn]
         t_py = [python_cow_loop(py_pages, npages) for _ in range(args.repeats)]
         del py_pages, drawn

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .abi import (EXEC, EXIT, FORK, G_FORKS, G_PTE_FRAMES, G_RESUME, G_FRAMES_USED, G_RUNNING, MADVISE, MMAP, OV_NONE,
-                  MPROTECT, MUNMAP, N_TOTALS, P_EXITED, P_RUNNING, P_SUSPENDED, PIN, PTRS_PER_TABLE, R_NONE, READ,
-                  RUN_DONE, RUN_GROW, SPAWN, T_FORKS, T_FRAMES_USED, T_PTE_FRAMES, T_RUNNING, UNPIN, VFORK,
+from .abi import (EXEC, EXIT, FORK, G_FORKS, G_PTE_FRAMES, G_RESUME, G_FRAMES_USED, G_RUNNING, MADVISE, MMAP,
+                  MPROTECT, MUNMAP, N_TOTALS, OV_NONE, P_EXITED, P_RUNNING, P_SUSPENDED, PIN, PTRS_PER_TABLE, R_NONE,
+                  READ, RUN_DONE, RUN_GROW, SPAWN, T_FORKS, T_FRAMES_USED, T_PTE_FRAMES, T_RUNNING, UNPIN, VFORK,
                   VM_MAPPED, WRITE)
 from .exit import do_exit, wake_vfork_parent
 from .fork import dup_mmap
