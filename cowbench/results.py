@@ -121,15 +121,45 @@ class Result:
     @property
     def timeline(self) -> pd.DataFrame:
         """Run totals sampled after every op: one row per op, in order, with the
-        estimated time (forks, faults and exits) spent up to the end of that op."""
+        estimated time (forks, faults and exits) spent up to the end of that op.
+        A concurrently() block is one op, "concurrently", with pid -1."""
         ops = self._prog.ops
-        df = pd.DataFrame(self._tl, columns=list(columns.TIMELINE_NAMES))
-        df.insert(len(columns.EVENT_NAMES), "fork_fds_copied", np.cumsum(self._fds_copied_per_op()))
-        df["est_time_ns"] = (self.costs.counted_fork_ns(df, df.forks) + self.costs.counted_faults_ns(df)
-                             + self.costs.counted_exit_ns(df))
+        df = self._totals(self._tl, np.cumsum(self._fds_copied_per_op()))
         df.insert(0, "op", [abi.OP_NAMES[c] for c in ops[:, 0]])
         df.insert(0, "pid", ops[:, 1])
         df.insert(0, "step", np.arange(len(ops), dtype=np.int64))
+        return df
+
+    @property
+    def phase_timeline(self) -> pd.DataFrame:
+        """Run totals inside each concurrently() block: after `samples` of its pieces
+        (evenly spaced, the last included; see Scenario.concurrently). step is the
+        block's row in the timeline, piece the piece's place in the run order (from
+        0), pieces the block's count of them: (piece + 1) / pieces is how far
+        through the block the totals were taken."""
+        steps = np.flatnonzero(self._prog.ops[:, 0] == abi.PHASE)
+        fds = np.cumsum(self._fds_copied_per_op())
+        parts = []
+        for step, kept in zip(steps.tolist(), self._out["phase_tl"]):
+            phase = self.scenario.ops[step].pages
+            df = self._totals(kept, np.full(len(kept), fds[step], dtype=np.int64))
+            df.insert(0, "pieces", np.int64(phase.npieces().sum()))
+            df.insert(0, "piece", phase.sampled())
+            df.insert(0, "step", np.int64(step))
+            parts.append(df)
+        if parts:
+            return pd.concat(parts, ignore_index=True)
+        empty = self._totals(np.zeros((0, self._tl.shape[1]), dtype=np.int64), np.zeros(0, dtype=np.int64))
+        for name in ("pieces", "piece", "step"):
+            empty.insert(0, name, np.zeros(0, dtype=np.int64))
+        return empty
+
+    def _totals(self, tl: np.ndarray, fds_copied: np.ndarray) -> pd.DataFrame:
+        """Timeline rows as columns, with the estimated time so far."""
+        df = pd.DataFrame(tl, columns=list(columns.TIMELINE_NAMES))
+        df.insert(len(columns.EVENT_NAMES), "fork_fds_copied", fds_copied)
+        df["est_time_ns"] = (self.costs.counted_fork_ns(df, df.forks) + self.costs.counted_faults_ns(df)
+                             + self.costs.counted_exit_ns(df))
         return df
 
     @property
@@ -164,13 +194,17 @@ class Result:
         return out
 
     def save(self, directory, stem: str = "run") -> list[Path]:
-        """Write processes and timeline as Parquet and summary as CSV, atomically."""
+        """Write processes and timeline (and phase_timeline, if the scenario has a
+        concurrently() block) as Parquet and summary as CSV, atomically."""
         d = Path(directory)
         paths = [
             atomic_write(d / f"{stem}_processes.parquet", lambda p: self.processes.to_parquet(p, index=False)),
             atomic_write(d / f"{stem}_timeline.parquet", lambda p: self.timeline.to_parquet(p, index=False)),
             atomic_write(d / f"{stem}_summary.csv", lambda p: self.summary.to_frame().T.to_csv(p, index=False)),
         ]
+        if self._out["phase_tl"]:
+            paths.append(atomic_write(d / f"{stem}_phase_timeline.parquet",
+                                      lambda p: self.phase_timeline.to_parquet(p, index=False)))
         return paths
 
     def __repr__(self) -> str:

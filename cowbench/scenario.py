@@ -21,14 +21,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PAT_SEQUENTIAL, PIN, READ, SPAWN,
-                          UNPIN, VFORK, WRITE)
+from ._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PAT_SEQUENTIAL, PHASE, PIN, READ,
+                          SPAWN, UNPIN, VFORK, WRITE)
 from . import files
 from ._params import ScenarioError, check_choice, parse_size, safe_repr
 from .files import MODES, FdTable, File, OpenFile
 from .patterns import Pattern
 
-__all__ = ["Scenario", "Process", "Region", "Op", "Program", "Image"]
+__all__ = ["Scenario", "Process", "Region", "Op", "Phase", "Program", "Image"]
 
 PROTS = ("none", "r", "rw", "rx", "rwx")
 ON_FORK = ("copy", "dontfork", "wipeonfork")
@@ -40,7 +40,8 @@ PAGE_SIZES = (4096, 65536)    # powers of two from x86-64's 4 KiB to arm64's 64 
 
 class Op(NamedTuple):
     """One recorded operation. `arg` is the new pid/mm for spawn/fork/vfork/exec,
-    the prot for mprotect, the advice for madvise and the value tag for write."""
+    the prot for mprotect, the advice for madvise and the value tag for write. A
+    concurrently() block is one op, code PHASE, whose `pages` is the Phase."""
 
     code: int
     pid: int
@@ -438,21 +439,79 @@ def _span(nbytes: int) -> int:
     return -(-nbytes // (1 << 21)) << 21
 
 
-def _interleave(ops: list[Op], grain: int, seed: int) -> list[Op]:
-    """Cut each op into pieces of `grain` touches and order the pieces by their
-    (jittered) relative position in their own op."""
-    rng = np.random.default_rng(seed)
-    keys, pieces = [], []
-    for op in ops:
-        n = op.pages.count if isinstance(op.pages, Pattern) else len(op.pages)
-        cuts = list(range(0, n, grain)) or [0]
-        for j, lo in enumerate(cuts):
-            hi = min(lo + grain, n)
-            sub = op.pages.piece(lo, hi) if isinstance(op.pages, Pattern) else op.pages[lo:hi]
-            pieces.append(op._replace(pages=sub))
-            keys.append((j + rng.random()) / len(cuts))
-    order = np.argsort(np.array(keys), kind="stable")
-    return [pieces[i] for i in order]
+class Phase(NamedTuple):
+    """The reads and writes of one Scenario.concurrently() block, recorded as one
+    op (code PHASE, its `pages`) and run piece by piece.
+
+    Each op is cut into pieces of `grain` touches (an op with none is one empty
+    piece), and piece j of an op cut into n runs at key (j + u) / n, u a uniform
+    draw in [0, 1): the draws of default_rng(seed), in the order of the ops and
+    then of their pieces. Pieces run in key order, ties in that same order. An
+    op's keys never decrease, so the order is a k-way merge of the ops, and
+    `order` makes it a key range at a time: a phase of 10**9 touches never
+    becomes a list of its pieces."""
+
+    ops: tuple          # the Ops recorded in the block, in order
+    grain: int
+    seed: int
+    samples: int        # pieces after which the run totals are kept (Result.phase_timeline)
+
+    def touches(self) -> np.ndarray:
+        """Touches of each op."""
+        return np.array([op.pages.count if isinstance(op.pages, Pattern) else len(op.pages) for op in self.ops],
+                        dtype=np.int64)
+
+    def npieces(self) -> np.ndarray:
+        """Pieces of each op."""
+        return np.maximum(-(-self.touches() // self.grain), 1)
+
+    def sampled(self) -> np.ndarray:
+        """The pieces (in run order) after which the run totals are sampled: `samples` of
+        them, evenly spaced and the last one included."""
+        total = int(self.npieces().sum())
+        return np.unique(np.linspace(0, total - 1, min(self.samples, total)).round().astype(np.int64))
+
+    def order(self, chunk: int = 1 << 16):
+        """Yield (op, piece) index arrays, about `chunk` pieces at a time, in run order."""
+        n = self.npieces()
+        total = int(n.sum())
+        gens = []
+        for skip in np.r_[0, np.cumsum(n)[:-1]].tolist():
+            bits = np.random.PCG64(self.seed)
+            bits.advance(skip)                      # this op's first draw, without drawing the ones before
+            gens.append(np.random.Generator(bits))
+        keys = [np.zeros(0)] * len(n)               # drawn, not yet run: pieces first[i] .. first[i] + len - 1
+        first = np.zeros(len(n), dtype=np.int64)
+        width, lo, done = chunk / total, 0.0, 0
+        while done < total:
+            hi = lo + width if lo + width < 1.0 else np.inf
+            ops, pieces, ks = [], [], []
+            for i, ni in enumerate(n.tolist()):
+                drawn = int(first[i]) + len(keys[i])
+                want = ni if hi == np.inf else min(ni, int(np.ceil(hi * ni)) + 2)   # every key < hi is in here
+                if want > drawn:
+                    j = np.arange(drawn, want, dtype=np.int64)
+                    keys[i] = np.concatenate([keys[i], (j + gens[i].random(want - drawn)) / ni])
+                take = int(np.searchsorted(keys[i], hi, side="left"))
+                ops.append(np.full(take, i, dtype=np.int64))
+                pieces.append(np.arange(first[i], first[i] + take, dtype=np.int64))
+                ks.append(keys[i][:take])
+                keys[i], first[i] = keys[i][take:], first[i] + take
+            ks = np.concatenate(ks)
+            run = np.argsort(ks, kind="stable")     # stable: ties keep op order, as one argsort of all keys would
+            done += len(ks)
+            lo = hi
+            if len(ks):
+                yield np.concatenate(ops)[run], np.concatenate(pieces)[run]
+
+    def pieces(self, chunk: int = 1 << 16):
+        """Yield the Op of every piece, in run order (what run_real steps through)."""
+        for ops, pieces in self.order(chunk):
+            for i, j in zip(ops.tolist(), pieces.tolist()):
+                op = self.ops[i]
+                n = op.pages.count if isinstance(op.pages, Pattern) else len(op.pages)
+                lo, hi = j * self.grain, min((j + 1) * self.grain, n)
+                yield op._replace(pages=op.pages.piece(lo, hi) if isinstance(op.pages, Pattern) else op.pages[lo:hi])
 
 
 @dataclass(frozen=True, eq=False)
@@ -567,23 +626,25 @@ class Scenario:
         return exe
 
     @contextlib.contextmanager
-    def concurrently(self, grain: int = 1024, seed: int = 0):
+    def concurrently(self, grain: int = 1024, seed: int = 0, samples: int = 100):
         """Reads and writes recorded inside this block run at the same time.
 
         Each op is cut into pieces of `grain` touches, and the pieces of all
         ops are interleaved as if every op ran at a steady rate from the start
         of the phase to its end (a piece's place is its position in its op,
         jittered by a random draw from `seed`): a 10**6-touch writer and a
-        10**4-touch reader finish together. Same seed, same order.
+        10**4-touch reader finish together. Same seed, same order. The block
+        is one op (one timeline row); `samples` evenly spaced pieces, the last
+        included, keep the run totals after them (Result.phase_timeline).
 
         >>> with sc.concurrently(grain=256, seed=1):   # Redis BGSAVE
         ...     parent.write(heap, pages=zipf(10**6, s=1.2))
         ...     child.read(heap)
         """
-        if isinstance(grain, bool) or not isinstance(grain, (int, np.integer)) or grain < 1:
-            raise ScenarioError(f"The 'grain' parameter of concurrently must be a positive integer; got {safe_repr(grain)}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ScenarioError(f"The 'seed' parameter of concurrently must be a non-negative integer; got {safe_repr(seed)}")
+        for name, v, low in (("grain", grain, 1), ("seed", seed, 0), ("samples", samples, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                kind = "positive" if low else "non-negative"
+                raise ScenarioError(f"The {name!r} parameter of concurrently must be a {kind} integer; got {safe_repr(v)}")
         if self._phase is not None:
             raise ScenarioError("concurrently: phases do not nest")
         self._phase = []
@@ -592,7 +653,16 @@ class Scenario:
             ops = self._phase
         finally:
             self._phase = None
-        self.ops.extend(_interleave(ops, int(grain), int(seed)))
+        if ops:
+            self.ops.append(Op(PHASE, -1, pages=Phase(tuple(ops), int(grain), int(seed), int(samples))))
+
+    def flat_ops(self):
+        """Yield sc.ops with every concurrently() block replaced by its pieces, in the order they run."""
+        for op in self.ops:
+            if op.code == PHASE:
+                yield from op.pages.pieces()
+            else:
+                yield op
 
     def file(self, name: str, size=0, *, cached: bool = True, folio="4KiB", readahead="128KiB") -> File:
         """A file (an inode) that processes can open() and mmap(file=...); `size`

@@ -23,7 +23,7 @@ from ._params import ScenarioError, check_choice, safe_repr
 from .costs import CostModel
 from .patterns import Pattern
 from .results import Result
-from .scenario import Op, Scenario
+from .scenario import Op, Phase, Scenario
 
 __all__ = ["simulate", "POLICIES"]
 
@@ -70,6 +70,14 @@ class Compiled(NamedTuple):
     n_pins: int           # pages pinned by all pin ops: room for pin records
     tag_values: np.ndarray  # int64: the value each value tag stands for (tag 0: never written)
     op_ends: np.ndarray   # int64: the row of each scenario op's last piece (see _pieces)
+    phases: tuple         # CompiledPhase per PHASE row (its ops[:, 3])
+
+
+class CompiledPhase(NamedTuple):
+    """A concurrently() block: its ops' rows, which its pieces' rows copy."""
+
+    phase: Phase
+    ops: np.ndarray       # int64[k, 6]: one row per op of the block, as Compiled.ops (column 5: its ps row)
 
 
 def compile_scenario(sc: Scenario) -> Compiled:
@@ -126,10 +134,14 @@ def compile_scenario(sc: Scenario) -> Compiled:
     tables: dict[tuple, int] = {}                 # (s, npages) -> offset of its zipf table
     table_parts, table_len = [], 0
     tag_values = [0]
-    for i, (orig, op) in enumerate(rows):
+    phases = []
+
+    def encode(op: Op, same_write: bool) -> tuple[np.ndarray, int]:
+        """op's row (column 5: its page set's row of ps) and its touches."""
+        nonlocal pool_len, table_len
         arg = op.arg
         if op.code == abi.WRITE:
-            if i and rows[i - 1][0] == orig:
+            if same_write:
                 arg = len(tag_values) - 1  # another piece of the same write: the same tag
             else:
                 arg = len(tag_values)      # kernels store small tags; inline PTEs have 28 bits for one
@@ -145,30 +157,38 @@ def compile_scenario(sc: Scenario) -> Compiled:
             arg = _ADVICE[op.arg]
         elif arg is None:
             arg = 0
-        ops[i, :5] = (op.code, op.pid, op.region, arg, op.mm)
-        ops[i, 5] = -1
-        if op.code in (abi.READ, abi.WRITE, abi.PIN, abi.UNPIN):
-            ops[i, 5] = len(ps_rows)
-            pages = op.pages
-            if isinstance(pages, Pattern):
-                toff = -1
-                if pages.kind == abi.PAT_ZIPF:
-                    key = (pages.a, int(reg_npages[op.region]))
-                    if key not in tables:
-                        tab = pages.table(key[1])
-                        tables[key] = table_len
-                        table_parts.append(tab)
-                        table_len += len(tab)
-                    toff = tables[key]
-                ps_rows.append((pages.kind, pages.count, pages.seed, pages.first, toff))
-                psf_rows.append(pages.engine_params(int(reg_npages[op.region])))
-                work[i] = pages.count
-            else:
-                ps_rows.append((-1, pages.size, 0, pool_len, -1))
-                psf_rows.append((0.0, 0.0))
-                pool_parts.append(pages)
-                pool_len += pages.size
-                work[i] = pages.size
+        row = np.array([op.code, op.pid, op.region, arg, op.mm, -1], dtype=np.int64)
+        if op.code not in (abi.READ, abi.WRITE, abi.PIN, abi.UNPIN):
+            return row, 0
+        row[5] = len(ps_rows)
+        pages = op.pages
+        if not isinstance(pages, Pattern):
+            ps_rows.append((-1, pages.size, 0, pool_len, -1))
+            psf_rows.append((0.0, 0.0))
+            pool_parts.append(pages)
+            pool_len += pages.size
+            return row, pages.size
+        toff = -1
+        if pages.kind == abi.PAT_ZIPF:
+            key = (pages.a, int(reg_npages[op.region]))
+            if key not in tables:
+                tab = pages.table(key[1])
+                tables[key] = table_len
+                table_parts.append(tab)
+                table_len += len(tab)
+            toff = tables[key]
+        ps_rows.append((pages.kind, pages.count, pages.seed, pages.first, toff))
+        psf_rows.append(pages.engine_params(int(reg_npages[op.region])))
+        return row, pages.count
+
+    for i, (orig, op) in enumerate(rows):
+        if op.code == abi.PHASE:
+            members = [encode(member, False) for member in op.pages.ops]
+            ops[i] = (abi.PHASE, -1, -1, len(phases), -1, -1)
+            work[i] = sum(w for _, w in members)
+            phases.append(CompiledPhase(op.pages, np.array([r for r, _ in members]).reshape(-1, 6)))
+        else:
+            ops[i], work[i] = encode(op, op.code == abi.WRITE and i > 0 and rows[i - 1][0] == orig)
     ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 5)
     psf = np.array(psf_rows, dtype=np.float64).reshape(-1, 2)
     pool = np.concatenate(pool_parts) if pool_parts else np.zeros(0, dtype=np.int64)
@@ -182,7 +202,7 @@ def compile_scenario(sc: Scenario) -> Compiled:
     return Compiled(ops, ps, psf, pool, ztab, reg_pmd0, reg_npages, reg_shared, reg_shm0, reg_thp,
                    reg_file, reg_around, reg_folio, reg_ra, reg_flo, reg_fhi, n_shm, cached,
                    int(ntab.sum()), sc.n_mm, len(sc.processes), work, n_pins,
-                   np.array(tag_values, dtype=np.int64), op_ends)
+                   np.array(tag_values, dtype=np.int64), op_ends, tuple(phases))
 
 
 def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = None, oom: str = "largest",
@@ -240,20 +260,20 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
     tl = np.zeros((len(prog.ops), abi.N_TL), dtype=np.int64)
     total_work = int(prog.work.sum())
     show = total_work >= 10**8 if progress is None else bool(progress)
-    bounds = _batches(prog.work)
+    phase_tl: list[np.ndarray] = []
     t0 = time.perf_counter()
     with tqdm(total=total_work, unit="touch", unit_scale=True, disable=not show, desc=f"simulate[{policy}]") as bar:
         ref = machine_ref(m)
-        for start, stop in bounds:
+        for ops, ps, psf, rows_tl, start, stop, touches in _segments(prog, tl, phase_tl):
             i = start
-            while run(ref, prog.ops, prog.ps, prog.psf, prog.pool, prog.ztab, tl, i, stop) == abi.RUN_GROW:
+            while run(ref, ops, ps, psf, prog.pool, prog.ztab, rows_tl, i, stop) == abi.RUN_GROW:
                 i = int(m.g[abi.G_RESUME])
-                needs = op_needs(ref, prog.ops[i], prog.ps)
+                needs = op_needs(ref, ops[i], ps)
                 arrays = _with_pool(m, ref)._asdict()
                 m = ref = None                 # grow frees each old array once it is copied
                 m = grow(arrays, needs)
                 ref = machine_ref(m)
-            bar.update(int(prog.work[start:stop].sum()))
+            bar.update(touches)
     freeze_live(ref)
     m = _with_pool(m, ref)
     wall = time.perf_counter() - t0
@@ -262,7 +282,9 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
                          if len(ends) else prog.work)
     options = dict(policy=policy, costs=costs, oom=oom, thp_cow=thp_cow, overcommit=overcommit,
                    overcommit_ratio=overcommit_ratio, zero_page=zero_page)
-    return Result(sc, prog, m if keep_state else None, _copy_outputs(m), tl[ends], policy, costs, wall, options)
+    out = _copy_outputs(m)
+    out["phase_tl"] = phase_tl
+    return Result(sc, prog, m if keep_state else None, out, tl[ends], policy, costs, wall, options)
 
 
 def _pieces(ops: list[Op]) -> list[tuple[int, Op]]:
@@ -284,15 +306,62 @@ def _pieces(ops: list[Op]) -> list[tuple[int, Op]]:
     return rows
 
 
-def _batches(work: np.ndarray) -> list[tuple[int, int]]:
-    """Split ops into runs of about _BATCH_TOUCHES touches (one op never splits)."""
+def _batches(work: np.ndarray, alone: np.ndarray) -> list[tuple[int, int]]:
+    """Split ops into runs of about _BATCH_TOUCHES touches (one op never splits);
+    the rows where `alone` is set run by themselves."""
     n = len(work)
     if n == 0:
         return []
     cum = np.cumsum(work)
     cuts = np.searchsorted(cum, np.arange(_BATCH_TOUCHES, cum[-1] + _BATCH_TOUCHES, _BATCH_TOUCHES), side="left")
-    edges = sorted(set([0, n] + [min(int(c) + 1, n) for c in cuts]))
+    single = np.flatnonzero(alone)
+    edges = sorted(set([0, n] + [min(int(c) + 1, n) for c in cuts] + single.tolist() + (single + 1).tolist()))
     return list(zip(edges[:-1], edges[1:]))
+
+
+def _segments(prog: Compiled, tl: np.ndarray, phase_tl: list):
+    """Yield (ops, ps, psf, timeline, start, stop, touches): the rows to run next, in order. Batches
+    of prog's rows, and each concurrently() block's pieces made a chunk at a time as the run gets to
+    them, with a timeline of their own. A block's timeline row is that of its last piece, and
+    phase_tl gets its sampled rows (Phase.sampled)."""
+    for start, stop in _batches(prog.work, prog.ops[:, 0] == abi.PHASE):
+        if prog.ops[start, 0] != abi.PHASE:
+            yield prog.ops, prog.ps, prog.psf, tl, start, stop, int(prog.work[start:stop].sum())
+            continue
+        cp = prog.phases[prog.ops[start, 3]]
+        sampled = cp.phase.sampled()
+        kept = np.zeros((len(sampled), tl.shape[1]), dtype=np.int64)
+        done = 0
+        for ops, ps, psf, ends, touches in _phase_rows(prog, cp):
+            rows_tl = np.zeros((len(ops), tl.shape[1]), dtype=np.int64)
+            yield ops, ps, psf, rows_tl, 0, len(ops), touches
+            here = (sampled >= done) & (sampled < done + len(ends))
+            kept[here] = rows_tl[ends[sampled[here] - done]]
+            tl[start] = rows_tl[-1]
+            done += len(ends)
+        phase_tl.append(kept)
+
+
+def _phase_rows(prog: Compiled, cp: CompiledPhase):
+    """Yield (ops, ps, psf, ends, touches) for the pieces of a concurrently() block, a chunk of
+    pieces at a time in run order: each piece a copy of its op's row and page set, starting
+    `grain` touches further per piece, and cut in _PIECE_TOUCHES rows like _pieces does
+    (ends: each piece's last row)."""
+    ph = cp.phase
+    n = ph.touches()
+    for op, piece in ph.order(chunk=max(1, min(1 << 16, _BATCH_TOUCHES // ph.grain))):
+        count = np.clip(n[op] - piece * ph.grain, 0, ph.grain)
+        nrows = np.maximum(-(-count // _PIECE_TOUCHES), 1)
+        ends = np.cumsum(nrows) - 1
+        of = np.repeat(np.arange(len(op)), nrows)
+        sub = (np.arange(len(of)) - (ends - nrows + 1)[of]) * _PIECE_TOUCHES
+        ops = cp.ops[op[of]]
+        ps = prog.ps[ops[:, 5]]
+        psf = prog.psf[ops[:, 5]]
+        ps[:, 1] = np.minimum(count[of] - sub, _PIECE_TOUCHES)
+        ps[:, 3] += piece[of] * ph.grain + sub
+        ops[:, 5] = np.arange(len(ops))
+        yield ops, ps, psf, ends, int(count.sum())
 
 
 def _with_pool(m: Machine, ref: MachineRef) -> Machine:

@@ -18,7 +18,6 @@ can never exceed the dataset (every page copied once). For uniform writes the
 expected COW is N (1 - (1 - 1/N)^w) pages for w writes over N pages; zipf
 concentrates the writes on few pages and copies far less.
 """
-import numpy as np
 
 import cowbench as cb
 from cowbench.experiment import grid, main, versus
@@ -41,27 +40,23 @@ def point(dataset_mib=256, pattern="uniform", writes_per_s=100_000, rdb_mib_s=RD
     heap = redis.mmap("dataset", f"{dataset_mib}MiB")
     redis.write(heap)
     child = redis.fork("bgsave")
-    start = len(sc.ops)
     pages = cb.uniform(writes, seed=7) if pattern == "uniform" else cb.zipf(writes, s=zipf_s, seed=7)
-    with sc.concurrently(grain=max(1, min(1024, writes // 100)), seed=1):
+    with sc.concurrently(grain=max(1, min(1024, writes // 100)), seed=1, samples=SAMPLES):
         redis.write(heap, pages=pages)
         child.read(heap)
-    phase = len(sc.ops) - start
     child.exit()
     res = cb.simulate(sc, policy="cow")
     kid = res.processes.set_index("name").loc["bgsave"]
-    tl = res.timeline.iloc[start: start + phase]
-    keep = np.unique(np.linspace(0, phase - 1, SAMPLES).round().astype(int))
     n = heap.npages
     return [{
-        "time_s": (i + 1) / phase * seconds,
-        "cow_mib": int(tl.cow_copies.iloc[i]) * PAGE_MIB,
+        "time_s": (row.piece + 1) / row.pieces * seconds,
+        "cow_mib": int(row.cow_copies) * PAGE_MIB,
         "rdb_last_cow_mib": int(kid.uss_pages) * PAGE_MIB,
         "expected_uniform_mib": n * (1 - (1 - 1 / n) ** writes) * PAGE_MIB,
         "writes": writes,
         "save_seconds": seconds,
         "peak_mib": res.summary.peak_frames * PAGE_MIB,
-    } for i in keep]
+    } for row in res.phase_timeline.itertuples()]
 
 
 def finals(df):

@@ -106,7 +106,7 @@ def _step(made, op, args):
 
 def _work(sc) -> tuple[int, int]:
     touches = sum(op.pages.count if isinstance(op.pages, cb.Pattern) else
-                  (op.pages.size if op.pages is not None else 0) for op in sc.ops)
+                  (op.pages.size if op.pages is not None else 0) for op in sc.flat_ops())
     mapped = sum(r.npages * sc.page_size for r in sc.regions)
     return touches, mapped
 

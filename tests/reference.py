@@ -29,12 +29,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cowbench._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PIN, READ, SPAWN, UNPIN,
-                                  VFORK, WRITE)
+from cowbench._engine.abi import (EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, PHASE, PIN, READ, SPAWN,
+                                  UNPIN, VFORK, WRITE)
 from cowbench import columns
 from cowbench.patterns import Pattern
 
-__all__ = ["simulate", "Reference", "COLUMNS", "INT_COLUMNS", "COUNTERS"]
+__all__ = ["simulate", "Reference", "interleave", "COLUMNS", "INT_COLUMNS", "COUNTERS"]
 
 PTES_PER_TABLE = 512
 FAULT_AROUND_PAGES = 16   # fault_around_bytes = 64 KiB
@@ -53,6 +53,25 @@ VALUES = columns.MEMORY_NAMES
 COLUMNS = tuple(c for c in columns.PROCESS_COLUMNS
                 if c in {"pid", "name", "parent", "state", "reason"} | set(COUNTERS) | set(VALUES))
 INT_COLUMNS = tuple(c for c in COLUMNS if c not in ("name", "state", "reason", "pss_pages"))
+
+
+def interleave(phase) -> list:
+    """A concurrently() block's pieces in the order they run (Scenario.concurrently's
+    rule, the obvious way): cut every op into pieces of `grain` touches, give piece j of
+    an op cut into n the key (j + u) / n with u the next draw of default_rng(seed), and
+    sort all the pieces by key, stably."""
+    rng = np.random.default_rng(phase.seed)
+    keys, pieces = [], []
+    for op in phase.ops:
+        n = op.pages.count if isinstance(op.pages, Pattern) else len(op.pages)
+        cuts = list(range(0, n, phase.grain)) or [0]
+        for j, lo in enumerate(cuts):
+            hi = min(lo + phase.grain, n)
+            sub = op.pages.piece(lo, hi) if isinstance(op.pages, Pattern) else op.pages[lo:hi]
+            pieces.append(op._replace(pages=sub))
+            keys.append((j + rng.random()) / len(cuts))
+    order = np.argsort(np.array(keys), kind="stable")
+    return [pieces[i] for i in order]
 
 
 class Frame:
@@ -872,8 +891,13 @@ class _Machine:
         npages = self.sc.regions[op.region].npages
         return op.pages.pages(npages) if isinstance(op.pages, Pattern) else op.pages
 
-    def run(self) -> None:
+    def steps(self):
+        """The scenario's ops, a concurrently() block as its pieces."""
         for op in self.sc.ops:
+            yield from interleave(op.pages) if op.code == PHASE else [op]
+
+    def run(self) -> None:
+        for op in self.steps():
             proc = self.procs[op.pid]
             if op.code == SPAWN:
                 proc.mm = MM()

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cowbench as cb
 import reference
@@ -78,7 +79,7 @@ def private_tags(sc) -> dict:
     so comparing only the processes the engine reports running is exact."""
     views: dict[int, _View] = {}
     alive: set[int] = set()
-    for op in sc.ops:
+    for op in sc.flat_ops():
         if op.code == SPAWN:
             views[op.pid] = _View()
             alive.add(op.pid)
@@ -227,8 +228,9 @@ def test_overlay_pool_grows_in_place_between_ops_and_stays_consistent():
 @settings(max_examples=examples(100))
 @given(b=scenarios(), kw=run_kwargs)
 def test_an_op_cut_into_pieces_runs_as_it_did_whole(engine, b, kw):
-    """simulate cuts long reads and writes into pieces (simulator._pieces) so that
-    progress and Ctrl-C are seen; with pieces of 3 touches every result is the same."""
+    """simulate cuts long reads and writes into pieces (simulator._pieces), and a
+    concurrently() block into chunks of pieces, so that progress and Ctrl-C are seen;
+    with pieces of 3 touches every result is the same."""
     from unittest import mock
 
     from test_reference import assert_same
@@ -240,6 +242,7 @@ def test_an_op_cut_into_pieces_runs_as_it_did_whole(engine, b, kw):
         cut = engine(b.sc, **kw)
     assert_same(whole, cut, b.sc)
     pd.testing.assert_frame_equal(whole.timeline, cut.timeline)
+    pd.testing.assert_frame_equal(whole.phase_timeline, cut.phase_timeline)   # a block's chunks: 5 touches
     pd.testing.assert_series_equal(whole.summary, cut.summary)
     cut.check_invariants()
     for p in b.sc.processes:
@@ -267,6 +270,94 @@ def test_a_long_write_is_cut_into_pieces_with_the_same_results(engine):
     pd.testing.assert_frame_equal(whole.processes, cut.processes)
     pd.testing.assert_frame_equal(whole.timeline, cut.timeline)
     cut.check_invariants()
+
+
+def _piece_key(op):
+    """An Op as plain values: its page set as the pattern's parameters or the page list."""
+    pages = op.pages
+    pages = (pages.kind, pages.count, pages.seed, pages.a, pages.b, pages.first) if isinstance(pages, Pattern) \
+        else tuple(pages.tolist())
+    return op.code, op.pid, op.region, op.arg, op.mm, pages
+
+
+@settings(max_examples=examples(200))
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=5), grain=st.integers(1, 70),
+       seed=st.integers(0, 2**32), chunk=st.integers(1, 40), arrays=st.lists(st.booleans(), min_size=5, max_size=5))
+def test_a_concurrent_block_runs_its_pieces_in_the_reference_order(sizes, grain, seed, chunk, arrays):
+    """Phase.order merges the ops' pieces a key range at a time; whatever the chunk,
+    the pieces come out as reference.interleave's one sort of all of them orders them."""
+    sc = cb.Scenario(phys_mem="16MiB")
+    p = sc.spawn("p")
+    r = p.mmap("r", "1MiB")
+    kid = p.fork("kid")
+    with sc.concurrently(grain=grain, seed=seed):
+        for i, n in enumerate(sizes):
+            who = p if i % 2 else kid
+            pages = np.arange(n) * 7 % r.npages if arrays[i] else cb.uniform(n, seed=i)
+            (who.write if i % 3 else who.read)(r, pages=pages)
+    phase = sc.ops[-1].pages
+    assert [_piece_key(op) for op in phase.pieces(chunk=chunk)] == \
+        [_piece_key(op) for op in reference.interleave(phase)]
+
+
+@pytest.mark.parametrize("policy", ["cow", "odf", "eager"])
+def test_a_concurrent_block_simulates_as_its_pieces_recorded_one_by_one(engine, policy):
+    """A concurrently() block is one op that simulate feeds to the kernels a chunk of
+    pieces at a time; the same pieces recorded as separate ops give the same counts,
+    memory and totals, and phase_timeline holds the separate ops' timeline rows."""
+    import copy
+    from unittest import mock
+
+    from cowbench import simulator
+
+    sc = cb.Scenario(phys_mem="64MiB")
+    p = sc.spawn("redis")
+    heap = p.mmap("heap", "4MiB", thp=True)
+    p.write(heap)
+    kid = p.fork("bgsave")
+    with sc.concurrently(grain=7, seed=3, samples=9):
+        p.write(heap, pages=cb.zipf(600, s=1.1, seed=1))
+        kid.read(heap)
+        kid.write(heap, pages=np.arange(0, 1024, 5))
+        p.read(heap, pages=cb.uniform(0))
+    kid.exit()
+    flat = copy.copy(sc)
+    flat.ops = list(sc.flat_ops())
+    with mock.patch.object(simulator, "_BATCH_TOUCHES", 50):       # chunks of 7 pieces, pieces of 50 touches
+        block = engine(sc, policy=policy)
+    pieces = engine(flat, policy=policy)
+    pd.testing.assert_frame_equal(block.processes, pieces.processes)
+    pd.testing.assert_series_equal(block.summary, pieces.summary)
+    for proc in sc.processes:
+        np.testing.assert_array_equal(block.memory(proc.pid, heap), pieces.memory(proc.pid, heap))
+    block.check_invariants()
+    tl, ptl = block.timeline, block.phase_timeline
+    assert list(tl.op) == ["spawn", "mmap", "write", "fork", "concurrently", "exit"]
+    n = len(flat.ops) - len(sc.ops) + 1                            # the block's pieces
+    assert (ptl.pieces == n).all() and len(ptl) == 9 and ptl.piece.iloc[-1] == n - 1
+    mine = ptl.drop(columns=["step", "piece", "pieces"]).reset_index(drop=True)
+    theirs = pieces.timeline.iloc[4 + ptl.piece].drop(columns=["step", "pid", "op"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, theirs)
+    pd.testing.assert_frame_equal(tl.iloc[[4]].drop(columns=["step", "pid", "op"]).reset_index(drop=True),
+                                  theirs.iloc[[-1]].reset_index(drop=True))
+
+
+def test_a_concurrent_block_of_millions_of_touches_is_one_op():
+    """Recording 2 * 10**6 touches at grain 1 makes one op, not 2 * 10**6 of them,
+    and only the sampled rows of its timeline are kept."""
+    sc = cb.Scenario(phys_mem="256MiB")
+    p = sc.spawn("p")
+    heap = p.mmap("heap", "64MiB")
+    p.write(heap)
+    kid = p.fork("kid")
+    with sc.concurrently(grain=1, seed=2, samples=5):
+        p.write(heap, pages=cb.uniform(10**6, seed=1))
+        kid.read(heap, pages=cb.sequential(10**6))
+    assert len(sc.ops) == 5 and sc.ops[-1].pages.npieces().tolist() == [10**6, 10**6]
+    res = cb.simulate(sc)
+    assert res.phase_timeline.piece.tolist() == [0, 500_000, 1_000_000, 1_499_999, 1_999_999]   # rounded evenly
+    assert res.phase_timeline.cow_copies.is_monotonic_increasing
+    assert int(res.phase_timeline.cow_copies.iloc[-1]) == int(res.summary.cow_copies) > 0
 
 
 _LONG_RUN = """

@@ -270,10 +270,12 @@ def test_only_reads_and_writes_run_concurrently_and_a_refused_op_leaves_no_trace
     cb.simulate(sc)
 
 
-@pytest.mark.parametrize("grain,seed", [(0, 0), (-1, 0), (1.5, 0), (1, -1), (True, 0)])
-def test_bad_concurrently_parameters(sc, grain, seed):
-    with raises("concurrently"):
-        with sc.concurrently(grain=grain, seed=seed):
+@pytest.mark.parametrize("bad,grain,seed,samples", [
+    ("grain", 0, 0, 1), ("grain", -1, 0, 1), ("grain", 1.5, 0, 1), ("grain", True, 0, 1), ("seed", 1, -1, 1),
+    ("samples", 1, 0, -1), ("samples", 1, 0, False), ("samples", 1, 0, "9")])
+def test_bad_concurrently_parameters(sc, bad, grain, seed, samples):
+    with raises("concurrently", f"'{bad}'"):
+        with sc.concurrently(grain=grain, seed=seed, samples=samples):
             pass
 
 

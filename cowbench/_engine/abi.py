@@ -14,8 +14,9 @@ import numpy as np
 # --- operations ---------------------------------------------------------------------------------
 # A scenario compiles to rows of int64: code, pid, region, arg, mm, page set (see simulator.Compiled).
 SPAWN, FORK, VFORK, EXEC, EXIT, MMAP, MUNMAP, MPROTECT, MADVISE, READ, WRITE, PIN, UNPIN = range(13)
+PHASE = 13      # a Scenario.concurrently() block: never reaches the kernels, simulate feeds them its pieces
 OP_NAMES = ("spawn", "fork", "vfork", "exec", "exit", "mmap", "munmap", "mprotect", "madvise", "read", "write",
-            "pin", "unpin")
+            "pin", "unpin", "concurrently")
 
 # --- page-set patterns, generated inside the engine (draws.py) ---------------------------------
 PAT_SEQUENTIAL, PAT_UNIFORM, PAT_ZIPF, PAT_HOTSET = 0, 1, 2, 3

@@ -117,11 +117,11 @@ def touch_each(m, pid, mm, r, pages, write, tag):
 @njit(cache=True, inline="always")
 def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
     """Pages of touches i0 .. i0+size-1 of an op's page set (see touch_pages);
-    buf holds 2 * TOUCH_CHUNK (the pages, and pattern_fill's scratch)."""
+    buf holds twice the most touches drawn at once (the pages, and pattern_fill's scratch)."""
     if kind < 0:
         return pool[off + i0: off + i0 + size]
     chunk = buf[:size]
-    pattern_fill(kind, seed, a, b, n, off + i0, chunk, ztab, table, buf[TOUCH_CHUNK:])
+    pattern_fill(kind, seed, a, b, n, off + i0, chunk, ztab, table, buf[len(buf) >> 1:])
     return chunk
 
 
@@ -270,7 +270,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
         do_exit(m, pid, np.int8(P_KILLED), np.int8(R_SIGSEGV))
         return
     n = m.reg_npages[r]
-    buf = np.empty(2 * TOUCH_CHUNK, dtype=np.int64)
+    buf = np.empty(2 * min(TOUCH_CHUNK, count), dtype=np.int64)     # an op of one touch is common (concurrently)
     # Marks cost the host a page of m.seen per 4096 pages they cover: an op as sparse as a
     # touch per 64 pages of its region (10**5 writes in 1 TiB would dirty 256 MB of them)
     # touches its pages one at a time instead.

@@ -1,6 +1,7 @@
 """run_real(): a Scenario as real processes on this Linux kernel, and what the kernel did.
 
-`run_real(sc)` interprets the same `sc.ops` list that `simulate` runs, in order,
+`run_real(sc)` interprets the same `sc.ops` that `simulate` runs, in order (a
+concurrently() block piece by piece: `sc.flat_ops()`),
 with real processes: every scenario process is a real forked Python process (a
 *worker*) that a coordinator (the calling process) drives over a Unix socket.
 Workers execute mmap/munmap/mprotect/madvise through libc (ctypes), touch one
@@ -437,7 +438,7 @@ class _Coordinator:
             self.rows[p.pid] = {**dict.fromkeys(COLUMNS, 0), "pid": p.pid, "name": p.name,
                                 "parent": p.parent.pid if p.parent else 0, "state": "fork_failed", "reason": "",
                                 "pss_pages": 0.0, "smaps_pss_pages": 0.0}
-        for i, op in enumerate(sc.ops):
+        for i, op in enumerate(sc.flat_ops()):      # a concurrently() block piece by piece
             if op.code != SPAWN and self.rows[op.pid]["state"] not in ("running", "suspended"):
                 continue                         # killed earlier, or never forked
             try:
@@ -561,7 +562,7 @@ class _Coordinator:
         val = (int(op.arg) % 255 + 1) if write else 0
         split0 = vmstat("thp_split_pmd").get("thp_split_pmd", 0)
         try:
-            faults, base, major = self._call(host, "touch", i, self.slots[r.index][0], write, val)
+            faults, base, major = self._call(host, "touch", op, self.slots[r.index][0], write, val)
         except _Died:
             sig = self._death_signal(host)
             if pid not in self.own:

@@ -197,8 +197,7 @@ def worker_main(sock: socket.socket) -> None:
             cmd = msg[0]
             try:
                 if cmd == "touch":
-                    _, i, addr, write, val = msg
-                    op = WorkerEnv.sc.ops[i]
+                    _, op, addr, write, val = msg
                     pages = op_pages(WorkerEnv.sc, op)
                     send(sock, ("ok", touch(addr, pages, write, val)))
                 elif cmd == "mmap":
