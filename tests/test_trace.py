@@ -100,8 +100,17 @@ def test_replay_copies_what_the_trace_says_was_copied(traced):
     ev = tr.events
     born = int(tr.processes.set_index("pid").loc[kid, "first_sample"])
     copied = ev[((ev.event == "exclusive") & ev.copied.fillna(False)) | (ev.event == "moved")]
-    assert p.loc["child", "cow_copies"] == copied[copied.pid == kid].npages.sum()
-    assert p.loc["root", "cow_copies"] == copied[(copied.pid == parent) & (copied["sample"] >= born - 1)].npages.sum()
+    child = copied[copied.pid == kid].npages.sum()
+    root = copied[(copied.pid == parent) & (copied["sample"] >= born - 1)].npages.sum()
+    # A page both processes write between two samples is copied once, by whichever wrote first,
+    # and the trace cannot tell the replay that order. The test's own writes are disjoint; the
+    # interpreters' pages are not: count the copies outside the heap in the samples where both
+    # processes copied some there.
+    out = copied[(copied.page < base) | (copied.page >= base + 16384)]
+    per = out.groupby(["sample", "pid"]).npages.sum().unstack(fill_value=0).reindex(columns=[parent, kid], fill_value=0)
+    unsure = int(per[(per[parent] > 0) & (per[kid] > 0)].to_numpy().sum())
+    assert p.loc["child", "cow_copies"] + p.loc["root", "cow_copies"] == child + root
+    assert abs(p.loc["child", "cow_copies"] - child) <= unsure
     assert p.loc["child", "state"] == "exited"
     tl = rp.timeline
     assert tl.cow_mib.iloc[-1] * 256 == pytest.approx(p.loc["child", "cow_copies"] + p.loc["root", "cow_copies"])
