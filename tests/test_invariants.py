@@ -301,7 +301,7 @@ def test_a_concurrent_block_runs_its_pieces_in_the_reference_order(sizes, grain,
 
 
 @pytest.mark.parametrize("policy", ["cow", "odf", "eager"])
-def test_a_concurrent_block_simulates_as_its_pieces_recorded_one_by_one(engine, policy):
+def test_a_concurrent_block_simulates_as_its_pieces_recorded_one_by_one(engine, policy, tmp_path):
     """A concurrently() block is one op that simulate feeds to the kernels a chunk of
     pieces at a time; the same pieces recorded as separate ops give the same counts,
     memory and totals, and phase_timeline holds the separate ops' timeline rows."""
@@ -340,6 +340,10 @@ def test_a_concurrent_block_simulates_as_its_pieces_recorded_one_by_one(engine, 
     pd.testing.assert_frame_equal(mine, theirs)
     pd.testing.assert_frame_equal(tl.iloc[[4]].drop(columns=["step", "pid", "op"]).reset_index(drop=True),
                                   theirs.iloc[[-1]].reset_index(drop=True))
+    block.save(tmp_path)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run_phase_timeline.parquet"), ptl)
+    pieces.save(tmp_path / "flat")
+    assert not (tmp_path / "flat" / "run_phase_timeline.parquet").exists()
 
 
 def test_a_concurrent_block_of_millions_of_touches_is_one_op():
