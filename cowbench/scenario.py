@@ -506,11 +506,11 @@ class Phase(NamedTuple):
 
     def pieces(self, chunk: int = 1 << 16):
         """Yield the Op of every piece, in run order (what run_real steps through)."""
+        n = self.touches()
         for ops, pieces in self.order(chunk):
             for i, j in zip(ops.tolist(), pieces.tolist()):
                 op = self.ops[i]
-                n = op.pages.count if isinstance(op.pages, Pattern) else len(op.pages)
-                lo, hi = j * self.grain, min((j + 1) * self.grain, n)
+                lo, hi = j * self.grain, min((j + 1) * self.grain, int(n[i]))
                 yield op._replace(pages=op.pages.piece(lo, hi) if isinstance(op.pages, Pattern) else op.pages[lo:hi])
 
 

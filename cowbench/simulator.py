@@ -136,7 +136,7 @@ def compile_scenario(sc: Scenario) -> Compiled:
     tag_values = [0]
     phases = []
 
-    def encode(op: Op, same_write: bool) -> tuple[np.ndarray, int]:
+    def encode(op: Op, same_write: bool) -> tuple[tuple, int]:
         """op's row (column 5: its page set's row of ps) and its touches."""
         nonlocal pool_len, table_len
         arg = op.arg
@@ -157,10 +157,9 @@ def compile_scenario(sc: Scenario) -> Compiled:
             arg = _ADVICE[op.arg]
         elif arg is None:
             arg = 0
-        row = np.array([op.code, op.pid, op.region, arg, op.mm, -1], dtype=np.int64)
         if op.code not in (abi.READ, abi.WRITE, abi.PIN, abi.UNPIN):
-            return row, 0
-        row[5] = len(ps_rows)
+            return (op.code, op.pid, op.region, arg, op.mm, -1), 0
+        row = (op.code, op.pid, op.region, arg, op.mm, len(ps_rows))
         pages = op.pages
         if not isinstance(pages, Pattern):
             ps_rows.append((-1, pages.size, 0, pool_len, -1))
@@ -186,7 +185,7 @@ def compile_scenario(sc: Scenario) -> Compiled:
             members = [encode(member, False) for member in op.pages.ops]
             ops[i] = (abi.PHASE, -1, -1, len(phases), -1, -1)
             work[i] = sum(w for _, w in members)
-            phases.append(CompiledPhase(op.pages, np.array([r for r, _ in members]).reshape(-1, 6)))
+            phases.append(CompiledPhase(op.pages, np.array([r for r, _ in members], dtype=np.int64).reshape(-1, 6)))
         else:
             ops[i], work[i] = encode(op, op.code == abi.WRITE and i > 0 and rows[i - 1][0] == orig)
     ps = np.array(ps_rows, dtype=np.int64).reshape(-1, 5)
@@ -337,8 +336,8 @@ def _segments(prog: Compiled, tl: np.ndarray, phase_tl: list):
             yield ops, ps, psf, rows_tl, 0, len(ops), touches
             here = (sampled >= done) & (sampled < done + len(ends))
             kept[here] = rows_tl[ends[sampled[here] - done]]
-            tl[start] = rows_tl[-1]
             done += len(ends)
+        tl[start] = rows_tl[-1]                  # a block has at least one piece, so one chunk
         phase_tl.append(kept)
 
 
