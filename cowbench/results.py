@@ -292,14 +292,16 @@ class Result:
         """Bytes the simulated machine's arrays hold at the end of the run, by
         array (capacity included), largest first: where the simulator's own
         memory went. The overlay pool (ov_key, ov_val) holds the processes'
-        private PTEs in tables they share. It and the frame records count up
+        private PTEs in tables they share, the PTE blocks (pt) the tables'
+        own entries, 32 slots a block. They and the frame records count up
         to their high-water marks. The other arrays count their capacity,
         which is an upper bound: they are calloc'd, and the host backs only
         the pages of them a run has written (a huge mapping's directory row,
         say, where one 2 MiB range was touched)."""
         m = self._machine("state_nbytes")
         nbytes = pd.Series({name: getattr(m, name).nbytes for name in m._fields}, name="bytes")
-        for names, hwm in ((("ov_key", "ov_val"), abi.G_OV_HWM), (("frame", "frame_free"), abi.G_FRAME_HWM)):
+        for names, hwm in ((("ov_key", "ov_val"), abi.G_OV_HWM), (("pt", "blk_free"), abi.G_BLK_HWM),
+                           (("frame", "frame_free"), abi.G_FRAME_HWM)):
             for name in names:
                 a = getattr(m, name)
                 nbytes[name] = int(m.g[hwm]) * (a.nbytes // max(a.shape[0], 1))

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import cowbench as cb
 import reference
 from conftest import examples
+from cowbench._engine import abi
 from cowbench._engine.abi import EXEC, EXIT, FORK, MADVISE, MMAP, MPROTECT, MUNMAP, READ, SPAWN, VFORK, WRITE
 from cowbench.patterns import Pattern
 from test_reference import run_kwargs, scenarios
@@ -204,6 +205,39 @@ def test_state_nbytes_names_every_array_and_needs_the_kept_state():
     assert (nbytes.to_numpy()[:-1] >= nbytes.to_numpy()[1:]).all()
     with pytest.raises(cb.ScenarioError, match="keep_state=True"):
         cb.simulate(sc).state_nbytes()
+
+
+def test_a_sparse_address_space_costs_a_block_per_32_slots_it_maps_and_no_override_rows():
+    """Pages written at random over 1 TiB, by a parent and then by two children:
+    nearly a table per page, each holding one 128-byte block per 32 slots it maps
+    (not 512 entries), and the children's writes where the parent's table maps
+    nothing count no override: only the slots of pages both wrote have a row of
+    tab_ovr or tab_w written."""
+    n, pages_in_region = 10**4, 2**28
+    sc = cb.Scenario(phys_mem="8TiB")
+    p = sc.spawn("p")
+    r = p.mmap("r", "1TiB")
+    p.write(r, pages=cb.uniform(n, seed=1))
+    for seed in (2, 3):
+        p.fork().write(r, pages=cb.uniform(n, seed=seed))
+    res = cb.simulate(sc, keep_state=True)
+    res.check_invariants()
+    parent = np.unique(cb.uniform(n, seed=1).pages(pages_in_region))
+    blocks = len(np.unique(parent >> 5))
+    copied = []                       # pages of the parent's a child writes too: those are copies
+    for seed in (2, 3):               # a child's own tables: the ranges where the parent has none
+        kid = np.unique(cb.uniform(n, seed=seed).pages(pages_in_region))
+        own = kid[~np.isin(kid >> 9, parent >> 9)]
+        blocks += len(np.unique(own >> 5))
+        copied.append(kid[np.isin(kid, parent)])
+    assert res.state_nbytes()["pt"] == (1 + blocks) * 32 * 4           # and block 0, empty
+    assert blocks < 1.01 * 3 * n
+    m = res._machine("test")
+    tables = int(m.g[abi.G_TAB_HWM])
+    overridden = len(np.unique(np.concatenate(copied)))
+    assert res.processes["cow_copies"].sum() == sum(map(len, copied))
+    assert np.count_nonzero(m.tab_ovr[:tables]) == overridden
+    assert np.count_nonzero(m.tab_w[1:tables].any(axis=1)) <= overridden
 
 
 def test_overlay_pool_grows_in_place_between_ops_and_stays_consistent():

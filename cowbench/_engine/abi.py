@@ -26,6 +26,11 @@ PATTERN_NAMES = {PAT_SEQUENTIAL: "sequential", PAT_UNIFORM: "uniform", PAT_ZIPF:
 PTRS_PER_TABLE = 512
 TABLE_SHIFT = 9
 MAX_TABLES = 1 << 22          # table * 512 + slot (a frame's home, F_HOME) must fit in an int32
+# A table's entries are kept in blocks of 32 (pgtable.py): a table costs a block
+# for each 32 slots it has ever mapped a page in, not 2 KiB whatever it maps.
+PTE_BLOCK_SHIFT = 5
+PTES_PER_BLOCK = 1 << PTE_BLOCK_SHIFT
+BLOCKS_PER_TABLE = PTRS_PER_TABLE >> PTE_BLOCK_SHIFT
 
 # A PTE is an int32; 0 means absent. Otherwise (helpers in pte.py):
 #   bit 0       W, writable
@@ -121,7 +126,7 @@ OV_CLASSES = 8        # (G_OV_FREE + 0 unused)
  G_TAB_HWM, G_TAB_TOP, G_ROW_HWM, G_ROW_TOP, G_POLICY, G_OOM, G_ZERO_PAGE,
  G_RUNNING, G_RESUME, G_GROUP_HWM, G_GROUP_TOP, G_FORKS,
  G_OVERCOMMIT, G_COMMIT_LIMIT, G_COMMITTED, G_PINS, G_THP_COW, G_PTE_FRAMES,
- G_FOLIO_HWM, G_FOLIO_TOP, G_EPOCH, G_OV_HWM, G_OV_FREE) = range(28)
+ G_FOLIO_HWM, G_FOLIO_TOP, G_EPOCH, G_OV_HWM, G_BLK_HWM, G_BLK_TOP, G_OV_FREE) = range(30)
 N_G = G_OV_FREE + OV_CLASSES      # G_OV_FREE + c: first free overlay chunk of class c, -1 none
 
 # --- return codes -------------------------------------------------------------------------------

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from .abi import (F_FLAGS, F_HOME, F_MAP, F_PINS, FF_CACHE, G_FRAME_HWM, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP,
-                  G_PINS, G_POLICY, G_FRAMES_USED, G_PTE_FRAMES, GROUP_NONE, OV_DENSE, OV_NONE, PMD_NONE, POLICY_ODF,
-                  PTE_FLAGS, PTE_I, PTE_SHIFT, PTE_W, PTE_E, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
+from .abi import (F_FLAGS, F_HOME, F_MAP, F_PINS, FF_CACHE, G_BLK_HWM, G_BLK_TOP, G_FRAME_HWM, G_FREE_TOP,
+                  G_GROUP_HWM, G_GROUP_TOP, G_PINS, G_POLICY, G_FRAMES_USED, G_PTE_FRAMES, G_TAB_TOP, GROUP_NONE,
+                  OV_DENSE, OV_NONE, PMD_NONE, POLICY_ODF, PTE_FLAGS, PTE_I, PTE_SHIFT, PTE_W, PTE_E, PTRS_PER_TABLE,
+                  TABLE_SHIFT, VM_MAPPED)
 from .machine import Machine
 
 __all__ = ["check_machine"]
 
 
+def _table_ptes(m: Machine, t: int) -> np.ndarray:
+    """The 512 PTEs of table t, from its blocks (a copy)."""
+    return m.pt[m.tab_blk[t]].reshape(-1)
+
+
 def _effective_ptes(m: Machine, row: int, k: int, t: int) -> tuple[np.ndarray, np.ndarray]:
     """The 512 PTEs an address space sees in range k (its overlay over table t),
     and a mask of the slots its overlay overrides."""
-    e = m.pt[t].copy()
+    e = _table_ptes(m, t)
     mine = np.zeros(PTRS_PER_TABLE, dtype=bool)
     c, off, n = int(m.ovc[row, k]), int(m.ovl[row, k]), int(m.ovn[row, k])
     if c == OV_DENSE:
@@ -35,6 +41,19 @@ def _effective_ptes(m: Machine, row: int, k: int, t: int) -> tuple[np.ndarray, n
         mine[slots] = True
         e[slots] = m.ov_val[off: off + n]
     return e, mine
+
+
+def _check_blocks(m: Machine, tables: list) -> None:
+    """Block 0 holds nothing; a table's blocks are its own, and neither free nor beyond the high-water mark."""
+    assert not m.pt[0].any(), "check_invariants: block 0, every table's empty block, was written"
+    used = m.tab_blk[tables].reshape(-1)
+    used = used[used != 0]
+    free = m.blk_free[: m.g[G_BLK_TOP]]
+    assert len(np.unique(used)) == len(used), "check_invariants: two tables (or slots) share a block"
+    assert used.max(initial=0) < m.g[G_BLK_HWM], "check_invariants: a table's block was never handed out"
+    assert not np.isin(used, free).any(), "check_invariants: a table's block is on the free list"
+    assert len(np.unique(free)) == len(free) and not (free == 0).any(), "check_invariants: bad block free list"
+    assert not m.tab_blk[m.tab_free[: m.g[G_TAB_TOP]]].any(), "check_invariants: a freed table kept its blocks"
 
 
 def check_machine(m: Machine) -> None:
@@ -73,7 +92,8 @@ def check_machine(m: Machine) -> None:
                 overrides.setdefault(t, np.zeros(PTRS_PER_TABLE, dtype=np.int64))[mine] += 1
                 if m.tab_huge[t]:
                     assert m.tab_count[t] == PTRS_PER_TABLE, f"check_invariants: huge page {t} is not whole"
-                    assert len(set(m.pt[t] & PTE_FLAGS)) == 1, f"check_invariants: huge page {t} has mixed PTE bits"
+                    assert len(set(_table_ptes(m, t) & PTE_FLAGS)) == 1, \
+                        f"check_invariants: huge page {t} has mixed PTE bits"
                 assert not e[npages - (k - first) * PTRS_PER_TABLE:].any(), \
                     f"check_invariants: PTE past the end of region {r}"
                 present = e[e != 0]
@@ -92,9 +112,10 @@ def check_machine(m: Machine) -> None:
         sim_tables += tables
     for t, n in refs.items():
         assert m.tab_ref[t] == n, f"check_invariants: table {t} has {n} users, tab_ref says {m.tab_ref[t]}"
-        assert (m.tab_ovr[t] == overrides[t]).all(), f"check_invariants: table {t} override counts are off"
-        assert m.tab_maxovr[t] >= overrides[t].max(), f"check_invariants: table {t} tab_maxovr is too low"
-        base = m.pt[t]
+        base = _table_ptes(m, t)
+        counted = np.where(base != 0, overrides[t], 0)          # an empty slot counts no overrides
+        assert (m.tab_ovr[t] == counted).all(), f"check_invariants: table {t} override counts are off"
+        assert m.tab_maxovr[t] >= counted.max(), f"check_invariants: table {t} tab_maxovr is too low"
         assert (base != 0).sum() == m.tab_count[t], f"check_invariants: table {t} count {m.tab_count[t]} is off"
         assert not (base[overrides[t] == n] != 0).any(), f"check_invariants: table {t} keeps a slot every user overrides"
         inline_pages += int(((base & PTE_I) != 0).sum())
@@ -116,6 +137,7 @@ def check_machine(m: Machine) -> None:
                 f"check_invariants: table {t} is marked ready to share but maps a frame homed elsewhere"
             assert not m.frame[frames, F_PINS].any(), f"check_invariants: table {t} is marked ready to share " \
                                                       "but maps a pinned page"
+    _check_blocks(m, list(refs))
     free = m.frame_free[: m.g[G_FREE_TOP]]
     allocated = np.ones(hwm, dtype=bool)
     allocated[0] = False
@@ -146,7 +168,8 @@ def check_machine(m: Machine) -> None:
     counted = m.frame[:hwm, F_MAP].astype(np.int64)
     for f in np.flatnonzero(allocated & (home >= 0)):
         t, s = divmod(int(home[f]), PTRS_PER_TABLE)
-        assert (m.pt[t, s] >> PTE_SHIFT) - 1 == f and not m.pt[t, s] & PTE_I, \
+        e = _table_ptes(m, t)[s]
+        assert (e >> PTE_SHIFT) - 1 == f and not e & PTE_I, \
             f"check_invariants: frame {f} is homed at ({t}, {s}), which does not map it"
         counted[f] += m.tab_ref[t] - m.tab_ovr[t, s]
     bad = np.flatnonzero(allocated & (mapped != counted))

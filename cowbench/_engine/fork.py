@@ -18,15 +18,15 @@ from numba import njit
 
 from .abi import (C_ENOMEM, C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, F_HOME, F_MAP, F_TAG,
                   G_FORKS, G_PINS, G_POLICY, G_PTE_FRAMES, G_RUNNING, OV_NONE, P_FORK_FAILED, P_RUNNING, PMD_NONE,
-                  POLICY_EAGER, POLICY_ODF, PTE_E, PTE_W, PTRS_PER_TABLE, VM_ACCOUNT, VM_ANON_VMA, VM_DONTFORK,
-                  VM_MAPPED, VM_WIPEONFORK, VM_WRITE)
+                  POLICY_EAGER, POLICY_ODF, PTE_BLOCK_SHIFT, PTE_E, PTE_W, PTES_PER_BLOCK, PTRS_PER_TABLE, VM_ACCOUNT,
+                  VM_ANON_VMA, VM_DONTFORK, VM_MAPPED, VM_WIPEONFORK, VM_WRITE)
 from .huge_memory import copy_huge_pmd, huge_pinned, split_huge_pmd
 from .machine import count_event, count_events, region_span
 from .mmap import mm_init, vm_enough_memory, vm_unacct
 from .page_alloc import folio_pinned, frame_charge, frame_map, frames_free, frames_taken, page_cached, pte_alloc_one
-from .pgtable import odf_share, ov_at, ov_clone, ov_len, ov_record, pte_assign_frame, pte_peek, pte_tag_of, \
-    table_alloc
-from .pte import NO_ENTRY, home_of, pte_frame, pte_id, pte_inline, pte_is_inline, pte_page
+from .pgtable import odf_share, ov_at, ov_clone, ov_len, ov_record, pt_get, pt_set, pte_assign_frame, \
+    pte_homed_frame, pte_peek, pte_tag_of, table_alloc
+from .pte import home_of, pte_frame, pte_id, pte_inline, pte_is_inline, pte_page
 
 
 @njit(cache=True)
@@ -100,7 +100,7 @@ def copy_pte_table(m, child, prow, crow, k, t, writable):
             frame_charge(m)                      # fork_frames_needed checked
             e = pte_inline(pte_tag_of(m, e), (PTE_W | PTE_E) if writable else PTE_E)
             count_event(m, child, C_FORK_PAGES)
-        m.pt[nt, slot] = e
+        pt_set(m, nt, slot, e)
     m.tab_count[nt] = ptes
     return ptes
 
@@ -112,32 +112,34 @@ def prepare_shared_table(m, prow, k, t):
     parent's overlay what must stay its own (a pinned page, which stays
     writable, and a page homed in another table)."""
     m.tab_ver[t] += 1
+    pt = m.pt
+    blk = m.tab_blk[t]
     for slot in range(PTRS_PER_TABLE):
-        e = m.pt[t, slot]
+        b = blk[slot >> PTE_BLOCK_SHIFT]
+        s = slot & (PTES_PER_BLOCK - 1)
+        e = pt[b, s]
         if e == 0:
-            continue
+            continue                             # (so b is a block of t's: its entries are stored in place)
         here = home_of(t, slot)
         if pte_is_inline(e):
-            m.pt[t, slot] = pte_assign_frame(m, t, slot, NO_ENTRY, e) & ~(PTE_W | PTE_E)
+            pt[b, s] = pte_homed_frame(m, t, slot, e) & ~(PTE_W | PTE_E)
             continue
         f = pte_frame(e)
         if f == 0:
             continue
         h = m.frame[f, F_HOME]
         if folio_pinned(m, f) or (h >= 0 and h != here):
-            m.pt[t, slot] = 0
+            pt[b, s] = 0
             m.tab_count[t] -= 1
             if h == here:
                 m.frame[f, F_HOME] = -1
                 m.frame[f, F_MAP] += 1
-            ov_record(m, prow, k, slot, e)
-            m.tab_ovr[t, slot] = 1
-            m.tab_maxovr[t] = max(m.tab_maxovr[t], 1)
+            ov_record(m, prow, k, slot, e)       # an override of an empty slot: counted nowhere
             continue
         if h < 0:                                # counted in F_MAP until now (a split huge page)
             m.frame[f, F_MAP] -= 1
             m.frame[f, F_HOME] = here
-        m.pt[t, slot] = e & ~(PTE_W | PTE_E)
+        pt[b, s] = e & ~(PTE_W | PTE_E)
 
 
 @njit(cache=True)
@@ -158,7 +160,7 @@ def share_pte_table(m, child, prow, crow, k, writable):
         e = m.ov_val[j]
         if e == 0:
             continue
-        if m.pt[t, slot] == 0:
+        if pt_get(m, t, slot) == 0:
             ptes += 1
         if pte_is_inline(e):
             e = pte_assign_frame(m, t, slot, j, e)
@@ -182,8 +184,9 @@ def share_pte_table(m, child, prow, crow, k, writable):
                 count_event(m, child, C_FORK_PAGES)
             elif f != 0:
                 frame_map(m, f)
-            m.tab_ovr[t, slot] += 1
-            m.tab_maxovr[t] = max(m.tab_maxovr[t], m.tab_ovr[t, slot])
+            if pt_get(m, t, slot) != 0:
+                m.tab_ovr[t, slot] += 1
+                m.tab_maxovr[t] = max(m.tab_maxovr[t], m.tab_ovr[t, slot])
     m.tab_ref[t] += 1
     m.pmd[crow, k] = t
     return ptes, pinned

@@ -13,7 +13,7 @@ from numba import njit
 
 from .abi import F_FOLIO, F_PINS, G_PINS, PTRS_PER_TABLE, TABLE_SHIFT
 from .page_alloc import frame_put
-from .pgtable import ov_find, pte_assign_frame
+from .pgtable import ov_find, pt_get, pte_assign_frame
 from .pte import pte_frame, pte_is_inline
 
 
@@ -27,7 +27,7 @@ def pin_page(m, pid, r, page):
     slot = page & (PTRS_PER_TABLE - 1)
     t = m.pmd[row, k]
     oi = ov_find(m, row, k, slot)
-    e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
+    e = m.ov_val[oi] if oi >= 0 else pt_get(m, t, slot)
     if pte_is_inline(e):
         e = pte_assign_frame(m, t, slot, oi, e)
     if oi < 0:

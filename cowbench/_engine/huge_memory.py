@@ -17,7 +17,7 @@ from .machine import count_event, count_events
 from .mmap import count_rss
 from .page_alloc import (frame_alloc, frame_mapcount, frame_unmap, frames_free, folio_pinned, id_alloc,
                          pte_alloc_one)
-from .pgtable import table_alloc, table_free
+from .pgtable import pt_get, pt_set, table_alloc, table_free
 from .pte import pte_frame, pte_make
 
 
@@ -49,8 +49,8 @@ def map_new_huge_page(m, t, src, flags):
         m.frame[f, F_FOLIO] = fo
         m.folio_frames[fo, slot] = f
         if src >= 0:
-            m.frame[f, F_TAG] = m.frame[pte_frame(m.pt[src, slot]), F_TAG]
-        m.pt[t, slot] = pte_make(f, flags)
+            m.frame[f, F_TAG] = m.frame[pte_frame(pt_get(m, src, slot)), F_TAG]
+        pt_set(m, t, slot, pte_make(f, flags))
     m.tab_ver[t] += 1
 
 
@@ -69,7 +69,8 @@ def do_huge_pmd_anonymous_page(m, pid, mm, r, k, write):
     m.pmd[m.mm_row[mm], k] = t
     m.vma[mm, r] |= VM_ANON_VMA                   # even for the huge zero page
     if zero:
-        m.pt[t, :] = pte_make(0, 0)
+        for slot in range(PTRS_PER_TABLE):
+            pt_set(m, t, slot, pte_make(0, 0))
     else:
         map_new_huge_page(m, t, -1, PTE_W | PTE_E)
         count_rss(m, mm, r, PTRS_PER_TABLE)
@@ -90,19 +91,19 @@ def split_huge_pmd(m, pid, t):
 @njit(cache=True)
 def huge_exclusive(m, t):
     """The huge page is mapped by this PMD only, and nothing pins it."""
-    if (m.pt[t, 0] & PTE_E) != 0:
+    if (pt_get(m, t, 0) & PTE_E) != 0:
         return True
-    if folio_pinned(m, pte_frame(m.pt[t, 0])):
+    if folio_pinned(m, pte_frame(pt_get(m, t, 0))):
         return False
     for slot in range(PTRS_PER_TABLE):
-        if frame_mapcount(m, pte_frame(m.pt[t, slot])) != 1:
+        if frame_mapcount(m, pte_frame(pt_get(m, t, slot))) != 1:
             return False
     return True
 
 
 @njit(cache=True)
 def huge_pinned(m, t):
-    f = pte_frame(m.pt[t, 0])
+    f = pte_frame(pt_get(m, t, 0))
     return f != 0 and folio_pinned(m, f)
 
 
@@ -113,10 +114,10 @@ def do_huge_pmd_wp_page(m, pid, mm, r, t):
     whole if exclusive; else under thp_cow="copy" all 2 MiB are copied, and
     under "split" (Linux >= 5.8) the PMD is split and FAULT_FALLBACK returned
     for the 4 KiB fault to go on. With no room for 512 frames: split."""
-    zero = pte_frame(m.pt[t, 0]) == 0
+    zero = pte_frame(pt_get(m, t, 0)) == 0
     if not zero and huge_exclusive(m, t):
         for slot in range(PTRS_PER_TABLE):
-            m.pt[t, slot] |= PTE_W | PTE_E
+            pt_set(m, t, slot, pt_get(m, t, slot) | PTE_W | PTE_E)
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_COW_REUSES)
         return FAULT_OK
@@ -128,10 +129,11 @@ def do_huge_pmd_wp_page(m, pid, mm, r, t):
         return FAULT_OK
     if not zero and m.g[G_THP_COW] == THP_COPY and huge_frames_free(m, 0):
         old = table_alloc(m)                       # scratch copy of the old subpages
-        m.pt[old, :] = m.pt[t, :]
+        for slot in range(PTRS_PER_TABLE):
+            pt_set(m, old, slot, pt_get(m, t, slot))
         map_new_huge_page(m, t, old, PTE_W | PTE_E)
         for slot in range(PTRS_PER_TABLE):
-            frame_unmap(m, pte_frame(m.pt[old, slot]))
+            frame_unmap(m, pte_frame(pt_get(m, old, slot)))
         table_free(m, old)
         count_event(m, pid, C_MINOR_FAULTS)
         count_event(m, pid, C_THP_COPIES)
@@ -148,17 +150,17 @@ def copy_huge_pmd(m, child, crow, k, t, eager, writable):
     m.pmd[crow, k] = nt
     pte_alloc_one(m)                             # fork.fork_frames_needed checked
     m.tab_huge[nt] = 1
-    if eager and pte_frame(m.pt[t, 0]) != 0:
+    if eager and pte_frame(pt_get(m, t, 0)) != 0:
         map_new_huge_page(m, nt, t, (PTE_W | PTE_E) if writable else PTE_E)
         count_events(m.ctr, m.totals, child, C_FORK_PAGES, PTRS_PER_TABLE)
     else:
         for slot in range(PTRS_PER_TABLE):
-            e = m.pt[t, slot]
+            e = pt_get(m, t, slot)
             f = pte_frame(e)
             if f != 0:
                 e &= ~(PTE_W | PTE_E)
-                m.pt[t, slot] = e
+                pt_set(m, t, slot, e)
                 m.frame[f, F_MAP] += 1                # a huge page's frames are homed nowhere
-            m.pt[nt, slot] = e
+            pt_set(m, nt, slot, e)
     m.tab_count[nt] = PTRS_PER_TABLE
     count_event(m, child, C_FORK_PMDS)

@@ -9,9 +9,9 @@ one from the other (matched by name), the allocation (`new_machine`) and the
 growth (`grow`).
 
 A field's shape names its dimensions. The first one counts the field's rows:
-a *growth group* (frame, folio, table, group, row, overlay) for the arrays
-the kernels hand out ids from, which grow between ops when an op might run
-out of them; otherwise a size fixed by the scenario (mm, proc, reg, ...).
+a *growth group* (frame, folio, table, block, group, row, overlay) for the
+arrays the kernels hand out ids from, which grow between ops when an op might
+run out of them; otherwise a size fixed by the scenario (mm, proc, reg, ...).
 How much room an op needs is loop.op_needs; whether there is that much is
 `shortfall`, the one room check, which both the op loop and `grow` call.
 """
@@ -26,11 +26,12 @@ import numpy as np
 from numba import njit, types
 from numba.experimental import structref
 
-from .abi import (F_FLAGS, F_FOLIO, F_HOME, F_WIDTH, FF_CACHE, G_COMMIT_LIMIT, G_FOLIO_HWM, G_FOLIO_TOP,
-                  G_FRAME_HWM, G_FRAME_MAX, G_FRAMES_PEAK, G_FRAMES_USED, G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP, G_OOM,
-                  G_OV_FREE, G_OV_HWM, G_OVERCOMMIT, G_POLICY, GROUP_NONE,
+from .abi import (BLOCKS_PER_TABLE, F_FLAGS, F_FOLIO, F_HOME, F_WIDTH, FF_CACHE, G_BLK_HWM, G_BLK_TOP,
+                  G_COMMIT_LIMIT, G_FOLIO_HWM, G_FOLIO_TOP, G_FRAME_HWM, G_FRAME_MAX, G_FRAMES_PEAK, G_FRAMES_USED,
+                  G_FREE_TOP, G_GROUP_HWM, G_GROUP_TOP, G_OOM, G_OV_FREE, G_OV_HWM, G_OVERCOMMIT, G_POLICY, GROUP_NONE,
                   G_ROW_HWM, G_ROW_TOP, G_TAB_HWM, G_TAB_TOP, G_THP_COW, G_ZERO_PAGE, MAX_PTE_VALUE, MAX_TABLES,
-                  N_CTR, N_G, N_TOTALS, OV_CLASSES, OV_NONE, PMD_NONE, POLICY_ODF, PTRS_PER_TABLE, TABLE_SHIFT)
+                  N_CTR, N_G, N_TOTALS, OV_CLASSES, OV_NONE, PMD_NONE, POLICY_ODF, PTES_PER_BLOCK, PTRS_PER_TABLE,
+                  TABLE_SHIFT)
 
 __all__ = ["FIELDS", "GROUPS", "Machine", "MachineRef", "machine_ref", "new_machine", "grow", "shortfall",
            "overlay_pool", "region_span", "count_event", "count_events"]
@@ -55,7 +56,10 @@ FIELDS = (
     Field("folio_live", np.int32, ("folio",), 0, "subpages not yet freed"),
     Field("folio_pins", np.int32, ("folio",), 0, "pins on any subpage"),
     Field("folio_free", np.int32, ("folio",), 0, "stack of freed folio ids"),
-    Field("pt", np.int32, ("table", "PTRS"), 0, "PTE tables"),
+    Field("pt", np.int32, ("block", "BLOCK"), 0, "PTE blocks: a table's entries, 32 slots a block (block 0: "
+                                                 "all zero, never written)"),
+    Field("blk_free", np.int32, ("block",), 0, "stack of freed blocks"),
+    Field("tab_blk", np.int32, ("table", "BLOCKS"), 0, "the block of each 32 slots of the table, 0: none mapped"),
     Field("tab_count", np.int32, ("table",), 0, "present PTEs per table"),
     Field("tab_free", np.int32, ("table",), 0, "stack of freed tables"),
     Field("tab_huge", np.uint8, ("table",), 0, "1: a PMD-mapped huge page, its 512 subpages in the entries"),
@@ -74,7 +78,8 @@ FIELDS = (
     Field("tab_uss", np.int32, ("table",), 0, "(cached with tab_rss)"),
     Field("tab_pss", np.float64, ("table",), 0, "(cached with tab_rss)"),
     Field("tab_w", np.float64, ("table", "PTRS"), 0, "each entry's pss share, -1 where no page, cached too "
-                                                     "(written for the tables someone overrides)", sparse=True),
+                                                     "(written for the tables someone overrides; row 0: all -1)",
+          sparse=True),
     Field("group_ref", np.int32, ("group",), 0, "address spaces sharing one table of the simulated odf kernel"),
     Field("group_free", np.int32, ("group",), 0, "stack of freed groups"),
     Field("pmd", np.int32, ("row", "n_pmd"), PMD_NONE, "table of each 2 MiB range"),
@@ -204,19 +209,24 @@ class Group(NamedTuple):
     in_place: bool        # grown by realloc (mremap: never held twice) instead of a copy
     ceiling: int          # at most this many rows, 0: no limit
     what: str             # for the error past the ceiling
+    per: int = 1          # rows per unit of that need
 
 
 _MAX_FRAMES_IN_USE = MAX_PTE_VALUE - 1     # frame + 1 must fit in the 28 bits a PTE has for it
 GROUPS = (
     Group("frame", G_FRAME_HWM, G_FREE_TOP, 0, False, _MAX_FRAMES_IN_USE + 1, f"{_MAX_FRAMES_IN_USE} frames"),
     Group("table", G_TAB_HWM, G_TAB_TOP, 1, False, MAX_TABLES, f"{MAX_TABLES} PTE tables"),
+    # an op writes entries in at most the tables it may take or touch, so in at most that many blocks a table
+    Group("block", G_BLK_HWM, G_BLK_TOP, 1, False, MAX_TABLES * BLOCKS_PER_TABLE, f"{MAX_TABLES} PTE tables",
+          BLOCKS_PER_TABLE),
     Group("folio", G_FOLIO_HWM, G_FOLIO_TOP, 1, False, 0, ""),
     Group("group", G_GROUP_HWM, G_GROUP_TOP, 1, False, 0, ""),
     Group("row", G_ROW_HWM, G_ROW_TOP, 2, False, 0, ""),
     Group("overlay", G_OV_HWM, -1, 3, True, 0, ""),
 )
-GROUP_FRAME, GROUP_TABLE, GROUP_FOLIO, GROUP_GROUP, GROUP_ROW, GROUP_OVERLAY = range(len(GROUPS))
+GROUP_FRAME, GROUP_TABLE, GROUP_BLOCK, GROUP_FOLIO, GROUP_GROUP, GROUP_ROW, GROUP_OVERLAY = range(len(GROUPS))
 NEED_OF = tuple(grp.need for grp in GROUPS)
+PER_NEED = tuple(grp.per for grp in GROUPS)
 
 
 @njit(cache=True)
@@ -231,7 +241,9 @@ def shortfall(m, grp, need):
             return 0
         free = cap - g[G_FRAME_HWM] + g[G_FREE_TOP]
     elif grp == GROUP_TABLE:
-        free = m.pt.shape[0] - g[G_TAB_HWM] + g[G_TAB_TOP]
+        free = m.tab_ref.shape[0] - g[G_TAB_HWM] + g[G_TAB_TOP]
+    elif grp == GROUP_BLOCK:
+        free = m.pt.shape[0] - g[G_BLK_HWM] + g[G_BLK_TOP]
     elif grp == GROUP_FOLIO:
         free = m.folio_live.shape[0] - g[G_FOLIO_HWM] + g[G_FOLIO_TOP]
     elif grp == GROUP_GROUP:
@@ -247,7 +259,7 @@ def shortfall(m, grp, need):
 def has_room(m, needs):
     """Every group has room for what an op needs (loop.op_needs)."""
     for grp in range(len(NEED_OF)):
-        if shortfall(m, grp, needs[NEED_OF[grp]]) > 0:
+        if shortfall(m, grp, needs[NEED_OF[grp]] * PER_NEED[grp]) > 0:
             return False
     return True
 
@@ -263,12 +275,13 @@ def _dims(prog, frame_max: int) -> dict:
     ranges = int(-(-prog.reg_npages.max(initial=0) // PTRS_PER_TABLE))
     return {
         "N_G": N_G, "N_TOTALS": N_TOTALS, "N_CTR": N_CTR, "F_WIDTH": F_WIDTH, "PTRS": PTRS_PER_TABLE,
+        "BLOCK": PTES_PER_BLOCK, "BLOCKS": BLOCKS_PER_TABLE,
         # a frame id is handed out when a page is shared, pinned or cached; about two slots a touch
         "frame": (min(frame_max, 2 * touches + (1 << 12) + len(prog.cached), max(1 << 26, len(prog.cached) + 1)),
                   min(frame_max, (1 << 12) + len(prog.cached))),
         "overlay": (min(2 * touches, 1 << 30) + (1 << 12), 1 << 12),
         "marks": (ranges * PTRS_PER_TABLE, 0), "marked_ranges": (ranges, 0),
-        "folio": 64, "table": 64, "group": 64, "row": 4,
+        "folio": 64, "table": 64, "block": 256, "group": 64, "row": 4,
         "n_pmd": max(prog.n_pmd, 1), "mm": max(prog.n_mm, 1), "reg": n_reg, "proc": prog.n_proc + 1,
         "shm": prog.n_shm, "pin": prog.n_pins,
     }
@@ -326,6 +339,8 @@ def new_machine(prog, frame_max: int, policy: int, oom: int, zero_page: bool,
     g[G_FRAME_MAX] = frame_max
     g[G_FRAME_HWM] = 1                          # frame 0 is the zero page
     g[G_TAB_HWM] = g[G_GROUP_HWM] = 1           # table 0 and group 0 are none (abi.PMD_NONE, GROUP_NONE)
+    g[G_BLK_HWM] = 1                            # block 0 is every table's empty block
+    m.tab_w[0] = -1.0                           # no page at any slot (task_mmu.overlay_weights)
     g[G_POLICY], g[G_OOM], g[G_ZERO_PAGE] = policy, oom, int(zero_page)
     g[G_OVERCOMMIT] = overcommit
     g[G_THP_COW] = thp_cow
@@ -407,7 +422,7 @@ def grow(arrays: dict, needs) -> Machine:
     odf = g[G_POLICY] == POLICY_ODF
     plan = []
     for i, grp in enumerate(GROUPS):
-        need = int(needs[grp.need])
+        need = int(needs[grp.need]) * grp.per
         if shortfall(ref, i, need) == 0:
             continue
         fields = [f for f in FIELDS if f.shape[0] == grp.name and (odf or not f.odf_only)]

@@ -21,14 +21,15 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .abi import (C_COW_COPIES, C_COW_REUSES, C_MAJOR_FAULTS, C_MINOR_FAULTS, C_ZERO_FILLS, F_FLAGS, F_FOLIO,
                   F_PINS, F_TAG, FF_DIRTY, FAULT_AROUND_PAGES, FAULT_FALLBACK, FAULT_OK, FAULT_OOM, G_ZERO_PAGE,
-                  OV_DENSE, OV_NONE, PMD_FOLIO_PAGES, PMD_NONE, PTE_D, PTE_E, PTE_I, PTE_SHIFT, PTE_W, PTRS_PER_TABLE,
-                  TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
+                  OV_DENSE, OV_NONE, PMD_FOLIO_PAGES, PMD_NONE, PTE_BLOCK_SHIFT, PTE_D, PTE_E, PTE_I, PTE_SHIFT, PTE_W,
+                  PTES_PER_BLOCK, PTRS_PER_TABLE, TABLE_SHIFT, VM_ANON_VMA, VM_WRITE)
 from .huge_memory import do_huge_pmd_anonymous_page, do_huge_pmd_wp_page, thp_eligible
 from .machine import count_event
 from .mmap import count_rss, pte_alloc
 from .oom_kill import oom_kill
 from .page_alloc import cache_page_alloc, frame_charge, frame_mapcount, page_cached
-from .pgtable import ov_cap, ov_find, ov_put, ov_record, pte_peek, pte_write, store_tag, table_unshare
+from .pgtable import (block_alloc, ov_cap, ov_find, ov_put, ov_record, pt_entry, pt_get, pt_set, pte_peek, pte_write,
+                      store_tag, table_unshare)
 from .pte import NO_ENTRY, pte_frame, pte_id, pte_inline, pte_is_inline, pte_make
 
 
@@ -108,7 +109,7 @@ def shmem_pte_mkdirty(m, t, slot, oi, e):
     if oi >= 0:
         m.ov_val[oi] = e | PTE_D
     else:
-        m.pt[t, slot] = e | PTE_D
+        pt_set(m, t, slot, e | PTE_D)
 
 
 @njit(cache=True, inline="always")
@@ -156,7 +157,7 @@ def map_cache_block(m, mm, r, row, k, t, lo, hi, w):
             continue
         slot = p & (PTRS_PER_TABLE - 1)
         oi = ov_find(m, row, k, slot)
-        if (m.ov_val[oi] if oi >= 0 else m.pt[t, slot]) == 0:
+        if (m.ov_val[oi] if oi >= 0 else pt_get(m, t, slot)) == 0:
             map_cache_page(m, mm, r, row, k, t, slot, oi, f, w)
 
 
@@ -204,9 +205,9 @@ def do_shared_fault(m, pid, mm, r, row, k, t, slot, page):
 def wp_page_shared(m, pid, r, t, slot, page):
     """Write to a MAP_SHARED file page mapped read-only since its read: the
     page turns dirty and writable in place (page_mkwrite), nothing is copied."""
-    e = m.pt[t, slot]
+    e = pt_get(m, t, slot)
     folio_mark_dirty(m, r, page)
-    m.pt[t, slot] = e | PTE_W
+    pt_set(m, t, slot, e | PTE_W)
     m.tab_ver[t] += 1
     count_event(m, pid, C_MINOR_FAULTS)
     return FAULT_OK
@@ -258,17 +259,25 @@ def next_mark(x):
 
 
 @njit(cache=True)
-def fill_range(pt, t, words, e):
+def fill_range(m, t, words, e):
     """do_anonymous_page's write for every slot of the new table t marked in
     words (a range's marks): install the fresh inline page e, clearing the
     marks; returns how many. The caller charges the pages and counts the
     faults, as do_anonymous_page does one at a time."""
+    pt = m.pt
+    blk = m.tab_blk[t]
     q = 0
     for w in range(RANGE_WORDS):
         x = words[w]
+        if x == 0:
+            continue
         words[w] = 0
+        i = (8 * w) >> PTE_BLOCK_SHIFT
+        if blk[i] == 0:
+            blk[i] = block_alloc(m)
+        b = blk[i]
         while x != 0:
-            pt[t, 8 * w + next_mark(x)] = e
+            pt[b, (8 * w + next_mark(x)) & (PTES_PER_BLOCK - 1)] = e
             q += 1
             x &= x - np.uint64(1)
     return q
@@ -304,7 +313,7 @@ def can_reuse_anon_page(m, row, k, t, f):
 def do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag):
     """Write to a present, write-protected private page: reuse it or copy it;
     the page then holds tag (when > 0)."""
-    e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
+    e = m.ov_val[oi] if oi >= 0 else pt_get(m, t, slot)
     f = -1 if pte_is_inline(e) else pte_frame(e)
     # The entry of a table others use too maps a frame homed right there: while
     # another user maps it, it is shared, and the frame need not be looked at.
@@ -333,12 +342,17 @@ def do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag):
 
 
 @njit(cache=True, inline="always")
-def must_copy(pt, tab_ovr, ref, t, slot):
+def must_copy(pt, tab_blk, tab_ovr, ref, t, slot):
     """The entry at slot of table t, which ref users share, maps a write-protected
     page another of them maps too: do_wp_page's copy (wp_page_copy), which
     wp_page_copy_quick and copy_range do without it."""
-    e = pt[t, slot]
-    return e > (1 << PTE_SHIFT) and (e & (PTE_I | PTE_W)) == 0 and ref - tab_ovr[t, slot] > 1
+    return shared_readonly(pt_entry(pt, tab_blk, t, slot), ref - tab_ovr[t, slot])
+
+
+@njit(cache=True, inline="always")
+def shared_readonly(e, users):
+    """e maps a frame (not the zero page) write-protected, and the table's users that do not override it are many."""
+    return e > (1 << PTE_SHIFT) and (e & (PTE_I | PTE_W)) == 0 and users > 1
 
 
 @njit(cache=True, inline="always")
@@ -374,7 +388,7 @@ def wp_page_copy_quick(m, row, k, t, slot, e, ov_key, ov_val, ovc_row, ovl_row, 
 
 
 @njit(cache=True)
-def copy_range(pt, tab_ovr, tab_maxovr, tab_ver, ref, t, words, key, val, off, dense, e):
+def copy_range(pt, tab_blk, tab_ovr, tab_maxovr, tab_ver, ref, t, words, key, val, off, dense, e):
     """wp_page_copy for every slot marked in words whose entry in table t (ref
     users) must be copied: e goes to the new overlay chunk at off (dense, or
     sorted slots), the slot gains an override and its mark is cleared; the
@@ -383,11 +397,16 @@ def copy_range(pt, tab_ovr, tab_maxovr, tab_ver, ref, t, words, key, val, off, d
     q = 0
     for w in range(RANGE_WORDS):
         x = words[w]
+        if x == 0:
+            continue
+        b = tab_blk[t, (8 * w) >> PTE_BLOCK_SHIFT]
+        if b == 0:                              # the table maps nothing in the word's slots
+            continue
         while x != 0:
             low = x & (~x + np.uint64(1))
             slot = 8 * w + next_mark(x)
             x ^= low
-            if not must_copy(pt, tab_ovr, ref, t, slot):
+            if not shared_readonly(pt[b, slot & (PTES_PER_BLOCK - 1)], ref - tab_ovr[t, slot]):
                 continue
             words[w] ^= low
             if dense:
@@ -414,7 +433,7 @@ def fault_once(m, pid, mm, r, page, write, tag):
     e = np.int32(0)
     if t != PMD_NONE:
         oi = ov_find(m, row, k, slot)
-        e = m.ov_val[oi] if oi >= 0 else m.pt[t, slot]
+        e = m.ov_val[oi] if oi >= 0 else pt_get(m, t, slot)
     if not write:
         if e != 0:
             return FAULT_OK

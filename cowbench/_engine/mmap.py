@@ -14,7 +14,7 @@ from .abi import (C_ENOMEM, C_EXIT_FREED, C_EXIT_PTES, F_FLAGS, F_PINS, G_COMMIT
                   OVERCOMMIT_NEVER, OV_NONE, PMD_NONE, POLICY_ODF, PTRS_PER_TABLE, VM_ACCOUNT, VM_MAPPED, VM_WRITE)
 from .machine import count_event, count_events, region_span
 from .page_alloc import frame_release, id_alloc, id_release, pte_alloc_one, pte_drop, pte_free
-from .pgtable import odf_leave, ov_at, ov_drop, ov_len, table_alloc, table_free, table_put
+from .pgtable import odf_leave, ov_at, ov_drop, ov_len, pt_get, pt_set, table_alloc, table_free, table_put
 from .pte import pte_page
 from .task_mmu import odf_shared_rss
 
@@ -61,7 +61,7 @@ def pte_alloc(m, mm, row, k):
 @njit(cache=True)
 def set_pte(m, mm, r, t, slot, e):
     """Install e in an empty slot of an unshared table."""
-    m.pt[t, slot] = e
+    pt_set(m, t, slot, e)
     m.tab_count[t] += 1
     m.tab_ver[t] += 1
     count_rss(m, mm, r, pte_page(e))
@@ -79,12 +79,13 @@ def zap_table(m, mm, row, k, anon):
         slot, j = ov_at(m, row, k, i)
         e = m.ov_val[j]
         if e != 0:
-            m.tab_ovr[t, slot] -= 1
+            if pt_get(m, t, slot) != 0:
+                m.tab_ovr[t, slot] -= 1
             pte_drop(m, e, anon)
     ov_drop(m, row, k)
     if not anon:
         for slot in range(PTRS_PER_TABLE):     # a shared region's table: its frames are counted
-            e = m.pt[t, slot]
+            e = pt_get(m, t, slot)
             if e != 0:
                 pte_drop(m, e, anon)           # anon is False here
         m.tab_ref[t] = 0

@@ -6,7 +6,7 @@ from numba import njit
 from .abi import C_ENOMEM, F_FLAGS, FF_DIRTY, PMD_NONE, PTE_E, PTE_W, PTRS_PER_TABLE, VM_ACCOUNT, VM_READ, VM_WRITE
 from .machine import count_event, region_span
 from .mmap import vm_enough_memory
-from .pgtable import ov_at, ov_len, table_unshare
+from .pgtable import ov_at, ov_len, pt_get, pt_set, table_unshare
 from .pte import pte_frame
 
 
@@ -52,7 +52,7 @@ def change_protection(m, pid, mm, r, prot):
             return
         if m.tab_ref[t] == 1:
             for slot in range(PTRS_PER_TABLE):
-                m.pt[t, slot] = pte_protect(m, m.pt[t, slot], prot, shared, file)
+                pt_set(m, t, slot, pte_protect(m, pt_get(m, t, slot), prot, shared, file))
             if (prot & VM_WRITE) != 0:
                 m.tab_wp[t] = 0
         for i in range(ov_len(m, row, k)):

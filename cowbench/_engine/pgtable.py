@@ -6,10 +6,17 @@ child's directory row points at the parent's tables, which count their users
 write into a shared table does not copy it either: the writer records its own
 PTE for that slot in a small per-(address space, 2 MiB range) overlay (sorted
 (slot, PTE) pairs in size classes of 2..64, past that a dense 512-slot
-array) and the slot counts one more override (tab_ovr). Reading a PTE looks
-in the overlay first, then in the table. What the simulated kernel would have
-copied is counted, not done (fork.py). A table slot every user overrides is
-dead: its page is unmapped then and there.
+array) and, if the table maps a page there, the slot counts one more
+override (tab_ovr: only a page's slot can die, so an empty slot counts none,
+and a table whose users write where it maps nothing is never written).
+Reading a PTE looks in the overlay first, then in the table. What the
+simulated kernel would have copied is counted, not done (fork.py). A table
+slot every user overrides is dead: its page is unmapped then and there.
+
+A table keeps its entries in blocks of 32 (pt, named by tab_blk); block 0 is
+all zero, and a block is taken when a page is first mapped in its 32 slots and
+given back with the table: a table that maps one page costs the host a block
+of 128 bytes, not 2 KiB (a sparse address space has a table per page it maps).
 
 Directory rows (pmd, ovl, ovc, ovn, odfg: one row per live address space,
 one column per 2 MiB range) say which table maps each range and where its
@@ -20,25 +27,63 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .abi import (F_HOME, F_MAP, F_TAG, G_GROUP_HWM, G_GROUP_TOP, G_OV_FREE, G_OV_HWM, G_POLICY, G_TAB_HWM,
-                  G_TAB_TOP, GROUP_NONE, OV_DENSE, OV_NONE, OV_SMALLEST, POLICY_ODF, PTE_E, PTE_SHIFT, PTE_W,
-                  PTRS_PER_TABLE, C_FAULT_TABLES)
+from .abi import (BLOCKS_PER_TABLE, C_FAULT_TABLES, F_HOME, F_MAP, F_TAG, G_BLK_HWM, G_BLK_TOP, G_GROUP_HWM,
+                  G_GROUP_TOP, G_OV_FREE, G_OV_HWM, G_POLICY, G_TAB_HWM, G_TAB_TOP, GROUP_NONE, OV_DENSE, OV_NONE,
+                  OV_SMALLEST, POLICY_ODF, PTE_BLOCK_SHIFT, PTE_E, PTE_SHIFT, PTE_W, PTES_PER_BLOCK, PTRS_PER_TABLE)
 from .machine import count_event
 from .page_alloc import (frame_map, frame_new_id, frame_put, frame_uncharge, frame_unmap, id_alloc, id_release,
                          pte_alloc_one)
 from .pte import home_of, pte_frame, pte_id, pte_is_inline, pte_make, pte_with_tag
+
+# --- a table's entries ---------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def pt_entry(pt, tab_blk, t, slot):
+    """The PTE at slot of table t (0: none), on arrays the caller holds."""
+    return pt[tab_blk[t, slot >> PTE_BLOCK_SHIFT], slot & (PTES_PER_BLOCK - 1)]
+
+
+@njit(cache=True, inline="always")
+def pt_get(m, t, slot):
+    """The PTE at slot of table t (0: none)."""
+    return pt_entry(m.pt, m.tab_blk, t, slot)
+
+
+@njit(cache=True)
+def block_alloc(m):
+    """An all-zero block. Only a block freed before is cleared: a new one is
+    memory the host has not backed yet (calloc), and writing zeros would back it."""
+    reused = m.g[G_BLK_TOP] > 0
+    b = id_alloc(m.blk_free, m.g, G_BLK_TOP, G_BLK_HWM)
+    if reused:
+        m.pt[b, :] = 0
+    return b
+
+
+@njit(cache=True, inline="always")
+def pt_set(m, t, slot, e):
+    """Make e the PTE at slot of table t (taking a block for the slot's 32 if
+    it has none; a store of 0 there needs none). loop.op_needs made room."""
+    i = slot >> PTE_BLOCK_SHIFT
+    b = m.tab_blk[t, i]
+    if b == 0:
+        if e == 0:
+            return
+        b = block_alloc(m)
+        m.tab_blk[t, i] = b
+    m.pt[b, slot & (PTES_PER_BLOCK - 1)] = e
+
 
 # --- tables --------------------------------------------------------------------------------------
 
 @njit(cache=True)
 def table_alloc(m):
     """An empty table with one user. Only a table freed before is cleared: a
-    new one's entries are zero pages the host has not backed yet (machine.py
+    new one's rows are zero pages the host has not backed yet (machine.py
     allocates and grows them with calloc), and writing zeros would back them."""
     reused = m.g[G_TAB_TOP] > 0
     t = id_alloc(m.tab_free, m.g, G_TAB_TOP, G_TAB_HWM)
-    if reused:
-        m.pt[t, :] = 0
+    if reused and m.tab_maxovr[t] > 0:      # a row nobody overrode is zero and may be unbacked
         m.tab_ovr[t, :] = 0
     m.tab_count[t] = 0
     m.tab_huge[t] = 0
@@ -54,6 +99,12 @@ def table_alloc(m):
 
 @njit(cache=True)
 def table_free(m, t):
+    """Give back table t and its blocks (whatever they still hold)."""
+    for i in range(BLOCKS_PER_TABLE):
+        b = m.tab_blk[t, i]
+        if b != 0:
+            id_release(m.blk_free, m.g, G_BLK_TOP, b)
+            m.tab_blk[t, i] = 0
     id_release(m.tab_free, m.g, G_TAB_TOP, t)
 
 
@@ -75,11 +126,12 @@ def zap_table_entry(m, t, slot, e):
 @njit(cache=True)
 def clear_table_entry(m, t, slot):
     """Every user of t overrides slot: the table's own entry there maps
-    nothing any more, and is cleared."""
-    e = m.pt[t, slot]
+    nothing any more, and is cleared (an empty slot counts no overrides)."""
+    e = pt_get(m, t, slot)
     if e == 0:
         return
-    m.pt[t, slot] = 0
+    pt_set(m, t, slot, 0)
+    m.tab_ovr[t, slot] = 0
     m.tab_count[t] -= 1
     m.tab_ver[t] += 1
     zap_table_entry(m, t, slot, e)
@@ -87,10 +139,13 @@ def clear_table_entry(m, t, slot):
 
 @njit(cache=True)
 def add_override(m, t, slot):
-    """One more user of t overrides slot (with a PTE in its overlay)."""
+    """One more user of t overrides slot (with a PTE in its overlay); counted
+    where the table maps a page."""
+    m.tab_ver[t] += 1
+    if pt_get(m, t, slot) == 0:
+        return
     n = m.tab_ovr[t, slot] + 1
     m.tab_ovr[t, slot] = n
-    m.tab_ver[t] += 1
     if n > m.tab_maxovr[t]:
         m.tab_maxovr[t] = n
     if n == m.tab_ref[t]:
@@ -108,10 +163,12 @@ def table_put(m, t):
     n = m.tab_ref[t]
     if n == 0:
         if m.tab_count[t] > 0:
-            for slot in range(PTRS_PER_TABLE):
-                e = m.pt[t, slot]
-                if e != 0:
-                    zap_table_entry(m, t, slot, e)
+            for i in range(BLOCKS_PER_TABLE):
+                b = m.tab_blk[t, i]
+                for s in range(PTES_PER_BLOCK if b != 0 else 0):
+                    e = m.pt[b, s]
+                    if e != 0:
+                        zap_table_entry(m, t, i * PTES_PER_BLOCK + s, e)
         table_free(m, t)
     elif m.tab_maxovr[t] >= n and m.tab_count[t] > 0:
         top = 0
@@ -119,7 +176,8 @@ def table_put(m, t):
             o = m.tab_ovr[t, slot]
             if o == n:
                 clear_table_entry(m, t, slot)
-            top = max(top, o)
+            else:
+                top = max(top, o)
         m.tab_maxovr[t] = top
 
 
@@ -326,7 +384,7 @@ def directory_of(m, mm):
 def pte_peek(m, row, k, t, slot):
     """The PTE the address space with directory row `row` sees at slot of table t."""
     i = ov_find(m, row, k, slot)
-    return m.ov_val[i] if i >= 0 else m.pt[t, slot]
+    return m.ov_val[i] if i >= 0 else pt_get(m, t, slot)
 
 
 @njit(cache=True)
@@ -346,8 +404,8 @@ def pte_write(m, row, k, t, slot, oi, e):
                 frame_unmap(m, fo)
         return oi
     if m.tab_ref[t] == 1:
-        old = m.pt[t, slot]
-        m.pt[t, slot] = e
+        old = pt_get(m, t, slot)
+        pt_set(m, t, slot, e)
         m.tab_wp[t] = 0
         m.tab_ver[t] += 1
         if old == 0:
@@ -371,29 +429,38 @@ def store_tag(m, row, k, slot, tag):
     """The page (row, k, slot) maps now holds value tag `tag`."""
     t = m.pmd[row, k]
     i = ov_find(m, row, k, slot)
-    e = m.ov_val[i] if i >= 0 else m.pt[t, slot]
+    e = m.ov_val[i] if i >= 0 else pt_get(m, t, slot)
     if pte_is_inline(e):
         if i >= 0:
             m.ov_val[i] = pte_with_tag(e, tag)
         else:
-            m.pt[t, slot] = pte_with_tag(e, tag)
+            pt_set(m, t, slot, pte_with_tag(e, tag))
     else:
         m.frame[pte_frame(e), F_TAG] = tag
+
+
+@njit(cache=True, inline="always")
+def pte_homed_frame(m, t, slot, e):
+    """The inline page e at slot of table t gets a frame id homed there;
+    returns the PTE for it, with e's W and E bits (the caller stores it)."""
+    f = frame_new_id(m, e >> PTE_SHIFT)
+    m.frame[f, F_HOME] = home_of(t, slot)
+    return pte_make(f, e & (PTE_W | PTE_E))
 
 
 @njit(cache=True)
 def pte_assign_frame(m, t, slot, oi, e):
     """The inline page e, at overlay entry oi (-1: at slot of table t, where it
     is homed), gets a frame id; returns its PTE now, with e's W and E bits."""
+    if oi < 0:
+        e = pte_homed_frame(m, t, slot, e)
+        pt_set(m, t, slot, e)
+        m.tab_ver[t] += 1
+        return e
     f = frame_new_id(m, e >> PTE_SHIFT)
     e = pte_make(f, e & (PTE_W | PTE_E))
-    if oi >= 0:
-        m.frame[f, F_MAP] = 1
-        m.ov_val[oi] = e
-    else:
-        m.frame[f, F_HOME] = home_of(t, slot)
-        m.pt[t, slot] = e
-        m.tab_ver[t] += 1
+    m.frame[f, F_MAP] = 1
+    m.ov_val[oi] = e
     return e
 
 

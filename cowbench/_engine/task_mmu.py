@@ -14,11 +14,11 @@ from numba import njit
 
 from .abi import (C_ANON_HUGE, C_ANON_PAGES, C_FILE_PAGES, C_PRIVATE_CLEAN, C_PRIVATE_DIRTY, C_PTE_PAGES, C_RSS,
                   C_SHARED_DIRTY, C_SHMEM_PAGES, C_USS, F_FLAGS, F_HOME, F_MAP, FF_CACHE, FF_DIRTY, G_EPOCH, GROUP_NONE,
-                  OV_DENSE, OV_NONE, P_RUNNING, P_SUSPENDED, PMD_NONE, PTE_D, PTE_I, PTE_W, PTRS_PER_TABLE, TABLE_SHIFT,
-                  VM_MAPPED)
+                  OV_DENSE, OV_NONE, P_RUNNING, P_SUSPENDED, PMD_NONE, PTE_BLOCK_SHIFT, PTE_D, PTE_I, PTE_W,
+                  PTES_PER_BLOCK, PTRS_PER_TABLE, TABLE_SHIFT, VM_MAPPED)
 from .machine import region_span
 from .page_alloc import frame_mapcount
-from .pgtable import directory_of, pte_peek, pte_tag_of
+from .pgtable import directory_of, pt_get, pte_peek, pte_tag_of
 from .pte import home_of, pte_frame, pte_is_inline, pte_page
 
 
@@ -62,34 +62,36 @@ def table_weights(m, t):
     # row of tab_w unwritten, so tables of sparse address spaces cost the host no page of it.
     w = m.tab_w[t] if m.tab_maxovr[t] > 0 else m.tab_w[t, :0]
     w[:] = -1.0
-    entries = m.pt[t]
+    pt = m.pt
+    blk = m.tab_blk[t]
     frame = m.frame
     tab_ovr = m.tab_ovr
-    if m.tab_count[t] > 0:
-        for slot in range(PTRS_PER_TABLE):
-            e = entries[slot]
-            if pte_page(e) == 0:
-                continue
-            if pte_is_inline(e):
-                n = 1
-                uniform = False
-            else:
-                f = pte_frame(e)
-                home = frame[f, F_HOME]
-                extra = frame[f, F_MAP]
-                o = tab_ovr[t, slot]
-                # frame_mapcount, for the usual frame homed at this very slot without the
-                # dependent loads it makes for a home elsewhere (3x faster over a table)
-                n = extra + ref - o if home == home_of(t, slot) else frame_mapcount(m, f)
-                uniform &= (home == home_of(t, slot)) & (extra == 0) & (o == 0)
-            if len(w) > 0:
-                w[slot] = 1.0 / n
-            rss += 1
-            uss += n == 1
-            if n == ref:
-                at_ref += 1
-            else:
-                pss += 1.0 / n
+    for slot in range(PTRS_PER_TABLE if m.tab_count[t] > 0 else 0):
+        if (slot & (PTES_PER_BLOCK - 1)) == 0:
+            entries = pt[blk[slot >> PTE_BLOCK_SHIFT]]        # the next 32 slots' block
+        e = entries[slot & (PTES_PER_BLOCK - 1)]
+        if pte_page(e) == 0:
+            continue
+        if pte_is_inline(e):
+            n = 1
+            uniform = False
+        else:
+            f = pte_frame(e)
+            home = frame[f, F_HOME]
+            extra = frame[f, F_MAP]
+            o = tab_ovr[t, slot]
+            # frame_mapcount, for the usual frame homed at this very slot without the
+            # dependent loads it makes for a home elsewhere (3x faster over a table)
+            n = extra + ref - o if home == home_of(t, slot) else frame_mapcount(m, f)
+            uniform &= (home == home_of(t, slot)) & (extra == 0) & (o == 0)
+        if len(w) > 0:
+            w[slot] = 1.0 / n
+        rss += 1
+        uss += n == 1
+        if n == ref:
+            at_ref += 1
+        else:
+            pss += 1.0 / n
     m.tab_rss[t], m.tab_uss[t], m.tab_pss[t] = rss, uss, at_ref / ref + pss
     m.tab_uniform[t] = uniform
     m.tab_seen[t] = m.tab_ver[t]
@@ -115,15 +117,19 @@ def table_smaps(m, t):
 def overlay_weights(m, key, val, tab_w, t, off, n, dense):
     """(rss, pss, uss) an overlay (n positions at off) changes its table t's
     by: each of its PTEs replaces the table's at its slot, whose pss share is
-    tab_w[t, slot] (-1: no page). The loop is branch-free (a dense overlay's
+    tab_w[t, slot] (-1: no page). While no override is counted (tab_maxovr 0),
+    every PTE of an overlay is at a slot where the table maps nothing, and
+    table_weights left the row unwritten: row 0 (table 0 is none), all -1,
+    stands in for it. The loop is branch-free (a dense overlay's
     empty slots come at random: a branch on them would mostly be mispredicted)
     and calls nothing; PTEs with a frame id, rare, are weighed in a second one."""
     replaced = unique = inline = framed = 0
     gone = 0.0
     base = np.uint64(off)                   # unsigned indices: no wraparound checks
+    w = t if m.tab_maxovr[t] > 0 else 0
     for i in range(n):
         e = val[base + np.uint64(i)]
-        p = tab_w[t, i if dense else np.int64(key[base + np.uint64(i)])]
+        p = tab_w[w, i if dense else np.int64(key[base + np.uint64(i)])]
         has = (e != 0) & (p >= 0.0)
         replaced += has
         unique += has & (p == 1.0)
@@ -215,7 +221,7 @@ def mm_smaps(m, mm, acc):
             t = pmd_row[k]
             if t == PMD_NONE:
                 continue
-            if tab_huge[t] != 0 and pte_frame(m.pt[t, 0]) != 0:
+            if tab_huge[t] != 0 and pte_frame(pt_get(m, t, 0)) != 0:
                 huge += 1
             if tab_epoch[t] != epoch:
                 table_smaps(m, t)

@@ -23,9 +23,9 @@ import numpy as np
 from numba import njit
 
 from .abi import (C_COW_COPIES, C_MINOR_FAULTS, C_ZERO_FILLS, F_TAG, G_FRAME_MAX, G_FRAMES_USED, G_POLICY,
-                  GROUP_NONE, MARKS_PER_TOUCH, OV_DENSE, OV_NONE, OV_SMALLEST, P_KILLED, PMD_NONE, POLICY_ODF, PTE_D,
-                  PTE_E, PTE_I, PTE_W, PTRS_PER_TABLE, R_SIGSEGV, TABLE_SHIFT, TOUCH_CHUNK, VM_ANON_VMA, VM_HUGEPAGE,
-                  VM_MAPPED, VM_READ, VM_WRITE)
+                  GROUP_NONE, MARKS_PER_TOUCH, OV_DENSE, OV_NONE, OV_SMALLEST, P_KILLED, PMD_NONE, POLICY_ODF,
+                  PTE_BLOCK_SHIFT, PTE_D, PTE_E, PTE_I, PTE_W, PTES_PER_BLOCK, PTRS_PER_TABLE, R_SIGSEGV, TABLE_SHIFT,
+                  TOUCH_CHUNK, VM_ANON_VMA, VM_HUGEPAGE, VM_MAPPED, VM_READ, VM_WRITE)
 from .draws import pattern_fill
 from .exit import do_exit
 from .gup import pin_page
@@ -48,6 +48,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
     reference count), and the rest go to handle_mm_fault."""
     row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     pt = m.pt
+    tab_blk = m.tab_blk
     frame = m.frame
     tab_ref = m.tab_ref
     tab_ovr = m.tab_ovr
@@ -82,21 +83,23 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                             ov_val[oi] = e | dirty
                     continue
             else:
-                e = pt[t, slot]
+                b = tab_blk[t, slot >> PTE_BLOCK_SHIFT]
+                s = slot & (PTES_PER_BLOCK - 1)
+                e = pt[b, s]
                 if write:
-                    if (e & PTE_W) != 0:
+                    if (e & PTE_W) != 0:            # present, so its block is not block 0
                         if (e & PTE_I) != 0:
-                            pt[t, slot] = pte_with_tag(e, tag)
+                            pt[b, s] = pte_with_tag(e, tag)
                         else:
                             frame[pte_frame(e), F_TAG] = tag
                             if dirty != 0:
-                                pt[t, slot] = e | dirty
+                                pt[b, s] = e | dirty
                         continue
                 elif e != 0:
                     continue
                 # do_wp_page's copy of a page another user of the table maps too (under odf
                 # once the simulated kernel has copied the table, if it still shares it)
-                if (quick_copy and must_copy(pt, tab_ovr, tab_ref[t], t, slot)
+                if (quick_copy and must_copy(pt, tab_blk, tab_ovr, tab_ref[t], t, slot)
                         and (not odf or odfg_row[k] == GROUP_NONE or table_unshare(m, pid, row, k))
                         and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
                     frames_taken(g, 1)
@@ -157,6 +160,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
     words = m.seen.view(np.uint64)
     row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     pt = m.pt
+    tab_blk = m.tab_blk
     tab_ovr = m.tab_ovr
     tab_ref = m.tab_ref
     tab_count = m.tab_count
@@ -181,7 +185,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
             pass
         elif t == PMD_NONE:
             t = pte_alloc(m, mm, row, k)
-            q = fill_range(pt, t, marks, e)
+            q = fill_range(m, t, marks, e)
             tab_count[t] += q
             zero_fills += q
             frames_taken(g, q)
@@ -191,7 +195,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
             while c < OV_DENSE and ov_cap(c) < n:
                 c += 1
             off = ov_alloc(m, c)
-            q = copy_range(pt, tab_ovr, tab_maxovr, tab_ver, tab_ref[t], t, marks, m.ov_key, m.ov_val, off,
+            q = copy_range(pt, tab_blk, tab_ovr, tab_maxovr, tab_ver, tab_ref[t], t, marks, m.ov_key, m.ov_val, off,
                            c == OV_DENSE, e)
             if q == 0:
                 ov_release(m, c, off)
