@@ -85,10 +85,10 @@ def pte_alloc_one(m):
 
 
 @njit(cache=True)
-def pte_free(m):
-    """Give a page-table page back."""
-    m.g[G_FRAMES_USED] -= 1
-    m.g[G_PTE_FRAMES] -= 1
+def pte_free(m, n=1):
+    """Give n page-table pages back."""
+    m.g[G_FRAMES_USED] -= n
+    m.g[G_PTE_FRAMES] -= n
 
 
 # --- frame ids -----------------------------------------------------------------------------------
