@@ -28,8 +28,8 @@ from .machine import count_event
 from .mmap import count_rss, pte_alloc
 from .oom_kill import oom_kill
 from .page_alloc import cache_page_alloc, frame_charge, frame_mapcount, page_cached
-from .pgtable import (block_alloc, ov_cap, ov_find, ov_put, ov_record, pt_entry, pt_get, pt_set, pte_peek, pte_write,
-                      store_tag, table_unshare)
+from .pgtable import (block_alloc, ov_cap, ov_find, ov_put, ov_record, pt_get, pt_set, pte_peek, pte_write, store_tag,
+                      table_unshare)
 from .pte import NO_ENTRY, pte_frame, pte_id, pte_inline, pte_is_inline, pte_make
 
 
@@ -342,16 +342,11 @@ def do_wp_page(m, pid, mm, r, row, k, t, slot, oi, tag):
 
 
 @njit(cache=True, inline="always")
-def must_copy(pt, tab_blk, tab_ovr, ref, t, slot):
-    """The entry at slot of table t, which ref users share, maps a write-protected
-    page another of them maps too: do_wp_page's copy (wp_page_copy), which
-    wp_page_copy_quick and copy_range do without it."""
-    return shared_readonly(pt_entry(pt, tab_blk, t, slot), ref - tab_ovr[t, slot])
-
-
-@njit(cache=True, inline="always")
-def shared_readonly(e, users):
-    """e maps a frame (not the zero page) write-protected, and the table's users that do not override it are many."""
+def must_copy(e, users):
+    """The entry e of a table, which `users` of the table's users see (they do
+    not override it), maps a write-protected page another of them maps too:
+    do_wp_page's copy (wp_page_copy), which wp_page_copy_quick and copy_range
+    do without it."""
     return e > (1 << PTE_SHIFT) and (e & (PTE_I | PTE_W)) == 0 and users > 1
 
 
@@ -406,7 +401,7 @@ def copy_range(pt, tab_blk, tab_ovr, tab_maxovr, tab_ver, ref, t, words, key, va
             low = x & (~x + np.uint64(1))
             slot = 8 * w + next_mark(x)
             x ^= low
-            if not shared_readonly(pt[b, slot & (PTES_PER_BLOCK - 1)], ref - tab_ovr[t, slot]):
+            if not must_copy(pt[b, slot & (PTES_PER_BLOCK - 1)], ref - tab_ovr[t, slot]):
                 continue
             words[w] ^= low
             if dense:

@@ -38,15 +38,9 @@ from .pte import home_of, pte_frame, pte_id, pte_is_inline, pte_make, pte_with_t
 # --- a table's entries ---------------------------------------------------------------------------
 
 @njit(cache=True, inline="always")
-def pt_entry(pt, tab_blk, t, slot):
-    """The PTE at slot of table t (0: none), on arrays the caller holds."""
-    return pt[tab_blk[t, slot >> PTE_BLOCK_SHIFT], slot & (PTES_PER_BLOCK - 1)]
-
-
-@njit(cache=True, inline="always")
 def pt_get(m, t, slot):
     """The PTE at slot of table t (0: none)."""
-    return pt_entry(m.pt, m.tab_blk, t, slot)
+    return m.pt[m.tab_blk[t, slot >> PTE_BLOCK_SHIFT], slot & (PTES_PER_BLOCK - 1)]
 
 
 @njit(cache=True)

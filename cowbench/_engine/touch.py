@@ -99,7 +99,7 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                     continue
                 # do_wp_page's copy of a page another user of the table maps too (under odf
                 # once the simulated kernel has copied the table, if it still shares it)
-                if (quick_copy and must_copy(pt, tab_blk, tab_ovr, tab_ref[t], t, slot)
+                if (quick_copy and must_copy(e, tab_ref[t] - tab_ovr[t, slot])
                         and (not odf or odfg_row[k] == GROUP_NONE or table_unshare(m, pid, row, k))
                         and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
                     frames_taken(g, 1)
