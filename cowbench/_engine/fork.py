@@ -16,17 +16,19 @@ from __future__ import annotations
 
 from numba import njit
 
-from .abi import (C_ENOMEM, C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED, F_HOME, F_MAP, F_TAG,
-                  G_FORKS, G_PINS, G_POLICY, G_PTE_FRAMES, G_RUNNING, OV_NONE, P_FORK_FAILED, P_RUNNING, PMD_NONE,
-                  POLICY_EAGER, POLICY_ODF, PTE_BLOCK_SHIFT, PTE_E, PTE_W, PTES_PER_BLOCK, PTRS_PER_TABLE, VM_ACCOUNT,
-                  VM_ANON_VMA, VM_DONTFORK, VM_MAPPED, VM_WIPEONFORK, VM_WRITE)
+from .abi import (BLOCKS_PER_TABLE, C_ENOMEM, C_FORK_PAGES, C_FORK_PTES, C_FORK_TABLES, C_FORK_TABLES_SHARED,
+                  F_HOME, F_MAP, F_TAG, G_FORKS, G_FRAME_HWM, G_FREE_TOP, G_PINS, G_POLICY, G_PTE_FRAMES, G_RUNNING,
+                  OV_NONE, P_FORK_FAILED, P_RUNNING, PMD_NONE, POLICY_EAGER, POLICY_ODF, PTE_E, PTE_SHIFT, PTE_W,
+                  PTES_PER_BLOCK, PTRS_PER_TABLE, VM_ACCOUNT, VM_ANON_VMA, VM_DONTFORK, VM_MAPPED, VM_WIPEONFORK,
+                  VM_WRITE)
 from .huge_memory import copy_huge_pmd, huge_pinned, split_huge_pmd
 from .machine import count_event, count_events, region_span
 from .mmap import mm_init, vm_enough_memory, vm_unacct
-from .page_alloc import folio_pinned, frame_charge, frame_map, frames_free, frames_taken, page_cached, pte_alloc_one
-from .pgtable import odf_share, ov_at, ov_clone, ov_len, ov_record, pt_get, pt_set, pte_assign_frame, \
-    pte_homed_frame, pte_peek, pte_tag_of, table_alloc
-from .pte import home_of, pte_frame, pte_id, pte_inline, pte_is_inline, pte_page
+from .page_alloc import (folio_pinned, frame_charge, frame_init, frame_map, frames_free, frames_taken, id_alloc,
+                         page_cached, pte_alloc_one)
+from .pgtable import odf_share, ov_at, ov_clone, ov_len, ov_record, pt_get, pt_set, pte_assign_frame, pte_peek, \
+    pte_tag_of, table_alloc
+from .pte import home_of, pte_frame, pte_id, pte_inline, pte_is_inline, pte_make, pte_page
 
 
 @njit(cache=True)
@@ -110,36 +112,46 @@ def prepare_shared_table(m, prow, k, t):
     """The parent's unshared table t is about to get a second user: write-protect
     its entries, give inline pages a frame id homed here, and move to the
     parent's overlay what must stay its own (a pinned page, which stays
-    writable, and a page homed in another table)."""
+    writable, and a page homed in another table). A fork of a freshly written
+    parent does this for every page it has, so the loop runs on arrays held in
+    locals, a block of 32 entries at a time."""
     m.tab_ver[t] += 1
     pt = m.pt
     blk = m.tab_blk[t]
-    for slot in range(PTRS_PER_TABLE):
-        b = blk[slot >> PTE_BLOCK_SHIFT]
-        s = slot & (PTES_PER_BLOCK - 1)
-        e = pt[b, s]
-        if e == 0:
-            continue                             # (so b is a block of t's: its entries are stored in place)
-        here = home_of(t, slot)
-        if pte_is_inline(e):
-            pt[b, s] = pte_homed_frame(m, t, slot, e) & ~(PTE_W | PTE_E)
-            continue
-        f = pte_frame(e)
-        if f == 0:
-            continue
-        h = m.frame[f, F_HOME]
-        if folio_pinned(m, f) or (h >= 0 and h != here):
-            pt[b, s] = 0
-            m.tab_count[t] -= 1
-            if h == here:
-                m.frame[f, F_HOME] = -1
-                m.frame[f, F_MAP] += 1
-            ov_record(m, prow, k, slot, e)       # an override of an empty slot: counted nowhere
-            continue
-        if h < 0:                                # counted in F_MAP until now (a split huge page)
-            m.frame[f, F_MAP] -= 1
-            m.frame[f, F_HOME] = here
-        pt[b, s] = e & ~(PTE_W | PTE_E)
+    frame = m.frame
+    frame_free = m.frame_free
+    g = m.g
+    for i in range(BLOCKS_PER_TABLE):
+        b = blk[i]
+        if b == 0:
+            continue                             # block 0: the table maps nothing in these 32 slots
+        for s in range(PTES_PER_BLOCK):
+            e = pt[b, s]
+            if e == 0:
+                continue
+            slot = i * PTES_PER_BLOCK + s
+            here = home_of(t, slot)
+            if pte_is_inline(e):
+                f = id_alloc(frame_free, g, G_FREE_TOP, G_FRAME_HWM)
+                frame_init(frame, f, e >> PTE_SHIFT, here)
+                pt[b, s] = pte_make(f, 0)
+                continue
+            f = pte_frame(e)
+            if f == 0:
+                continue
+            h = frame[f, F_HOME]
+            if folio_pinned(m, f) or (h >= 0 and h != here):
+                pt[b, s] = 0
+                m.tab_count[t] -= 1
+                if h == here:
+                    frame[f, F_HOME] = -1
+                    frame[f, F_MAP] += 1
+                ov_record(m, prow, k, slot, e)       # an override of an empty slot: counted nowhere
+                continue
+            if h < 0:                                # counted in F_MAP until now (a split huge page)
+                frame[f, F_MAP] -= 1
+                frame[f, F_HOME] = here
+            pt[b, s] = e & ~(PTE_W | PTE_E)
 
 
 @njit(cache=True)

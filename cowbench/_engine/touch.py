@@ -34,18 +34,33 @@ from .memory import (RANGE_WORDS, copy_range, fill_range, handle_mm_fault, must_
                      wp_page_copy_quick)
 from .mmap import count_rss, pte_alloc
 from .page_alloc import frames_taken
-from .pgtable import directory_of, ov_alloc, ov_cap, ov_lookup, ov_release, table_unshare
+from .pgtable import directory_of, ov_alloc, ov_cap, ov_release, ov_search, table_unshare
 from .pte import pte_frame, pte_inline, pte_with_tag
 
 
 @njit(cache=True)
 def touch_each(m, pid, mm, r, pages, write, tag):
-    """Touch every page in pages, one by one, in order. False if pid died on the way.
+    """Touch every page in pages, one by one, in order. False if pid died on the way."""
+    i = 0
+    while 0 <= i < len(pages):
+        i = touch_run(m, pid, mm, r, pages, i, write, tag)
+    return i >= 0
+
+
+@njit(cache=True)
+def touch_run(m, pid, mm, r, pages, i, write, tag):
+    """touch_each from pages[i] on, until a fault may have moved the overlay
+    pool: returns where to go on (len(pages) when done), -1 if pid died.
 
     Most touches find a PTE that already allows them, and most faults that
     remain are a child's first write to a page its parent still maps: both
-    are handled here on arrays held in locals (every m.field read costs a
-    reference count), and the rest go to handle_mm_fault."""
+    are handled here on arrays held in locals, and the rest go to
+    handle_mm_fault. Every m.field read costs a reference count, and so does
+    each array a helper call is given (inlined or not, once it branches): an
+    ov_lookup a touch made the hit path 10x slower, and reloading the pool's
+    arrays in the loop made each touch pay for them. So the overlay lookup is
+    written out here, and a fault that moves the pool ends the run instead
+    (wp_page_copy_quick says when it may have; a size check after handle_mm_fault)."""
     row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     pt = m.pt
     tab_blk = m.tab_blk
@@ -64,12 +79,19 @@ def touch_each(m, pid, mm, r, pages, write, tag):
     odfg_row = m.odfg[row if odf else 0]
     quick_copy = write and tag > 0
     dirty = PTE_D if write and shmem_region(m, r) else 0     # a shmem write marks the PTE it went through
-    for page in pages:
+    for j in range(i, len(pages)):
+        page = pages[j]
         k = first + (page >> TABLE_SHIFT)
         slot = page & (PTRS_PER_TABLE - 1)
         t = pmd_row[k]
         if t != PMD_NONE:
-            oi = ov_lookup(ovc_row, ovl_row, ovn_row, ov_key, ov_val, k, slot)
+            c = ovc_row[k]                  # ov_lookup
+            oi = -1
+            if c == OV_DENSE:
+                if ov_val[ovl_row[k] + slot] != 0:
+                    oi = ovl_row[k] + slot
+            elif c != OV_NONE:
+                oi = ov_search(ov_key, ovl_row[k], ovn_row[k], slot)
             if oi >= 0:
                 e = ov_val[oi]
                 if not write:
@@ -103,18 +125,18 @@ def touch_each(m, pid, mm, r, pages, write, tag):
                         and (not odf or odfg_row[k] == GROUP_NONE or table_unshare(m, pid, row, k))
                         and g[G_FRAMES_USED] < g[G_FRAME_MAX] - 1):
                     frames_taken(g, 1)
-                    if wp_page_copy_quick(m, row, k, t, slot, pte_inline(tag, PTE_W | PTE_E), ov_key, ov_val,
-                                          ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr, tab_ver):
-                        ov_key = m.ov_key
-                        ov_val = m.ov_val
+                    moved = wp_page_copy_quick(m, row, k, t, slot, pte_inline(tag, PTE_W | PTE_E), ov_key, ov_val,
+                                               ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr, tab_ver)
                     count_events(ctr, totals, pid, C_MINOR_FAULTS, 1)
                     count_events(ctr, totals, pid, C_COW_COPIES, 1)
+                    if moved:
+                        return j + 1
                     continue
         if not handle_mm_fault(m, pid, mm, r, page, write, tag):
-            return False
-        ov_key = m.ov_key                  # the fault may have grown the pool
-        ov_val = m.ov_val
-    return True
+            return -1
+        if m.ov_val.shape[0] != ov_val.shape[0]:
+            return j + 1                    # the fault grew the pool (pgtable.ov_grow: never to the same size)
+    return len(pages)
 
 
 @njit(cache=True, inline="always")
