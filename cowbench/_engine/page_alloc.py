@@ -153,12 +153,17 @@ def page_cached(m, f):
 @njit(cache=True)
 def frame_mapcount(m, f):
     """PTEs mapping frame f (page_mapcount)."""
-    n = m.frame[f, F_MAP]
-    h = m.frame[f, F_HOME]
-    if h >= 0:
-        t = h >> TABLE_SHIFT
-        n += m.tab_ref[t] - m.tab_ovr[t, h & (PTRS_PER_TABLE - 1)]
-    return n
+    return mapcount_of(m.frame[f, F_MAP], m.frame[f, F_HOME], m.tab_ref, m.tab_ovr)
+
+
+@njit(cache=True, inline="always")
+def mapcount_of(extra, home, tab_ref, tab_ovr):
+    """frame_mapcount of a frame with F_MAP extra and F_HOME home, on the
+    arrays themselves (branch-free: an inlined helper that branches keeps
+    reference counts of the arrays it is given in its caller's loop)."""
+    h = max(home, 0)
+    t = h >> TABLE_SHIFT
+    return extra + (home >= 0) * (tab_ref[t] - tab_ovr[t, h & (PTRS_PER_TABLE - 1)])
 
 
 @njit(cache=True)

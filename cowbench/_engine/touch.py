@@ -59,8 +59,7 @@ def touch_run(m, pid, mm, r, pages, i, write, tag):
     each array a helper call is given (inlined or not, once it branches): an
     ov_lookup a touch made the hit path 10x slower, and reloading the pool's
     arrays in the loop made each touch pay for them. So the overlay lookup is
-    written out here, and a fault that moves the pool ends the run instead
-    (wp_page_copy_quick says when it may have; a size check after handle_mm_fault)."""
+    written out here, and a fault that grows the pool ends the run instead."""
     row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     pt = m.pt
     tab_blk = m.tab_blk
@@ -129,13 +128,13 @@ def touch_run(m, pid, mm, r, pages, i, write, tag):
                                                ovc_row, ovl_row, ovn_row, tab_ovr, tab_maxovr, tab_ver)
                     count_events(ctr, totals, pid, C_MINOR_FAULTS, 1)
                     count_events(ctr, totals, pid, C_COW_COPIES, 1)
-                    if moved:
-                        return j + 1
+                    if moved and m.ov_val.shape[0] != ov_val.shape[0]:
+                        return j + 1        # it grew the pool (pgtable.ov_grow: never to the same size)
                     continue
         if not handle_mm_fault(m, pid, mm, r, page, write, tag):
             return -1
         if m.ov_val.shape[0] != ov_val.shape[0]:
-            return j + 1                    # the fault grew the pool (pgtable.ov_grow: never to the same size)
+            return j + 1
     return len(pages)
 
 
