@@ -209,3 +209,45 @@ def test_quick_calibration(tmp_path, capsys):
     text = out.read_text()
     r2 = float(re.search(r"^# fork_pte_ns\s+\S+\s+\S+\s+\d+\s+(\S+)", text, re.M).group(1))
     assert r2 > 0.7, text
+
+
+def _medians(exit_slope: float) -> pd.DataFrame:
+    """Per-size medians as calibrate measures them, made up: every cost exactly linear."""
+    rows = [("fork_base", 0, 100_000.0), ("fork_base_cold", 0, 150_000.0), ("exit_base", 0, 50_000.0)]
+    per_page = {"cow": 900.0, "reuse": 150.0, "zero_fill": 700.0, "map_zero": 300.0, "munmap": 200.0,
+                "populate": 400.0, "shared_map": 350.0, "memcpy": 250.0, "zero_fill_first": 800.0}
+    for pages in (256, 4096, 32768):
+        rows += [("fork_w", pages, 100_000.0 + 12.0 * pages), ("fork_a", pages, 100_000.0 + 8.0 * pages),
+                 ("exit_a", pages, 50_000.0 + exit_slope * pages)]
+        rows += [(what, pages, c * pages) for what, c in per_page.items()]
+    med = pd.DataFrame(rows, columns=["what", "pages", "median_ns"])
+    med["tables"] = 0
+    med["median_cpu_ns"] = med["median_ns"]
+    return med
+
+
+PLAN = {"dense": [1 << 20, 16 << 20, 128 << 20], "sparse": [], "repeats": 3, "memcpy_bytes": 64 << 20}
+
+
+def test_calibration_fit_recovers_linear_costs():
+    from cowbench.real.calibrate import _fit_costs
+
+    costs, rows, notes = _fit_costs(_medians(exit_slope=30.0), PLAN, "median_ns")
+    assert costs["fork_base_ns"] == pytest.approx(100_000.0)
+    assert costs["fork_pte_ns"] == pytest.approx(10.0)          # the mean of the two PTE states
+    assert costs["exit_pte_ns"] == pytest.approx(30.0)
+    assert costs["exit_page_ns"] == pytest.approx(170.0)        # munmap's 200 a page, less the PTE's 30
+    assert costs["cow_copy_ns"] == pytest.approx(900.0)
+    CostModel(**costs, source="fit", page_size=4096)
+
+
+def test_calibration_fit_clamps_an_exit_that_shrinks_with_its_pages():
+    # A quick run's wall-clock fit on a loaded machine once gave exit_pte_ns = -18, and the
+    # CostModel it built refused it: calibrate failed instead of reporting the noise.
+    from cowbench.real.calibrate import _fit_costs
+
+    costs, rows, notes = _fit_costs(_medians(exit_slope=-18.0), PLAN, "median_ns")
+    assert costs["exit_pte_ns"] == 0.0
+    assert costs["exit_page_ns"] == pytest.approx(200.0)
+    assert any("exit_pte_ns is 0" in n for n in notes)
+    CostModel(**costs, source="fit", page_size=4096)

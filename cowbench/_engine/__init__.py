@@ -28,6 +28,17 @@ Kernels take a MachineRef and integers (a few hot helpers take arrays), trust
 their arguments completely (simulator.py and the builder validated them),
 and check nothing. Every kernel is compiled with cache=True.
 
+Hot loops and reference counts. Every read of an array field of m, and every
+array handed to a helper that branches (inlined or not), costs an atomic
+increment and decrement of the array's reference count, and a loop that
+contains a call given m pays around it on each pass, called or not: 15-30 ns
+where the work itself is 2-3 ns. So a loop run per page or per table holds the
+arrays it needs in locals, takes no array argument into a branching helper
+(touch.touch_run writes its overlay lookup out; page_alloc.frame_init and
+mapcount_of are branch-free), and leaves rare calls given m to a loop of their
+own (task_mmu.tables_smaps), or ends and is resumed when it must re-read a
+field (touch.touch_run after a fault that grew the overlay pool).
+
 The compilation cache. Numba keys a cached kernel by its own file only, but a
 kernel here compiles in the code of every engine file it calls: after an
 edit to memory.py, run()'s cached machine code would still hold the old fault

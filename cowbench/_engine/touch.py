@@ -150,13 +150,17 @@ def touch_chunk(kind, seed, a, b, n, off, i0, size, pool, ztab, table, buf):
 
 
 @njit(cache=True)
-def mark_touched(seen, seen_ranges, pages):
+def mark_touched(seen, seen_ranges, pages, lo, hi):
     """Mark pages and their ranges (bytes, not bits: two stores a page, no
-    load, no branch)."""
+    load, no branch); returns (lo, hi) widened to the lowest and highest page
+    (in the same pass: two more of it cost 0.15 ns a touch)."""
     for p in pages:
         u = np.uint64(p)                  # an unsigned index: no wraparound check
         seen[u] = 1
         seen_ranges[u >> np.uint64(TABLE_SHIFT)] = 1
+        lo = min(lo, p)
+        hi = max(hi, p)
+    return lo, hi
 
 
 @njit(cache=True, inline="always")
@@ -306,9 +310,7 @@ def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
         lo, hi = n, -1
         for i0 in range(0, count, TOUCH_CHUNK):
             chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
-            mark_touched(seen, seen_ranges, chunk)
-            lo = min(lo, chunk.min())
-            hi = max(hi, chunk.max())
+            lo, hi = mark_touched(seen, seen_ranges, chunk, lo, hi)
         jlo, jhi = lo >> TABLE_SHIFT, hi >> TABLE_SHIFT
         # A page and a table a page at most, and no huge page (left by MADV_NOHUGEPAGE) whose
         # fault copies 2 MiB or splits it by what is free then: no fault's outcome depends on order.

@@ -588,6 +588,9 @@ def _fit_costs(med, plan: dict, col: str) -> tuple[dict, list, list]:
     # tables; munmap of a dirty private region also frees each page
     exit_base = float(med.loc[med["what"] == "exit_base", col].iloc[0])
     _, exit_pte, r2e, rese = _fork_fit(med, "exit_a", exit_base, col)
+    if exit_pte < 0:        # seen in a quick run's wall-clock fit on a loaded machine: noise, not a cost
+        notes.append(f"a sharing child's exit did not grow with its pages ({exit_pte:.1f} ns each): exit_pte_ns is 0")
+        exit_pte = 0.0
     exit_page = pp["munmap"][0] - exit_pte
     if exit_page <= 0:
         notes.append(f"freeing a page at exit not separable (munmap {pp['munmap'][0]:.0f} ns/page, a sharing "
