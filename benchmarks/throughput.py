@@ -119,9 +119,13 @@ def main(argv=None) -> None:
         engine = {}
         for how, sc in (("engine, drawing", scenario(pat, args.writes, args.children)),
                         ("engine, drawn", scenario(lambda n, s: drawn[s - 1], args.writes, args.children))):
-            runs = [cb.simulate(sc, policy="cow") for _ in range(args.repeats)]
-            engine[how] = runs[0].wall_seconds, min(r.wall_seconds for r in runs)
-            copies = int(runs[0].summary.cow_copies)
+            walls = []
+            for _ in range(args.repeats):          # one Result at a time: each holds its scenario's arrays
+                res = cb.simulate(sc, policy="cow")
+                walls.append(res.wall_seconds)
+                copies = int(res.summary.cow_copies)
+                del res
+            engine[how] = walls[0], min(walls)
         py_pages = [d.tolist() for d in drawn]
         t_py = [python_cow_loop(py_pages, npages) for _ in range(args.repeats)]
         del py_pages, drawn
