@@ -29,15 +29,17 @@ their arguments completely (simulator.py and the builder validated them),
 and check nothing. Every kernel is compiled with cache=True.
 
 Hot loops and reference counts. Every read of an array field of m, and every
-array handed to a helper that branches (inlined or not), costs an atomic
+array handed to a helper that branches (inlined or not), can cost an atomic
 increment and decrement of the array's reference count, and a loop that
-contains a call given m pays around it on each pass, called or not: 15-30 ns
-where the work itself is 2-3 ns. So a loop run per page or per table holds the
-arrays it needs in locals, takes no array argument into a branching helper
-(touch.touch_run writes its overlay lookup out; page_alloc.frame_init and
-mapcount_of are branch-free), and leaves rare calls given m to a loop of their
-own (task_mmu.tables_smaps), or ends and is resumed when it must re-read a
-field (touch.touch_run after a fault that grew the overlay pool).
+contains a rarely made call given m can pay around it on each pass: 15-30 ns
+where the work itself is 2-3 ns (an overlay lookup a touch in touch_each, a
+table_weights call in mm_smaps's loop over tables; measured, 2026-12-04). So a
+loop run per page or per table holds the arrays it needs in locals, takes no
+array argument into a branching helper (touch.touch_run writes its overlay
+lookup out; page_alloc.frame_init and mapcount_of are branch-free), and leaves
+rare calls given m to a loop of their own (task_mmu.tables_smaps), or ends and
+is resumed when it must re-read a field (touch.touch_run after a fault that
+grew the overlay pool). Measure before and after: not every such call costs.
 
 The compilation cache. Numba keys a cached kernel by its own file only, but a
 kernel here compiles in the code of every engine file it calls: after an

@@ -83,7 +83,7 @@ def table_weights(m, t):
             o = tab_ovr[t, slot]
             # frame_mapcount, for the usual frame homed at this very slot without the
             # dependent loads it makes for a home elsewhere (3x faster over a table),
-            # and on locals (a call given m, in this loop, cost each slot 17 ns)
+            # and on locals (see the package's docstring on hot loops)
             n = extra + ref - o if home == home_of(t, slot) else mapcount_of(extra, home, tab_ref, tab_ovr)
             uniform &= (home == home_of(t, slot)) & (extra == 0) & (o == 0)
         if len(w) > 0:

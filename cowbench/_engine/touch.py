@@ -49,8 +49,8 @@ def touch_each(m, pid, mm, r, pages, write, tag):
 
 @njit(cache=True)
 def touch_run(m, pid, mm, r, pages, i, write, tag):
-    """touch_each from pages[i] on, until a fault may have moved the overlay
-    pool: returns where to go on (len(pages) when done), -1 if pid died.
+    """touch_each from pages[i] on, until a fault grows the overlay pool:
+    returns where to go on (len(pages) when done), -1 if pid died.
 
     Most touches find a PTE that already allows them, and most faults that
     remain are a child's first write to a page its parent still maps: both
