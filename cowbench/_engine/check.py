@@ -121,7 +121,7 @@ def check_machine(m: Machine) -> None:
         inline_pages += int(((base & PTE_I) != 0).sum())
         if n > 1 or m.tab_wp[t]:
             assert not (base & PTE_FLAGS).any(), f"check_invariants: shared table {t} holds a W, E or inline PTE"
-        if m.tab_uniform[t] and m.tab_seen[t] == m.tab_ver[t]:         # what table_smaps relies on
+        if m.tab_uniform[t] and m.tab_seen[t] == m.tab_ver[t]:         # what tables_smaps relies on
             pages = np.flatnonzero((base & PTE_I) != 0)
             assert len(pages) == 0, f"check_invariants: table {t} is cached uniform but maps an inline page"
             slots = np.flatnonzero(base > (1 << PTE_SHIFT))

@@ -51,7 +51,7 @@ def table_weights(m, t):
     Pages mapped by all tab_ref users add up as one count divided by tab_ref.
     A table where that is every page, each homed at its slot and nobody's
     override (tab_uniform), keeps that property while only its users change
-    (joins at fork, leaves at exit): table_smaps then re-sums it in O(1)."""
+    (joins at fork, leaves at exit): tables_smaps then re-sums it in O(1)."""
     if m.tab_epoch[t] == m.g[G_EPOCH]:
         return
     ref = m.tab_ref[t]
@@ -98,22 +98,6 @@ def table_weights(m, t):
     m.tab_uniform[t] = uniform
     m.tab_seen[t] = m.tab_ver[t]
     m.tab_epoch[t] = m.g[G_EPOCH]
-
-
-@njit(cache=True, inline="always")
-def table_smaps(m, t):
-    """Bring table t's cached smaps up to G_EPOCH: in O(1) if it is uniform
-    and nothing but its users changed since it was summed, else in full.
-    (tables_smaps does it for a region's tables on arrays held in locals.)"""
-    if m.tab_epoch[t] == m.g[G_EPOCH]:
-        return
-    if m.tab_uniform[t] != 0 and m.tab_seen[t] == m.tab_ver[t]:
-        ref = m.tab_ref[t]
-        m.tab_pss[t] = m.tab_rss[t] / ref
-        m.tab_uss[t] = m.tab_rss[t] if ref == 1 else 0
-        m.tab_epoch[t] = m.g[G_EPOCH]
-    else:
-        table_weights(m, t)
 
 
 @njit(cache=True, inline="always")
@@ -200,8 +184,10 @@ def page_kinds(m, mm, r, acc):
 
 @njit(cache=True)
 def tables_smaps(m, pmd_row, lo, hi):
-    """table_smaps for the tables of ranges lo .. hi-1 of a directory row: the
-    uniform ones in O(1) on arrays held in locals, then the others in full.
+    """Bring the cached smaps of the tables of ranges lo .. hi-1 of a directory
+    row up to G_EPOCH: in O(1), on arrays held in locals, for a table that is
+    uniform and of which nothing but its users changed since it was summed,
+    then the others in full (table_weights).
     An exit sums every table its address space shares (the 2,048 of a 4 GiB
     parent), and a call of table_weights in that loop, even one rarely made,
     cost each pass 17 ns; so the loop that calls it covers only the ranges
@@ -299,12 +285,12 @@ def odf_shared_rss(m, mm):
         if (m.vma[mm, r] & VM_MAPPED) == 0:
             continue
         lo, hi = region_span(m, r)
+        tables_smaps(m, pmd_row, lo, hi)
         for k in range(lo, hi):
             t = pmd_row[k]
             grp = odfg_row[k]
             if t == PMD_NONE or grp == GROUP_NONE or m.group_ref[grp] < 2:
                 continue
-            table_smaps(m, t)
             rss += m.tab_rss[t]
             c = ovc_row[k]
             if c != OV_NONE:
