@@ -246,6 +246,7 @@ class Tracer:
                 if st["comm"] != p.comm:
                     if st["comm"] == PROBE_NAME.decode()[:15]:
                         p.probe = True
+                        self._forget(pid)
                         self._life.append((s, t, pid, p.ppid, "probe", st["comm"], True))
                     else:
                         exe = _readlink(f"/proc/{pid}/exe")
@@ -282,6 +283,14 @@ class Tracer:
             except (FileNotFoundError, ProcessLookupError):
                 pass                                 # exited meanwhile: the next sample says so
         return bool(self.procs)
+
+    def _forget(self, pid: int) -> None:
+        """Drop what was sampled of pid: a probe caught between its fork and its PR_SET_NAME was
+        sampled as a process of the tree (its copy of the parent's pages), and a probe is not
+        sampled. Its birth stays in the life table."""
+        self._ev = [e for e in self._ev if not (len(e[1]) and e[1][0] == pid)]
+        self._samples = [row for row in self._samples if row[1] != pid]
+        self._vma_rows = {key: row for key, row in self._vma_rows.items() if key[0] != pid}
 
     def _mark(self, pid: int, st: dict | None):
         """What says a process's page tables may have changed: its fault counts and statm."""
