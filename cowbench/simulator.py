@@ -6,10 +6,17 @@ computed here from validated values; the kernels themselves check nothing.
 Set COWBENCH_BOUNDSCHECK=1 in the environment (before importing cowbench) to
 run them with Numba's bounds checking instead, from a separate compilation
 cache.
+
+Where there is a second core, a second thread marks the pages of the ops
+ahead of the op loop and freezes half the processes at the end
+(_SecondThread): the kernels release the GIL, and the numbers are the same
+(tests/test_reference.py checks it on random scenarios).
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +25,8 @@ from tqdm.auto import tqdm
 from ._engine import abi
 from ._engine.loop import op_needs, run
 from ._engine.machine import Machine, MachineRef, grow, machine_ref, new_machine, overlay_pool
-from ._engine.task_mmu import freeze_live
+from ._engine.task_mmu import freeze_live, freeze_some, live_tables_smaps
+from ._engine.touch import premark
 from ._params import ScenarioError, check_choice, safe_repr
 from .costs import CostModel
 from .patterns import Pattern
@@ -39,6 +47,10 @@ THP_COW = ("split", "copy")
 _BATCH_TOUCHES = 1 << 24                # touches per kernel call between progress updates
 _PIECE_TOUCHES = _BATCH_TOUCHES          # the longest piece of one op the kernels run at once
 MAX_WORK = 1 << 62                      # touches of a whole run: their running sums stay in int64
+_WINDOW_TOUCHES = 1 << 20               # touches of a window of ops (see _SecondThread)
+_MARK_ROOM = 1 << 25                    # bytes of premarks a window holds (two windows' at once)
+_TASK_TOUCHES = 1 << 17                 # touches premarked in one go
+PREMARK = len(os.sched_getaffinity(0)) > 1   # mark ahead on a second thread (a second core to run it)
 
 
 class Compiled(NamedTuple):
@@ -261,19 +273,21 @@ def simulate(sc: Scenario, policy: str = "cow", *, costs: CostModel | None = Non
     show = total_work >= 10**8 if progress is None else bool(progress)
     phase_tl: list[np.ndarray] = []
     t0 = time.perf_counter()
-    with tqdm(total=total_work, unit="touch", unit_scale=True, disable=not show, desc=f"simulate[{policy}]") as bar:
+    with tqdm(total=total_work, unit="touch", unit_scale=True, disable=not show, desc=f"simulate[{policy}]") as bar, \
+            _SecondThread(prog, len(m.seen)) as helper:
         ref = machine_ref(m)
         for ops, ps, psf, rows_tl, start, stop, touches in _segments(prog, tl, phase_tl):
-            i = start
-            while run(ref, ops, ps, psf, prog.pool, prog.ztab, rows_tl, i, stop) == abi.RUN_GROW:
-                i = int(m.g[abi.G_RESUME])
-                needs = op_needs(ref, ops[i], ps)
-                arrays = _with_pool(m, ref)._asdict()
-                m = ref = None                 # grow frees each old array once it is copied
-                m = grow(arrays, needs)
-                ref = machine_ref(m)
+            for i, stop_w, marks, mark_at in helper.windows(ops, ps, psf, start, stop):
+                while run(ref, ops, ps, psf, prog.pool, prog.ztab, rows_tl, i, stop_w, marks, mark_at) \
+                        == abi.RUN_GROW:
+                    i = int(m.g[abi.G_RESUME])
+                    needs = op_needs(ref, ops[i], ps)
+                    arrays = _with_pool(m, ref)._asdict()
+                    m = ref = None                 # grow frees each old array once it is copied
+                    m = grow(arrays, needs)
+                    ref = machine_ref(m)
             bar.update(touches)
-    freeze_live(ref)
+        helper.freeze_live(ref, m.proc_state)
     m = _with_pool(m, ref)
     wall = time.perf_counter() - t0
     ends = prog.op_ends                    # one row per scenario op, as it ends
@@ -361,6 +375,138 @@ def _phase_rows(prog: Compiled, cp: CompiledPhase):
         ps[:, 3] += piece[of] * ph.grain + sub
         ops[:, 5] = np.arange(len(ops))
         yield ops, ps, psf, ends, int(count.sum())
+
+
+class _SecondThread:
+    """Work done on a second thread, the results the same (PREMARK: there is a core to run it).
+
+    Premarks. The pages of the next window of ops are marked (touch.premark) while the op
+    loop runs a window: drawing a pattern and marking its pages, up to two thirds of a
+    write-heavy run, then take little of the op loop's time. Marks are a function of an op's
+    page set and its region's size alone, so the run is the one without them, op for op (each
+    op still decides whether it uses marks). Only ops that will mark are marked ahead: touches
+    of private anonymous regions without huge pages, dense enough for marks (touch_pages).
+    A window is about _WINDOW_TOUCHES touches and at most _MARK_ROOM bytes of marks, marked in
+    tasks of _TASK_TOUCHES touches: the op loop's thread, done with its window, takes the tasks
+    the other has not begun. The first window of a segment marks its own pages, as every
+    window does when PREMARK is off.
+
+    The end. Half the processes still alive have their memory columns frozen there
+    (task_mmu.freeze_some), once the tables they map are summed: smaps of 64 children with
+    dense overlays take a third of throughput.py's uniform run."""
+
+    def __init__(self, prog: Compiled, seen_pages: int):
+        self.prog = prog
+        self.seen_pages = seen_pages        # m.seen's length: a region larger marks nothing
+        self.marks = np.zeros(0, dtype=np.uint8)
+        self.executor = None
+        self.main_mark_at = np.full((len(prog.ops), 3), -1, dtype=np.int64)    # prog.ops's
+        self.mark_at = self.main_mark_at
+
+    def __enter__(self) -> "_SecondThread":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.executor is not None:       # after an error too: waits for the task under way
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def windows(self, ops, ps, psf, start: int, stop: int):
+        """Yield (start, stop, marks, mark_at) for consecutive windows of ops[start:stop],
+        each with its premarks done (loop.run's last arguments)."""
+        self.mark_at = (self.main_mark_at if ops is self.prog.ops       # or a concurrently() block's rows'
+                        else np.full((len(ops), 3), -1, dtype=np.int64))
+        if not PREMARK or stop - start < 2:
+            yield start, stop, self.marks, self.mark_at
+            return
+        edges, need, count = self._plan(ops, ps, start, stop)
+        under_way = None
+        for w in range(len(edges) - 1):
+            if under_way is not None:
+                self._finish(ops, ps, psf, *under_way)
+            under_way = None
+            if w + 2 < len(edges):                   # window w + 1 is marked while window w runs
+                lo, hi = edges[w + 1], edges[w + 2]
+                under_way = self._start(ops, ps, psf, need[lo - start: hi - start], count[lo - start: hi - start],
+                                        lo, w + 1)
+            yield edges[w], edges[w + 1], self.marks, self.mark_at
+
+    def _plan(self, ops, ps, start: int, stop: int):
+        """Window edges over ops[start:stop], and for each op its touches and the bytes of marks
+        it needs (0: not marked ahead)."""
+        p = self.prog
+        rows = ops[start:stop]
+        at = np.flatnonzero((rows[:, 0] == abi.READ) | (rows[:, 0] == abi.WRITE))
+        r = rows[at, 2]
+        c = ps[rows[at, 5], 1]
+        n = p.reg_npages[r]
+        ranges = -(-n // abi.PTRS_PER_TABLE)
+        room = (ranges + -(-ranges // abi.PTRS_PER_TABLE)) * abi.PTRS_PER_TABLE    # marks_at's layout, aligned
+        marked = ((c > 0) & (c * abi.MARKS_PER_TOUCH >= n) & (n <= self.seen_pages) & (room <= _MARK_ROOM)
+                  & (p.reg_shared[r] == 0) & (p.reg_file[r] == 0) & (p.reg_thp[r] == 0))
+        count = np.zeros(len(rows), dtype=np.int64)
+        need = np.zeros(len(rows), dtype=np.int64)
+        count[at] = c
+        need[at] = np.where(marked, room, 0)
+        cum = np.cumsum(count / _WINDOW_TOUCHES + need / _MARK_ROOM)
+        # the first window marks its own pages: a small one, so that the other thread soon has work
+        cuts = np.searchsorted(cum, np.r_[1 / 16, np.arange(1, int(cum[-1]) + 1)], side="left") + 1
+        edges = np.unique(np.r_[0, cuts[cuts < len(rows)], len(rows)]) + start
+        return edges.tolist(), need, count
+
+    def _start(self, ops, ps, psf, need, count, lo: int, w: int):
+        """Give the ops from lo on (need: the bytes of marks each needs; count: its touches) their
+        room in half w % 2 of the marks, as many as fit, and start marking them on the other
+        thread. Returns what _finish needs, None if nothing was started."""
+        end = np.cumsum(need)
+        fits = (need > 0) & (end <= _MARK_ROOM)
+        if not fits.any():
+            return None
+        if len(self.marks) == 0:
+            self.marks = np.zeros(2 * _MARK_ROOM, dtype=np.uint8)      # calloc: pages cost once written
+        self.mark_at[lo: lo + len(need), 0] = np.where(fits, (w % 2) * _MARK_ROOM + end - need, -1)
+        op = np.flatnonzero(fits)
+        pieces = -(-count[op] // _TASK_TOUCHES)
+        of = np.repeat(op, pieces)
+        t0 = (np.arange(len(of)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * _TASK_TOUCHES
+        tasks = np.stack([of + lo, t0, np.minimum(t0 + _TASK_TOUCHES, count[of])], axis=1)
+        bounds = np.empty((len(tasks), 2), dtype=np.int64)
+        claim = np.array([0, len(tasks)], dtype=np.int64)
+        future = self.thread().submit(premark, *self._args(ops, ps, psf), tasks, bounds, claim, True)
+        return future, tasks, bounds, claim
+
+    def _finish(self, ops, ps, psf, future, tasks, bounds, claim) -> None:
+        """Wait for a window's marks, taking a share of the tasks the other thread has not
+        begun (from the back: it goes from the front), and give each op the lowest and highest
+        page of its tasks'."""
+        premark(*self._args(ops, ps, psf), tasks, bounds, claim, False)
+        future.result()
+        i = tasks[:, 0]
+        self.mark_at[i, 1] = self.prog.reg_npages[ops[i, 2]]
+        self.mark_at[i, 2] = -1
+        np.minimum.at(self.mark_at[:, 1], i, bounds[:, 0])
+        np.maximum.at(self.mark_at[:, 2], i, bounds[:, 1])
+
+    def _args(self, ops, ps, psf) -> tuple:
+        p = self.prog
+        return ops, ps, psf, p.pool, p.ztab, p.reg_npages, self.marks, self.mark_at
+
+    def freeze_live(self, ref: MachineRef, proc_state: np.ndarray) -> None:
+        """task_mmu.freeze_live, half the processes on the other thread."""
+        live = np.flatnonzero((proc_state == abi.P_RUNNING) | (proc_state == abi.P_SUSPENDED))
+        live = live[live > 0]
+        if not PREMARK or len(live) < 2:
+            freeze_live(ref)
+            return
+        live_tables_smaps(ref)
+        other = self.thread().submit(freeze_some, ref, live[1::2])
+        freeze_some(ref, live[::2])
+        other.result()
+
+    def thread(self) -> ThreadPoolExecutor:
+        """The second thread, started on first use."""
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(1, thread_name_prefix="cowbench")
+        return self.executor
 
 
 def _with_pool(m: Machine, ref: MachineRef) -> Machine:

@@ -272,9 +272,19 @@ def _pool_context():
     return None
 
 
+def _one_thread_each() -> None:
+    """A pool worker's setup when the pool takes every core: simulate() would mark pages
+    ahead on a second thread that only contends with the other workers for a core."""
+    from . import simulator
+
+    simulator.PREMARK = False
+
+
 def _run_pool(fn, todo, store, failures, *, workers, bar, **_):
     # Submit everything before the progress bar exists: fork before any helper thread starts.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as ex:
+    crowded = workers * 2 > len(os.sched_getaffinity(0))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                             initializer=_one_thread_each if crowded else None) as ex:
         futures = {ex.submit(_run_point, fn, params): params for params in todo}
         try:
             with tqdm(**bar) as pbar:

@@ -31,6 +31,21 @@ def examples(n: int) -> int:
     return max(n, settings.get_profile(PROFILE).max_examples) if PROFILE == "thorough" else n
 
 
+def _small_windows() -> None:
+    """The engine marks a window of ops' pages ahead on a second thread
+    (simulator._SecondThread), in windows of a million touches: this suite's
+    scenarios are far smaller, so here windows and tasks are a few touches,
+    and every run but the smallest is marked ahead, its ops across tasks."""
+    from cowbench import simulator
+
+    simulator.PREMARK = True
+    simulator._WINDOW_TOUCHES = 64
+    simulator._TASK_TOUCHES = 16
+
+
+_small_windows()
+
+
 def engine_simulate(sc, **kw):
     """cb.simulate keeping its final machine (for check_invariants and memory)."""
     import cowbench as cb

@@ -6,6 +6,8 @@ ENOMEM common. A failing example prints as the Python code that builds it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -385,6 +387,48 @@ def test_engine_matches_reference(engine, b, kw):
     assert_same(ref, res, b.sc)
     res.check_invariants()          # and the engine's shared tables and overlays add up
     assert len(res.timeline) == len(b.sc.ops)
+
+
+@contextlib.contextmanager
+def second_thread(ahead: bool):
+    """simulate() with pages marked ahead and half the processes frozen on a second
+    thread (ahead; conftest.py makes windows a few touches), or all on one thread,
+    as on a single core. Yields a list that gets, as each run ends, whether any of
+    its marks made ahead were left set (the next op given their room would see them)."""
+    from cowbench import simulator
+
+    left = []
+    leave = simulator._SecondThread.__exit__
+
+    def checked_exit(self, *exc):
+        left.append(bool(self.marks.any()))
+        return leave(self, *exc)
+    simulator._SecondThread.__exit__ = checked_exit
+    simulator.PREMARK = ahead
+    try:
+        yield left
+    finally:
+        simulator.PREMARK = True
+        simulator._SecondThread.__exit__ = leave
+
+
+@settings(max_examples=examples(200))
+@given(b=scenarios(), kw=run_kwargs)
+def test_marking_ahead_on_a_second_thread_changes_nothing(engine, b, kw):
+    """The same run, number for number and page for page, whether a second thread
+    marks pages ahead and freezes half the processes or one thread does it all;
+    and the marks made ahead are all cleared by the ops that had them."""
+    with second_thread(False):
+        alone = engine(b.sc, **kw)
+    with second_thread(True) as left:
+        ahead = engine(b.sc, **kw)
+    assert left == [False]
+    pd.testing.assert_frame_equal(ahead.processes, alone.processes, check_exact=True)
+    np.testing.assert_array_equal(ahead.timeline.to_numpy(), alone.timeline.to_numpy())
+    for pid, state in zip(ahead.processes["pid"], ahead.processes["state"]):
+        if state == "running":
+            for region in b.sc.regions:
+                np.testing.assert_array_equal(ahead.memory(int(pid), region), alone.memory(int(pid), region))
 
 
 @settings(max_examples=examples(60))

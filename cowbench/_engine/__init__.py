@@ -26,7 +26,10 @@ owns. Bottom to top (each imports only modules above it in this list):
 
 Kernels take a MachineRef and integers (a few hot helpers take arrays), trust
 their arguments completely (simulator.py and the builder validated them),
-and check nothing. Every kernel is compiled with cache=True.
+and check nothing. Every kernel is compiled with cache=True. The entry
+points a second thread runs beside (loop.run, touch.premark,
+task_mmu.freeze_some) release the GIL; while they run, the two threads
+write disjoint arrays, or the same values to the same bytes (premark).
 
 Hot loops and reference counts. Every read of an array field of m, and every
 array handed to a helper that branches (inlined or not), can cost an atomic

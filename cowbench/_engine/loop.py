@@ -22,7 +22,7 @@ from .madvise import madvise
 from .mmap import do_mmap, mm_init, mm_rss_total, mmput, unmap_region
 from .mprotect import change_protection
 from .pgtable import ov_cap
-from .touch import pin_user_pages, touch_pages
+from .touch import drop_premarks, pin_user_pages, touch_pages
 
 
 @njit(cache=True)
@@ -74,8 +74,9 @@ def record_timeline(m, tl, i):
 
 
 @njit(cache=True)
-def step(m, op, ps, psf, pool, ztab):
-    """Execute one op. The process acting must be running, else the op is skipped."""
+def step(m, op, ps, psf, pool, ztab, marks, mark):
+    """Execute one op. The process acting must be running, else the op is
+    skipped. mark: where the op's pages were premarked, if they were (touch.premark)."""
     code, pid, r, arg, mm = op[0], op[1], op[2], op[3], op[4]
     if code == SPAWN:
         mm_init(m, mm)
@@ -84,10 +85,12 @@ def step(m, op, ps, psf, pool, ztab):
         m.g[G_RUNNING] += 1
         return
     if m.proc_state[pid] != P_RUNNING:
+        if mark[0] >= 0:
+            drop_premarks(marks, mark, m.reg_npages[r])
         return
     if code == READ or code == WRITE:
         s = op[5]
-        touch_pages(m, pid, r, code == WRITE, arg, ps[s], psf[s, 0], psf[s, 1], pool, ztab)
+        touch_pages(m, pid, r, code == WRITE, arg, ps[s], psf[s, 0], psf[s, 1], pool, ztab, marks, mark)
     elif code == FORK:
         dup_mmap(m, pid, arg, mm)
     elif code == VFORK:
@@ -126,15 +129,17 @@ def step(m, op, ps, psf, pool, ztab):
         madvise(m, m.proc_mm[pid], r, arg)
 
 
-@njit(cache=True)
-def run(m, ops, ps, psf, pool, ztab, tl, start, stop):
+@njit(cache=True, nogil=True)
+def run(m, ops, ps, psf, pool, ztab, tl, start, stop, marks, mark_at):
     """Execute ops[start:stop]. Returns RUN_GROW, with g[G_RESUME] = the op to
-    resume at, when an op might need more array room than there is."""
+    resume at, when an op might need more array room than there is. Op i's
+    pages may have been marked ahead at marks[mark_at[i, 0]:] (touch.premark);
+    the GIL is released, so that another thread can mark the next ops' meanwhile."""
     for i in range(start, stop):
         if not has_room(m, op_needs(m, ops[i], ps)):
             m.g[G_RESUME] = i
             return RUN_GROW
-        step(m, ops[i], ps, psf, pool, ztab)
+        step(m, ops[i], ps, psf, pool, ztab, marks, mark_at[i])
         record_timeline(m, tl, i)
     m.g[G_RESUME] = stop
     return RUN_DONE

@@ -317,9 +317,34 @@ def freeze_memory(m, pid):
 
 
 @njit(cache=True)
+def live_tables_smaps(m):
+    """Bump G_EPOCH and bring the cached smaps of every table a running or
+    suspended process maps up to it: what freeze_memory then does of those
+    processes only reads the machine, but for their own rows."""
+    m.g[G_EPOCH] += 1
+    for pid in range(1, m.proc_state.shape[0]):
+        s = m.proc_state[pid]
+        if s == P_RUNNING or s == P_SUSPENDED:
+            mm = m.proc_mm[pid]
+            pmd_row = m.pmd[m.mm_row[mm]]
+            for r in range(m.vma.shape[1]):
+                if (m.vma[mm, r] & VM_MAPPED) != 0:
+                    lo, hi = region_span(m, r)
+                    tables_smaps(m, pmd_row, lo, hi)
+
+
+@njit(cache=True, nogil=True)
+def freeze_some(m, pids):
+    """freeze_memory of each pid in pids, after live_tables_smaps; two threads
+    may freeze two sets of processes at once."""
+    for pid in pids:
+        freeze_memory(m, pid)
+
+
+@njit(cache=True)
 def freeze_live(m):
     """The memory columns of every process still running or suspended, as they stand at the end."""
-    m.g[G_EPOCH] += 1
+    live_tables_smaps(m)
     for pid in range(1, m.proc_state.shape[0]):
         s = m.proc_state[pid]
         if s == P_RUNNING or s == P_SUSPENDED:

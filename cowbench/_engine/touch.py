@@ -15,6 +15,11 @@ shared mappings, huge pages): ops where either could happen touch their pages
 one at a time, in the op's order, and so do ops too sparse for marks to pay
 (touch_pages).
 
+Marks are a function of the op's page set and its region's size alone, so
+premark makes them ahead, on a second thread, while the op loop runs the ops
+before (simulator._SecondThread): the op then finds them in a room of its own
+and only touches.
+
 Pins (gup.py) fault their pages in here too: pin_user_pages.
 """
 from __future__ import annotations
@@ -173,7 +178,7 @@ def marks_in(words):
 
 
 @njit(cache=True)
-def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
+def touch_marked(m, pid, mm, r, write, tag, seen, seen_ranges, jlo, jhi):
     """Touch each page marked in the region's ranges jlo .. jhi once, in
     address order, clearing the marks. False if pid died on the way.
 
@@ -181,8 +186,7 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
     table others share where mm has no PTE of its own yet (wp_page_copy of
     pages another user maps) are done here, a range at a time, on arrays held
     in locals; the rest go to touch_each."""
-    seen_ranges = m.seen_ranges
-    words = m.seen.view(np.uint64)
+    words = seen.view(np.uint64)
     row, pmd_row, ovc_row, ovl_row, ovn_row = directory_of(m, mm)
     pt = m.pt
     tab_blk = m.tab_blk
@@ -257,10 +261,9 @@ def touch_marked(m, pid, mm, r, write, tag, jlo, jhi):
 
 
 @njit(cache=True)
-def marked_pages(m, jlo, jhi):
+def marked_pages(seen, seen_ranges, jlo, jhi):
     """Pages marked in ranges jlo .. jhi."""
-    words = m.seen.view(np.uint64)
-    seen_ranges = m.seen_ranges
+    words = seen.view(np.uint64)
     n = 0
     for j in range(jlo, jhi + 1):
         if seen_ranges[j] != 0:
@@ -269,10 +272,9 @@ def marked_pages(m, jlo, jhi):
 
 
 @njit(cache=True)
-def huge_mapped(m, mm, r, jlo, jhi):
+def huge_mapped(m, mm, r, seen_ranges, jlo, jhi):
     """mm maps a huge page in one of the marked ranges jlo .. jhi of region r."""
     pmd_row = m.pmd[m.mm_row[mm]]
-    seen_ranges = m.seen_ranges
     tab_huge = m.tab_huge
     first = m.reg_pmd0[r]
     for j in range(jlo, jhi + 1):
@@ -284,42 +286,117 @@ def huge_mapped(m, mm, r, jlo, jhi):
 
 
 @njit(cache=True)
-def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab):
+def mark_pages(kind, seed, a, b, n, off, count, pool, ztab, table, seen, seen_ranges):
+    """Mark the pages of a page set (see touch_pages) over n pages in seen and
+    seen_ranges, TOUCH_CHUNK at a time; returns the lowest and highest page
+    (n, -1 if none). Reads nothing of the machine: premark runs it ahead."""
+    buf = np.empty(2 * min(TOUCH_CHUNK, count), dtype=np.int64)
+    lo, hi = n, -1
+    for i0 in range(0, count, TOUCH_CHUNK):
+        chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
+        lo, hi = mark_touched(seen, seen_ranges, chunk, lo, hi)
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def marks_at(marks, at, n):
+    """The seen and seen_ranges arrays of an op over n pages premarked at marks[at:] (see premark)."""
+    ranges = (n + PTRS_PER_TABLE - 1) >> TABLE_SHIFT
+    end = at + ranges * PTRS_PER_TABLE
+    return marks[at: end], marks[end: end + ranges]
+
+
+@njit(cache=True)
+def unmark(seen, seen_ranges, lo, hi):
+    """Clear the marks of pages lo .. hi (their whole ranges)."""
+    if lo <= hi:
+        jlo, jhi = lo >> TABLE_SHIFT, hi >> TABLE_SHIFT
+        seen[jlo * PTRS_PER_TABLE: (jhi + 1) * PTRS_PER_TABLE] = 0
+        seen_ranges[jlo: jhi + 1] = 0
+
+
+@njit(cache=True)
+def drop_premarks(marks, mark, n):
+    """Clear an op's premarks (mark = (at, lo, hi), at >= 0) over n pages without touching anything."""
+    seen, seen_ranges = marks_at(marks, mark[0], n)
+    unmark(seen, seen_ranges, mark[1], mark[2])
+
+
+@njit(cache=True, nogil=True)
+def premark(ops, ps, psf, pool, ztab, reg_npages, marks, mark_at, tasks, bounds, claim, front):
+    """Mark, ahead of the op loop, the pages of the touches t0 .. t1-1 of op
+    i for tasks (i, t0, t1) claim[0] .. claim[1]-1, at marks[mark_at[i, 0]:]
+    (a touch of a region of reg_npages[r] pages, laid out as marks_at says),
+    and store the lowest and highest of those pages in bounds: the op's
+    (lo, hi) are the least and greatest of its tasks'. The room comes zeroed,
+    and the op clears it again (touch_pages). Marks depend on the page set
+    alone, so they are the ones touch_pages would make; whether the op uses
+    them is decided when it runs.
+
+    Two threads share the tasks, one from the front (claim[0] up) and one
+    from the back (claim[1] down), without atomics: each stops on a claim the
+    other made, so no task is left undone, and a task two threads happen to
+    claim at once is marked twice, with the same 1s and the same bounds."""
+    while True:
+        if front:
+            q = claim[0]
+            if q >= claim[1]:
+                return
+            claim[0] = q + 1
+        else:
+            q = claim[1] - 1
+            if q < claim[0]:
+                return
+            claim[1] = q
+        i, t0, t1 = tasks[q, 0], tasks[q, 1], tasks[q, 2]
+        s = ops[i, 5]
+        n = reg_npages[ops[i, 2]]
+        seen, seen_ranges = marks_at(marks, mark_at[i, 0], n)
+        bounds[q, 0], bounds[q, 1] = mark_pages(ps[s, 0], ps[s, 2], psf[s, 0], psf[s, 1], n, ps[s, 3] + t0, t1 - t0,
+                                                pool, ztab, ps[s, 4], seen, seen_ranges)
+
+
+@njit(cache=True)
+def touch_pages(m, pid, r, write, tag, pset, a, b, pool, ztab, marks, mark):
     """Run one read/write op over a page set pset = (kind, count, seed, off,
     table): pool[off:off+count] when kind < 0, else touches off .. off+count-1
     of a generated pattern, TOUCH_CHUNK pages at a time. Marks the pages and
     touches each once (touch_marked), or, where the order of faults could
-    matter (see above), touches them in the op's order."""
+    matter (see above), touches them in the op's order. mark = (at, lo, hi):
+    the op's pages were marked at marks[at:] by premark (at >= 0), in which
+    case this clears them, used or not."""
     kind, count, seed, off, table = pset[0], pset[1], pset[2], pset[3], pset[4]
     mm = m.proc_mm[pid]
-    if count == 0:
-        return
-    flags = m.vma[mm, r]
-    if (flags & VM_MAPPED) == 0 or (flags & VM_READ) == 0 or (write and (flags & VM_WRITE) == 0):
-        do_exit(m, pid, np.int8(P_KILLED), np.int8(R_SIGSEGV))
-        return
     n = m.reg_npages[r]
-    buf = np.empty(2 * min(TOUCH_CHUNK, count), dtype=np.int64)     # an op of one touch is common (concurrently)
+    if mark[0] >= 0:
+        seen, seen_ranges = marks_at(marks, mark[0], n)
+        lo, hi = mark[1], mark[2]
+    else:
+        seen, seen_ranges = m.seen, m.seen_ranges
+        lo, hi = n, -1
+    flags = m.vma[mm, r]
+    if count == 0 or (flags & VM_MAPPED) == 0 or (flags & VM_READ) == 0 or (write and (flags & VM_WRITE) == 0):
+        unmark(seen, seen_ranges, lo, hi)
+        if count != 0:
+            do_exit(m, pid, np.int8(P_KILLED), np.int8(R_SIGSEGV))
+        return
     # Marks cost the host a page of m.seen per 4096 pages they cover: an op as sparse as a
     # touch per 64 pages of its region (10**5 writes in 1 TiB would dirty 256 MB of them)
     # touches its pages one at a time instead.
     if (m.reg_shared[r] == 0 and m.reg_file[r] == 0 and (flags & VM_HUGEPAGE) == 0 and m.seen.shape[0] >= n
             and count * MARKS_PER_TOUCH >= n):
-        seen = m.seen
-        seen_ranges = m.seen_ranges
-        lo, hi = n, -1
-        for i0 in range(0, count, TOUCH_CHUNK):
-            chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
-            lo, hi = mark_touched(seen, seen_ranges, chunk, lo, hi)
+        if mark[0] < 0:
+            lo, hi = mark_pages(kind, seed, a, b, n, off, count, pool, ztab, table, seen, seen_ranges)
         jlo, jhi = lo >> TABLE_SHIFT, hi >> TABLE_SHIFT
         # A page and a table a page at most, and no huge page (left by MADV_NOHUGEPAGE) whose
         # fault copies 2 MiB or splits it by what is free then: no fault's outcome depends on order.
         room = m.g[G_FRAME_MAX] - m.g[G_FRAMES_USED]
-        if (2 * count < room or 2 * marked_pages(m, jlo, jhi) < room) and not huge_mapped(m, mm, r, jlo, jhi):
-            touch_marked(m, pid, mm, r, write, tag, jlo, jhi)
+        if ((2 * count < room or 2 * marked_pages(seen, seen_ranges, jlo, jhi) < room)
+                and not huge_mapped(m, mm, r, seen_ranges, jlo, jhi)):
+            touch_marked(m, pid, mm, r, write, tag, seen, seen_ranges, jlo, jhi)
             return
-        seen[jlo * PTRS_PER_TABLE: (jhi + 1) * PTRS_PER_TABLE] = 0      # a fault might fail: in order
-        seen_ranges[jlo: jhi + 1] = 0
+    unmark(seen, seen_ranges, lo, hi)       # a fault might fail: in order
+    buf = np.empty(2 * min(TOUCH_CHUNK, count), dtype=np.int64)     # an op of one touch is common (concurrently)
     for i0 in range(0, count, TOUCH_CHUNK):
         chunk = touch_chunk(kind, seed, a, b, n, off, i0, min(TOUCH_CHUNK, count - i0), pool, ztab, table, buf)
         if not touch_each(m, pid, mm, r, chunk, write, tag):
