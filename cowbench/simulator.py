@@ -418,7 +418,7 @@ class _SecondThread:
         if not PREMARK or stop - start < 2:
             yield start, stop, self.marks, self.mark_at
             return
-        edges, need, count = self._plan(ops, ps, start, stop)
+        edges, at, tasks, first_task = self._plan(ops, ps, start, stop)
         under_way = None
         for w in range(len(edges) - 1):
             if under_way is not None:
@@ -426,18 +426,19 @@ class _SecondThread:
             under_way = None
             if w + 2 < len(edges):                   # window w + 1 is marked while window w runs
                 lo, hi = edges[w + 1], edges[w + 2]
-                under_way = self._start(ops, ps, psf, need[lo - start: hi - start], count[lo - start: hi - start],
-                                        lo, w + 1)
+                self.mark_at[lo:hi, 0] = at[lo - start: hi - start]
+                under_way = self._start(ops, ps, psf, tasks[first_task[w + 1]: first_task[w + 2]])
             yield edges[w], edges[w + 1], self.marks, self.mark_at
 
     def _plan(self, ops, ps, start: int, stop: int):
-        """Window edges over ops[start:stop], and for each op its touches and the bytes of marks
-        it needs (0: not marked ahead)."""
+        """Windows over ops[start:stop] (their edges), where each op's marks go (at; -1: not
+        marked ahead), and the tasks (op, first touch, end) that mark them, window by window
+        from first_task[w]."""
         p = self.prog
         rows = ops[start:stop]
-        at = np.flatnonzero((rows[:, 0] == abi.READ) | (rows[:, 0] == abi.WRITE))
-        r = rows[at, 2]
-        c = ps[rows[at, 5], 1]
+        touch = np.flatnonzero((rows[:, 0] == abi.READ) | (rows[:, 0] == abi.WRITE))
+        r = rows[touch, 2]
+        c = ps[rows[touch, 5], 1]
         n = p.reg_npages[r]
         ranges = -(-n // abi.PTRS_PER_TABLE)
         room = (ranges + -(-ranges // abi.PTRS_PER_TABLE)) * abi.PTRS_PER_TABLE    # marks_at's layout, aligned
@@ -445,30 +446,32 @@ class _SecondThread:
                   & (p.reg_shared[r] == 0) & (p.reg_file[r] == 0) & (p.reg_thp[r] == 0))
         count = np.zeros(len(rows), dtype=np.int64)
         need = np.zeros(len(rows), dtype=np.int64)
-        count[at] = c
-        need[at] = np.where(marked, room, 0)
+        count[touch] = c
+        need[touch] = np.where(marked, room, 0)
         cum = np.cumsum(count / _WINDOW_TOUCHES + need / _MARK_ROOM)
         # the first window marks its own pages: a small one, so that the other thread soon has work
         cuts = np.searchsorted(cum, np.r_[1 / 16, np.arange(1, int(cum[-1]) + 1)], side="left") + 1
-        edges = np.unique(np.r_[0, cuts[cuts < len(rows)], len(rows)]) + start
-        return edges.tolist(), need, count
-
-    def _start(self, ops, ps, psf, need, count, lo: int, w: int):
-        """Give the ops from lo on (need: the bytes of marks each needs; count: its touches) their
-        room in half w % 2 of the marks, as many as fit, and start marking them on the other
-        thread. Returns what _finish needs, None if nothing was started."""
+        edges = np.unique(np.r_[0, cuts[cuts < len(rows)], len(rows)])
+        win = np.repeat(np.arange(len(edges) - 1), np.diff(edges))
         end = np.cumsum(need)
-        fits = (need > 0) & (end <= _MARK_ROOM)
-        if not fits.any():
-            return None
-        if len(self.marks) == 0:
-            self.marks = np.zeros(2 * _MARK_ROOM, dtype=np.uint8)      # calloc: pages cost once written
-        self.mark_at[lo: lo + len(need), 0] = np.where(fits, (w % 2) * _MARK_ROOM + end - need, -1)
+        end -= (end - need)[edges[:-1]][win]                 # from the window's start
+        fits = (need > 0) & (end <= _MARK_ROOM) & (win > 0)
+        at = np.where(fits, (win % 2) * _MARK_ROOM + end - need, -1)
         op = np.flatnonzero(fits)
         pieces = -(-count[op] // _TASK_TOUCHES)
         of = np.repeat(op, pieces)
         t0 = (np.arange(len(of)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * _TASK_TOUCHES
-        tasks = np.stack([of + lo, t0, np.minimum(t0 + _TASK_TOUCHES, count[of])], axis=1)
+        tasks = np.stack([of + start, t0, np.minimum(t0 + _TASK_TOUCHES, count[of])], axis=1)
+        first_task = np.searchsorted(win[of], np.arange(len(edges)))
+        if fits.any() and len(self.marks) == 0:
+            self.marks = np.zeros(2 * _MARK_ROOM, dtype=np.uint8)      # calloc: pages cost once written
+        return (edges + start).tolist(), at, tasks, first_task.tolist()
+
+    def _start(self, ops, ps, psf, tasks):
+        """Start the tasks marking a window's ops on the other thread; returns what _finish
+        needs, None if there are none."""
+        if len(tasks) == 0:
+            return None
         bounds = np.empty((len(tasks), 2), dtype=np.int64)
         claim = np.array([0, len(tasks)], dtype=np.int64)
         future = self.thread().submit(premark, *self._args(ops, ps, psf), tasks, bounds, claim, True)
@@ -477,14 +480,13 @@ class _SecondThread:
     def _finish(self, ops, ps, psf, future, tasks, bounds, claim) -> None:
         """Wait for a window's marks, taking a share of the tasks the other thread has not
         begun (from the back: it goes from the front), and give each op the lowest and highest
-        page of its tasks'."""
+        page of its tasks' (an op's tasks are consecutive)."""
         premark(*self._args(ops, ps, psf), tasks, bounds, claim, False)
         future.result()
         i = tasks[:, 0]
-        self.mark_at[i, 1] = self.prog.reg_npages[ops[i, 2]]
-        self.mark_at[i, 2] = -1
-        np.minimum.at(self.mark_at[:, 1], i, bounds[:, 0])
-        np.maximum.at(self.mark_at[:, 2], i, bounds[:, 1])
+        first = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
+        self.mark_at[i[first], 1] = np.minimum.reduceat(bounds[:, 0], first)
+        self.mark_at[i[first], 2] = np.maximum.reduceat(bounds[:, 1], first)
 
     def _args(self, ops, ps, psf) -> tuple:
         p = self.prog
