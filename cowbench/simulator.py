@@ -385,7 +385,9 @@ class _SecondThread:
     write-heavy run, then take little of the op loop's time. Marks are a function of an op's
     page set and its region's size alone, so the run is the one without them, op for op (each
     op still decides whether it uses marks). Only ops that will mark are marked ahead: touches
-    of private anonymous regions without huge pages, dense enough for marks (touch_pages).
+    of private anonymous regions without huge pages, dense enough for marks (touch_pages), of
+    a pattern (pages given as an array take 0.6 ns a touch to mark where they are; marked
+    ahead, throughput.py's zipf run on them was no faster).
     A window is about _WINDOW_TOUCHES touches and at most _MARK_ROOM bytes of marks, marked in
     tasks of _TASK_TOUCHES touches: the op loop's thread, done with its window, takes the tasks
     the other has not begun. The first window of a segment marks its own pages, as every
@@ -439,10 +441,11 @@ class _SecondThread:
         touch = np.flatnonzero((rows[:, 0] == abi.READ) | (rows[:, 0] == abi.WRITE))
         r = rows[touch, 2]
         c = ps[rows[touch, 5], 1]
+        drawn = ps[rows[touch, 5], 0] >= 0         # pages given as an array: measured, no gain
         n = p.reg_npages[r]
         ranges = -(-n // abi.PTRS_PER_TABLE)
         room = (ranges + -(-ranges // abi.PTRS_PER_TABLE)) * abi.PTRS_PER_TABLE    # marks_at's layout, aligned
-        marked = ((c > 0) & (c * abi.MARKS_PER_TOUCH >= n) & (n <= self.seen_pages) & (room <= _MARK_ROOM)
+        marked = (drawn & (c > 0) & (c * abi.MARKS_PER_TOUCH >= n) & (n <= self.seen_pages) & (room <= _MARK_ROOM)
                   & (p.reg_shared[r] == 0) & (p.reg_file[r] == 0) & (p.reg_thp[r] == 0))
         count = np.zeros(len(rows), dtype=np.int64)
         need = np.zeros(len(rows), dtype=np.int64)
