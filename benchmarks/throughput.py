@@ -8,6 +8,7 @@ Prints, for zipf (s=1.2) and uniform writes under policy "cow":
     writes) by a plain-Python dict loop in this process, and the ratios,
   - this machine's random read-modify-write rate over a 64 MiB array, measured
     now, as the yardstick of one cache miss per write.
+Where there is a second core, simulate() uses a second thread (it says so).
 Each figure is given for the first run (a user's first call after compilation)
 and as the best of --repeats runs (a shared VM is noisy; the best run is the
 one least disturbed), the same for the engine and its two yardsticks.
@@ -24,6 +25,7 @@ import numpy as np
 from numba import njit
 
 import cowbench as cb
+from cowbench import simulator
 
 PAGE = 4096
 
@@ -108,6 +110,9 @@ def main(argv=None) -> None:
     rmw_first = random_rmw_rate(1)
     rmw = max(rmw_first, random_rmw_rate(args.repeats))
     print(f"random read-modify-write over 64 MiB: first {rmw_first / 1e6:6.1f} M/s, best {rmw / 1e6:6.1f} M/s")
+    print("the engine " + ("marks pages ahead and freezes half the processes on a second thread"
+                           if simulator.PREMARK else "runs on one thread (one core)")
+          + "; the Python loop and the read-modify-writes run on one")
     patterns = {"zipf s=1.2": lambda n, s: cb.zipf(n, 1.2, seed=s), "uniform": lambda n, s: cb.uniform(n, seed=s)}
     npages = 2**30 // PAGE
     per_child = args.writes // args.children
