@@ -34,8 +34,8 @@ def examples(n: int) -> int:
 def _small_windows() -> None:
     """The engine marks a window of ops' pages ahead on a second thread
     (simulator._SecondThread), in windows of a million touches: this suite's
-    scenarios are far smaller, so here windows and tasks are a few touches,
-    and every run but the smallest is marked ahead, its ops across tasks."""
+    scenarios are far smaller, so here windows and tasks are a few touches:
+    the ops of patterns that mark are marked ahead, an op across tasks."""
     from cowbench import simulator
 
     simulator.PREMARK = True
