@@ -364,10 +364,8 @@ def _phase_rows(prog: Compiled, cp: CompiledPhase):
     n = ph.touches()
     for op, piece in ph.order(chunk=max(1, min(1 << 16, _BATCH_TOUCHES // ph.grain))):
         count = np.clip(n[op] - piece * ph.grain, 0, ph.grain)
-        nrows = np.maximum(-(-count // _PIECE_TOUCHES), 1)
-        ends = np.cumsum(nrows) - 1
-        of = np.repeat(np.arange(len(op)), nrows)
-        sub = (np.arange(len(of)) - (ends - nrows + 1)[of]) * _PIECE_TOUCHES
+        of, sub = _cut(count, _PIECE_TOUCHES, least=1)
+        ends = np.searchsorted(of, np.arange(len(op)), side="right") - 1
         ops = cp.ops[op[of]]
         ps = prog.ps[ops[:, 5]]
         psf = prog.psf[ops[:, 5]]
@@ -461,9 +459,8 @@ class _SecondThread:
         fits = (need > 0) & (end <= _MARK_ROOM) & (win > 0)
         at = np.where(fits, (win % 2) * _MARK_ROOM + end - need, -1)
         op = np.flatnonzero(fits)
-        pieces = -(-count[op] // _TASK_TOUCHES)
-        of = np.repeat(op, pieces)
-        t0 = (np.arange(len(of)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * _TASK_TOUCHES
+        of, t0 = _cut(count[op], _TASK_TOUCHES)
+        of = op[of]
         tasks = np.stack([of + start, t0, np.minimum(t0 + _TASK_TOUCHES, count[of])], axis=1)
         first_task = np.searchsorted(win[of], np.arange(len(edges)))
         if fits.any() and len(self.marks) == 0:
@@ -512,6 +509,14 @@ class _SecondThread:
         if self.executor is None:
             self.executor = ThreadPoolExecutor(1, thread_name_prefix="cowbench")
         return self.executor
+
+
+def _cut(count: np.ndarray, size: int, least: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each row's count touches into pieces of at most `size` (at least `least` pieces a
+    row): the row of each piece, in order, and its first touch."""
+    pieces = np.maximum(-(-count // size), least)
+    of = np.repeat(np.arange(len(count)), pieces)
+    return of, (np.arange(len(of)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * size
 
 
 def _with_pool(m: Machine, ref: MachineRef) -> Machine:
