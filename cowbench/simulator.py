@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ._engine import abi
 from ._engine.loop import op_needs, run
 from ._engine.machine import Machine, MachineRef, grow, machine_ref, new_machine, overlay_pool
-from ._engine.task_mmu import freeze_live, freeze_some, live_tables_smaps
+from ._engine.task_mmu import freeze_some, live_tables_smaps
 from ._engine.touch import premark
 from ._params import ScenarioError, check_choice, safe_repr
 from .costs import CostModel
@@ -493,13 +493,14 @@ class _SecondThread:
         return ops, ps, psf, p.pool, p.ztab, p.reg_npages, self.marks, self.mark_at
 
     def freeze_live(self, ref: MachineRef, proc_state: np.ndarray) -> None:
-        """task_mmu.freeze_live, half the processes on the other thread."""
+        """The memory columns of every process still running or suspended, as they stand at
+        the end (task_mmu.freeze_some), half of them on the other thread."""
         live = np.flatnonzero((proc_state == abi.P_RUNNING) | (proc_state == abi.P_SUSPENDED))
         live = live[live > 0]
-        if not PREMARK or len(live) < 2:
-            freeze_live(ref)
-            return
         live_tables_smaps(ref)
+        if not PREMARK or len(live) < 2:
+            freeze_some(ref, live)
+            return
         other = self.thread().submit(freeze_some, ref, live[1::2])
         freeze_some(ref, live[::2])
         other.result()

@@ -335,20 +335,11 @@ def live_tables_smaps(m):
 
 @njit(cache=True, nogil=True)
 def freeze_some(m, pids):
-    """freeze_memory of each pid in pids, after live_tables_smaps; two threads
-    may freeze two sets of processes at once."""
+    """freeze_memory of each pid in pids, after live_tables_smaps: the memory
+    columns of processes still running or suspended, as they stand at the
+    end. Two threads may freeze two sets of processes at once."""
     for pid in pids:
         freeze_memory(m, pid)
-
-
-@njit(cache=True)
-def freeze_live(m):
-    """The memory columns of every process still running or suspended, as they stand at the end."""
-    live_tables_smaps(m)
-    for pid in range(1, m.proc_state.shape[0]):
-        s = m.proc_state[pid]
-        if s == P_RUNNING or s == P_SUSPENDED:
-            freeze_memory(m, pid)
 
 
 @njit(cache=True)
