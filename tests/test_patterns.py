@@ -362,6 +362,29 @@ def test_zipf_over_a_billion_pages_stays_in_range_and_its_tail_has_its_mass():
     assert (pages >= 10**8).sum() > 1000        # the deep tail is reached, not clipped
 
 
+def splitmix64_numpy(seed: int, i: np.ndarray, j: int) -> np.ndarray:
+    """draws.random_bits in NumPy (uint64 arithmetic wraps), written from the splitmix64 constants."""
+    x = i.astype(np.uint64) * np.uint64(0xD1B54A32D192ED03) + np.uint64(
+        (seed * 0x9E3779B97F4A7C15 + j * 0xF1357AEA2E62A9C5) % 2**64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 1000, 262_144, 10**9 + 7, 2**40, 2**40 - 1, 3 * 2**40 + 1, 2**51 + 3,
+                               2**52, 2**62 + 5])
+def test_uniform_page_is_the_unit_draw_times_n_rounded_down(n):
+    """Page i is min(int(u * n), n - 1), u = (bits >> 11) / 2**53, as a double
+    product truncated, whatever trick the kernel computes it by. Over 2**40
+    pages a product is a whole number once in 2**13 draws, and about half of
+    all products round up to the integer above them: the edges get tried."""
+    seed, i0, count = 77, 10**6, 400_000
+    got = cb.uniform(i0 + count, seed=seed).piece(i0, i0 + count).pages(n)
+    u = (splitmix64_numpy(seed, np.arange(i0, i0 + count), 0) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    want = np.minimum((u * float(n)).astype(np.int64), n - 1)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_seeds_later_draws_are_not_the_next_seeds_first():
     """Touch i draws unit_draw(seed, i, 0), then (seed, i, 1), ...: children seeded
     1, 2, 3, ... must not share random numbers (they once did: j entered the

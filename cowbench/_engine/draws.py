@@ -206,6 +206,35 @@ def mulmod(x, y, n):
     return ((x * (y >> 18) % n) * (1 << 18) + x * (y & ((1 << 18) - 1))) % n
 
 
+_TWO52 = 4503599627370496.0                  # 2**52: from it up to 2**53 a double's mantissa is an integer
+_TWO52_BITS = np.int64(0x4330000000000000)   # the bits of the double 2**52
+
+
+@njit(cache=True, inline="always")
+def uniform_fill(seed, n, i0, out):
+    """out[t] = min(int(unit_draw(seed, i0 + t, 0) * n), n - 1), bit for bit,
+    in three branch-free loops. int() of a double is a scalar instruction on
+    x86 without AVX-512 (1.3 of the 3 ns a draw took); here y = u * n, below
+    2**52, is rounded to the nearest integer f by adding and subtracting
+    2**52, f is stepped down where it rose above y, and f + 2**52 is read as
+    an integer (its mantissa) through a view of out: 1.6 ns a draw."""
+    m = out.shape[0]
+    if n >= np.int64(1) << 52:                  # beyond any region, but Pattern.pages may be asked
+        for t in range(m):
+            out[t] = min(int(unit_draw(seed, i0 + t, 0) * n), n - 1)
+        return
+    bits = out.view(np.uint64)
+    y = out.view(np.float64)
+    for t in range(m):
+        bits[t] = random_bits(seed, i0 + t, 0) >> np.uint64(11)
+    for t in range(m):
+        v = float(np.int64(bits[t])) * (1.0 / 9007199254740992.0) * n
+        f = (v + _TWO52) - _TWO52
+        y[t] = (f - 1.0 if f > v else f) + _TWO52
+    for t in range(m):
+        out[t] = min(out[t] - _TWO52_BITS, n - 1)
+
+
 @njit(cache=True)
 def pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
     """Write the pages of touches i0 .. i0+len(out)-1 of a pattern over n pages
@@ -223,8 +252,7 @@ def pattern_fill(kind, seed, a, b, n, i0, out, ztab, off, scratch):
             if page >= n:
                 page -= n
     elif kind == PAT_UNIFORM:
-        for t in range(m):
-            out[t] = min(int(unit_draw(seed, i0 + t, 0) * n), n - 1)
+        uniform_fill(seed, n, i0, out)
     elif kind == PAT_ZIPF:
         # This pattern's table as an array of its own: an index into it that is
         # offset + slot could be negative as far as the compiler knows, and
