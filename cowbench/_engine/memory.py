@@ -388,8 +388,12 @@ def copy_range(pt, tab_blk, tab_ovr, tab_maxovr, tab_ver, ref, t, words, key, va
     users) must be copied: e goes to the new overlay chunk at off (dense, or
     sorted slots), the slot gains an override and its mark is cleared; the
     other marks stay. Returns the copies; the caller charges the pages and
-    counts the faults, as do_wp_page does one at a time."""
+    counts the faults, as do_wp_page does one at a time.
+    copy_override's version and maximum are kept in locals and stored once,
+    and a word's marks once: a store to the same place at each copy was a
+    chain the loop waited on."""
     q = 0
+    top = 0
     for w in range(RANGE_WORDS):
         x = words[w]
         if x == 0:
@@ -397,20 +401,27 @@ def copy_range(pt, tab_blk, tab_ovr, tab_maxovr, tab_ver, ref, t, words, key, va
         b = tab_blk[t, (8 * w) >> PTE_BLOCK_SHIFT]
         if b == 0:                              # the table maps nothing in the word's slots
             continue
+        copied = np.uint64(0)
         while x != 0:
             low = x & (~x + np.uint64(1))
             slot = 8 * w + next_mark(x)
             x ^= low
-            if not must_copy(pt[b, slot & (PTES_PER_BLOCK - 1)], ref - tab_ovr[t, slot]):
+            o = tab_ovr[t, slot]
+            if not must_copy(pt[b, slot & (PTES_PER_BLOCK - 1)], ref - o):
                 continue
-            words[w] ^= low
+            copied |= low
             if dense:
                 val[off + slot] = e
             else:
                 key[off + q] = slot
                 val[off + q] = e
             q += 1
-            copy_override(tab_ovr, tab_maxovr, tab_ver, t, slot)
+            tab_ovr[t, slot] = o + 1
+            top = max(top, o + 1)
+        words[w] ^= copied
+    tab_ver[t] += q
+    if top > tab_maxovr[t]:
+        tab_maxovr[t] = top
     return q
 
 

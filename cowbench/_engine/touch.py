@@ -196,6 +196,7 @@ def touch_marked(m, pid, mm, r, write, tag, seen, seen_ranges, jlo, jhi):
     tab_maxovr = m.tab_maxovr
     tab_ver = m.tab_ver
     g = m.g
+    odf = g[G_POLICY] == POLICY_ODF     # table_unshare has work under odf alone
     first = m.reg_pmd0[r]
     batch = write and tag > 0
     e = pte_inline(max(tag, 0), PTE_W | PTE_E)
@@ -229,7 +230,8 @@ def touch_marked(m, pid, mm, r, write, tag, seen, seen_ranges, jlo, jhi):
             if q == 0:
                 ov_release(m, c, off)
             else:
-                table_unshare(m, pid, row, k)
+                if odf:
+                    table_unshare(m, pid, row, k)
                 ovl_row[k] = off
                 ovc_row[k] = c
                 ovn_row[k] = q
